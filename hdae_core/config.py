@@ -1,0 +1,148 @@
+"""Configuration dataclasses, named presets and JSON io."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+VARIANTS = ("dae", "dae_wide", "dae_u", "hdae_e", "hdae_u")
+
+
+def _tuple(v):
+    return tuple(v) if isinstance(v, (list, tuple)) else v
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The autoencoder's architecture; field names follow DiffAE's where they mean the same."""
+
+    image_size: int = 32
+    in_channels: int = 3
+    model_channels: int = 64
+    channel_mult: tuple[int, ...] = (1, 2, 2)
+    enc_channel_mult: tuple[int, ...] = (1, 2, 2, 2)
+    attention_resolutions: tuple[int, ...] = (16,)
+    num_res_blocks: int = 2
+    enc_num_res_blocks: int | None = None
+    num_heads: int = 1
+    embed_channels: int = 512
+    code_dim: int = 512  # width of one level's code; dae_wide's single code is L·code_dim wide
+    dropout: float = 0.1
+    variant: str = "hdae_u"
+
+    def __post_init__(self):
+        for name in ("channel_mult", "enc_channel_mult", "attention_resolutions"):
+            object.__setattr__(self, name, _tuple(getattr(self, name)))
+        if self.variant not in VARIANTS:
+            raise ValueError(f"unknown variant {self.variant!r}; expected one of {', '.join(VARIANTS)}")
+        if len(self.channel_mult) < 2:
+            raise ValueError(f"channel_mult {self.channel_mult} gives {len(self.channel_mult)} level; HDAE needs at least 2")
+        if self.image_size % 2 ** (len(self.channel_mult) - 1):
+            raise ValueError(
+                f"image_size {self.image_size} is not divisible by 2^{len(self.channel_mult) - 1} "
+                f"(channel_mult {self.channel_mult} halves the resolution {len(self.channel_mult) - 1} times)"
+            )
+
+    @property
+    def decoder_levels(self) -> int:
+        """Number of decoder resolution levels (the hierarchy depth L)."""
+        return len(self.channel_mult)
+
+    @property
+    def code_levels(self) -> int:
+        """Levels of the codes tensor: L for hdae_*, 1 for dae*."""
+        return self.decoder_levels if self.variant.startswith("hdae") else 1
+
+    @property
+    def code_width(self) -> int:
+        """Width D of one row of the codes tensor."""
+        return self.code_dim * self.decoder_levels if self.variant == "dae_wide" else self.code_dim
+
+    @property
+    def level_resolutions(self) -> tuple[int, ...]:
+        """Pixel resolution of each decoder level, finest first."""
+        return tuple(self.image_size // 2**i for i in range(self.decoder_levels))
+
+    @classmethod
+    def preset(cls, name: str, variant: str = "hdae_u", **overrides) -> "ModelConfig":
+        """A named preset (see ``PRESETS``) with the given variant and field overrides."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; expected one of {', '.join(PRESETS)}")
+        return dataclasses.replace(PRESETS[name], variant=variant, **overrides)
+
+    def replace(self, **kw) -> "ModelConfig":
+        return dataclasses.replace(self, **kw)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"ModelConfig: unknown fields {sorted(unknown)}")
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    """The noise schedule: linear β from 1e-4 to 0.02 over T steps (scaled by 1000/T, as DiffAE)."""
+
+    T: int = 1000
+    beta_schedule: str = "linear"
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d):
+        return cls(**d)
+
+
+PRESETS: dict[str, ModelConfig] = {
+    # tests: 16 px, a training step in tens of milliseconds on a CPU
+    "tiny": ModelConfig(
+        image_size=16, model_channels=32, channel_mult=(1, 2), enc_channel_mult=(1, 2, 2),
+        attention_resolutions=(8,), num_res_blocks=1, embed_channels=64, code_dim=32, dropout=0.0,
+    ),
+    # the shipped demo models on the built-in shapes
+    "shapes32": ModelConfig(
+        image_size=32, model_channels=32, channel_mult=(1, 2, 2, 2), enc_channel_mult=(1, 2, 2, 2, 2),
+        attention_resolutions=(8,), num_res_blocks=1, embed_channels=256, code_dim=128, dropout=0.0,
+    ),
+    # DiffAE's architecture at 32 px: the speed comparison's reference
+    "diffae32": ModelConfig(
+        image_size=32, model_channels=32, channel_mult=(1, 2, 2), enc_channel_mult=(1, 2, 2, 2),
+        attention_resolutions=(16,), num_res_blocks=2, num_heads=1, embed_channels=512, code_dim=512, dropout=0.1,
+    ),
+    # DiffAE's published FFHQ autoencoders
+    "ffhq64": ModelConfig(
+        image_size=64, model_channels=64, channel_mult=(1, 2, 4, 8), enc_channel_mult=(1, 2, 4, 8, 8),
+        attention_resolutions=(16,), num_res_blocks=2, embed_channels=512, code_dim=512, dropout=0.1,
+    ),
+    "ffhq128": ModelConfig(
+        image_size=128, model_channels=128, channel_mult=(1, 1, 2, 3, 4), enc_channel_mult=(1, 1, 2, 3, 4, 4),
+        attention_resolutions=(16,), num_res_blocks=2, embed_channels=512, code_dim=512, dropout=0.1,
+    ),
+    "ffhq256": ModelConfig(
+        image_size=256, model_channels=128, channel_mult=(1, 1, 2, 2, 4, 4), enc_channel_mult=(1, 1, 2, 2, 4, 4, 4),
+        attention_resolutions=(16,), num_res_blocks=2, embed_channels=512, code_dim=512, dropout=0.1,
+    ),
+}
+
+
+def write_json(path: str | Path, data: dict) -> None:
+    Path(path).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: file not found")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from e

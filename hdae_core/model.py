@@ -1,0 +1,115 @@
+"""HDAE = semantic encoder + conditional UNet decoder, routed per variant."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from . import diffusion
+from .config import DiffusionConfig, ModelConfig
+from .decoder import Decoder
+from .encoders import HalfUNetEncoder, UNetEncoder
+
+
+def build_encoder(cfg: ModelConfig) -> nn.Module:
+    """The variant's encoder: DiffAE's half-UNet for dae/dae_wide/hdae_e, a U-Net for dae_u/hdae_u."""
+    hierarchical = cfg.variant.startswith("hdae")
+    common = dict(
+        image_size=cfg.image_size, in_channels=cfg.in_channels, model_channels=cfg.model_channels,
+        num_res_blocks=cfg.enc_num_res_blocks or cfg.num_res_blocks,
+        attention_resolutions=cfg.attention_resolutions, num_heads=cfg.num_heads,
+        dropout=cfg.dropout, out_dim=cfg.code_width, hierarchical=hierarchical,
+    )
+    if cfg.variant in ("dae", "dae_wide"):
+        return HalfUNetEncoder(channel_mult=cfg.enc_channel_mult, **common)
+    if cfg.variant == "hdae_e":
+        # one level per decoder resolution, so code l is pooled at decoder level l's resolution
+        return HalfUNetEncoder(channel_mult=cfg.channel_mult, **common)
+    return UNetEncoder(channel_mult=cfg.channel_mult, **common)
+
+
+class HDAE(nn.Module):
+    """A (hierarchical) diffusion autoencoder: ``encode`` → codes [B, L, D], ``decoder(x_t, t, codes)`` → ε."""
+
+    def __init__(self, config: ModelConfig, diffusion_config: DiffusionConfig | None = None):
+        super().__init__()
+        self.config = config
+        self.diffusion_config = diffusion_config or DiffusionConfig()
+        self.encoder = build_encoder(config)
+        self.decoder = Decoder(
+            image_size=config.image_size, in_channels=config.in_channels,
+            model_channels=config.model_channels, channel_mult=config.channel_mult,
+            num_res_blocks=config.num_res_blocks, attention_resolutions=config.attention_resolutions,
+            num_heads=config.num_heads, dropout=config.dropout, embed_channels=config.embed_channels,
+            cond_channels=config.code_width,
+        )
+        self.register_buffer(
+            "alphas_cumprod", diffusion.alphas_cumprod(diffusion.linear_betas(self.diffusion_config.T)),
+            persistent=False,
+        )
+
+    @property
+    def num_levels(self) -> int:
+        """L of the codes tensor (decoder levels for hdae_*, 1 for dae*)."""
+        return self.config.code_levels
+
+    @property
+    def code_dim(self) -> int:
+        """D of the codes tensor (L·code_dim for dae_wide)."""
+        return self.config.code_width
+
+    def check_images(self, x: torch.Tensor, name: str = "x0") -> None:
+        """Raise a clear error unless x is [B, C, H, W] at the model's resolution."""
+        c = self.config
+        want = (c.in_channels, c.image_size, c.image_size)
+        if x.dim() != 4 or tuple(x.shape[1:]) != want:
+            raise ValueError(f"{name}: expected images of shape [B, {', '.join(map(str, want))}], got {list(x.shape)}")
+
+    def check_codes(self, codes: torch.Tensor) -> None:
+        """Raise a clear error unless codes are [B, L, D] for this model."""
+        want = (self.num_levels, self.code_dim)
+        if codes.dim() != 3 or tuple(codes.shape[1:]) != want:
+            raise ValueError(f"codes: expected shape [B, {want[0]}, {want[1]}] for variant {self.config.variant!r}, got {list(codes.shape)}")
+
+    def encode(self, x0: torch.Tensor) -> torch.Tensor:
+        """Semantic codes [B, L, D] of images in [-1, 1]."""
+        self.check_images(x0)
+        return self.encoder(x0)
+
+    def eps_fn(self, codes: torch.Tensor):
+        """ε_θ(·, ·, codes) as the samplers take it; the codes are computed once, outside the loop."""
+        self.check_codes(codes)
+        return lambda x_t, t: self.decoder(x_t, t, codes)
+
+    def timesteps(self, steps: int) -> list[int]:
+        return diffusion.spaced_timesteps(self.diffusion_config.T, steps)
+
+    @torch.no_grad()
+    def encode_stochastic(self, x0: torch.Tensor, codes: torch.Tensor, steps: int = 100, progress: bool = False) -> torch.Tensor:
+        """x_T by deterministic DDIM inversion of x0 given its codes (DiffAE's stochastic encoder)."""
+        self.check_images(x0)
+        return diffusion.ddim_invert(self.eps_fn(codes), x0, self.alphas_cumprod, self.timesteps(steps), progress=progress)
+
+    @torch.no_grad()
+    def decode(self, x_T: torch.Tensor, codes: torch.Tensor, steps: int = 100, eta: float = 0.0,
+               generator: torch.Generator | None = None, progress: bool = False) -> torch.Tensor:
+        """x0 by DDIM from x_T given the codes."""
+        self.check_images(x_T, "x_T")
+        return diffusion.ddim_sample(self.eps_fn(codes), x_T, self.alphas_cumprod, self.timesteps(steps),
+                                     eta=eta, generator=generator, progress=progress)
+
+    @torch.no_grad()
+    def reconstruct(self, x0: torch.Tensor, steps: int = 100, stochastic: bool = True,
+                    generator: torch.Generator | None = None) -> torch.Tensor:
+        """Encode then decode: with the inverted x_T (stochastic=True) or a random x_T."""
+        codes = self.encode(x0)
+        if stochastic:
+            x_T = self.encode_stochastic(x0, codes, steps)
+        else:
+            dev = generator.device if generator is not None else x0.device
+            x_T = torch.randn(x0.shape, generator=generator, device=dev, dtype=x0.dtype).to(x0.device)
+        return self.decode(x_T, codes, steps)
+
+    def loss(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """Per-sample ε loss with codes from x0, encoder and decoder trained jointly."""
+        codes = self.encoder(x0)
+        return diffusion.eps_loss(lambda x_t, tt: self.decoder(x_t, tt, codes), x0, t, noise, self.alphas_cumprod)
