@@ -29,15 +29,14 @@ def _float(x: Tensor) -> Tensor:
 
 
 def mse(a: Tensor, b: Tensor) -> Tensor:
-    """Per-image mean((a01 - b01)²) on the [0, 1] scale, a01 = (a + 1) / 2."""
+    """Per-image mean((a − b)²) on the images' own [-1, 1] scale (4× DiffAE's [0, 1]-scale MSE)."""
     _check(a, b)
-    # (a - b) / 2 is the difference of the [0, 1] images.
-    return ((_float(a) - _float(b)) / 2).pow(2).mean(dim=(1, 2, 3))
+    return (_float(a) - _float(b)).pow(2).mean(dim=(1, 2, 3))
 
 
 def psnr(a: Tensor, b: Tensor) -> Tensor:
-    """Per-image PSNR = 10·log10(1 / MSE01) in dB: data range 2 on [-1, 1], i.e. 1 on [0, 1]; inf if equal."""
-    return 10 * torch.log10(1 / mse(a, b))
+    """Per-image PSNR = 10·log10(2² / MSE) in dB (data range 2 on [-1, 1], the same as 1 on [0, 1]); inf if equal."""
+    return 10 * torch.log10(4 / mse(a, b))
 
 
 def _ssim_sigma(h: int, w: int) -> float:
@@ -55,6 +54,8 @@ def ssim(a: Tensor, b: Tensor) -> Tensor:
     from torchmetrics.functional.image import structural_similarity_index_measure
 
     _check(a, b)
+    # torchmetrics pads reflectively and averages the full SSIM map; DiffAE's pytorch_ssim
+    # zero-pads, so its numbers differ slightly near borders.
     a01, b01 = (_float(a) + 1) / 2, (_float(b) + 1) / 2
     return structural_similarity_index_measure(
         a01, b01, gaussian_kernel=True, sigma=_ssim_sigma(*a.shape[-2:]), reduction="none", data_range=1.0
@@ -67,7 +68,7 @@ def ssim(a: Tensor, b: Tensor) -> Tensor:
 _SHIFT = (-0.030, -0.088, -0.188)
 _SCALE = (0.458, 0.448, 0.450)
 
-# Trunks as torchvision builds them; each tuple is one LPIPS slice ending at a tapped ReLU.
+# Trunks as torchvision builds them; each inner list is one LPIPS slice ending at a tapped ReLU.
 # ("conv", in, out, kernel, stride, pad) or ("pool", kernel, stride).
 _ALEX = [
     [("conv", 3, 64, 11, 4, 2)],
@@ -175,7 +176,7 @@ def image_metrics(a: Tensor, b: Tensor, lpips_net: str = "alex") -> dict[str, Te
     m = mse(a, b)
     return {
         "mse": m,
-        "psnr": 10 * torch.log10(1 / m),
+        "psnr": 10 * torch.log10(4 / m),
         "ssim": ssim(a, b),
         "lpips": lpips(a, b, net=lpips_net),
     }

@@ -109,7 +109,9 @@ class HDAE(nn.Module):
             x_T = torch.randn(x0.shape, generator=generator, device=dev, dtype=x0.dtype).to(x0.device)
         return self.decode(x_T, codes, steps)
 
-    def loss(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """Per-sample ε loss with codes from x0, encoder and decoder trained jointly."""
+    def forward(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """Per-sample ε loss with codes from x0, encoder and decoder trained jointly (what DDP wraps)."""
         codes = self.encoder(x0)
         return diffusion.eps_loss(lambda x_t, tt: self.decoder(x_t, tt, codes), x0, t, noise, self.alphas_cumprod)
+
+    loss = forward

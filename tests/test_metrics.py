@@ -39,9 +39,9 @@ def test_mse_psnr_known_answers():
     a = _rand()
     assert torch.equal(M.mse(a, a), torch.zeros(3))
     assert torch.isinf(M.psnr(a, a)).all()
-    # An offset of 0.2 on [-1, 1] is 0.1 on [0, 1]: MSE 0.01, PSNR 20 dB.
+    # An offset of 0.2 on [-1, 1]: MSE 0.04 on that scale; 0.1 on [0, 1], so PSNR 20 dB.
     x, y = torch.zeros(2, 3, 8, 8), torch.full((2, 3, 8, 8), 0.2)
-    torch.testing.assert_close(M.mse(x, y), torch.full((2,), 0.01))
+    torch.testing.assert_close(M.mse(x, y), torch.full((2,), 0.04))
     torch.testing.assert_close(M.psnr(x, y), torch.full((2,), 20.0))
     # Full-range error: -1 vs 1 is 0 vs 1 on [0, 1], PSNR 0 dB.
     torch.testing.assert_close(M.psnr(-torch.ones(1, 3, 4, 4), torch.ones(1, 3, 4, 4)), torch.zeros(1))
@@ -135,7 +135,7 @@ def test_pinned_astronaut_vs_blur(astronaut_pair):
     a, b = astronaut_pair
     out = M.image_metrics(a, b)
     # Computed once with this code at 256 px (2×2 box-downscaled astronaut vs σ=2 Gaussian blur).
-    assert out["mse"].item() == pytest.approx(0.0060581132, rel=1e-4)
+    assert out["mse"].item() == pytest.approx(4 * 0.0060581132, rel=1e-4)
     assert out["psnr"].item() == pytest.approx(22.176627, rel=1e-4)
     assert out["ssim"].item() == pytest.approx(0.73582983, rel=1e-4)
     assert out["lpips"].item() == pytest.approx(0.40727776, rel=1e-4)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -212,26 +212,29 @@ def sample_factors(uniforms: np.ndarray, plan) -> np.ndarray:
     return f
 
 
-def attributes_from_factors(factors) -> torch.Tensor:
-    """Binary attributes [N, A] (float32, order ATTRIBUTE_NAMES) implied by factors [N, F] or [F]."""
-    f = torch.as_tensor(np.asarray(factors, dtype=np.float64) if not torch.is_tensor(factors) else factors)
-    f = f.double()
-    squeeze = f.dim() == 1
-    f = f.reshape(-1, len(FACTOR_NAMES))
+def _attributes_np(f: np.ndarray) -> np.ndarray:
+    """Binary attributes [N, A] (float32) from factors [N, F]; the single definition of every attribute."""
     col = lambda name: f[:, _F[name]]  # noqa: E731
+    shape = np.rint(col("shape"))
     attrs = [
-        col("color").round() == 0,
-        col("texture").round() == 1,
+        np.rint(col("color")) == 0,
+        np.rint(col("texture")) == 1,
         col("bg_value") > 0.5,
-        torch.cos(torch.deg2rad(col("light_angle"))) < 0,
-        col("clutter").round() > 0,
+        np.cos(np.deg2rad(col("light_angle"))) < 0,
+        np.rint(col("clutter")) > 0,
         col("size") > LARGE_THRESHOLD,
         col("pos_x") < 0.5,
         col("pos_y") < 0.5,
-        col("rotation").abs() > ROTATED_THRESHOLD,
-    ] + [col("shape").round() == c for c in range(len(SHAPE_NAMES))]
-    out = torch.stack(attrs, dim=1).float()
-    return out[0] if squeeze else out
+        np.abs(col("rotation")) > ROTATED_THRESHOLD,
+    ] + [shape == c for c in range(len(SHAPE_NAMES))]
+    return np.stack(attrs, axis=1).astype(np.float32)
+
+
+def attributes_from_factors(factors) -> torch.Tensor:
+    """Binary attributes [N, A] (float32, order ATTRIBUTE_NAMES) implied by factors [N, F] or [F]."""
+    f = factors.detach().cpu().double().numpy() if torch.is_tensor(factors) else np.asarray(factors, np.float64)
+    out = torch.from_numpy(_attributes_np(f.reshape(-1, len(FACTOR_NAMES))))
+    return out[0] if f.ndim == 1 else out
 
 
 def _draw_detail(rng: np.random.Generator, size: int):
@@ -264,28 +267,33 @@ def render(factors: np.ndarray, clutter: np.ndarray, coarse: np.ndarray, fine: n
     texture *= col("bg_texture")
     img = bg[:, :, None, None] + texture[:, None]
 
-    # clutter dots behind the object; dots rarely overlap, so colours are coverage-weighted
-    clutter_cov = np.zeros((n, h, h), dtype=np.float32)
+    # clutter dots behind the object, blended only inside small windows (a dot covers a few pixels);
+    # dot k of every image in one step, so overlapping dots stack in order like a painter's
     counts = np.rint(f[:, _F["clutter"]]).astype(np.int64)
-    idx = np.nonzero(counts > 0)[0]
-    if idx.size:
-        k_max = int(counts.max())
-        c = clutter[idx, :k_max]
-        cx, cy = (0.05 + 0.9 * c[..., 0])[..., None, None], (0.05 + 0.9 * c[..., 1])[..., None, None]
-        r = _lerp(CLUTTER_RADIUS, c[..., 2])[..., None, None]
-        cov = np.sqrt((xx[None] - cx) ** 2 + (yy[None] - cy) ** 2)
-        np.subtract(r, cov, out=cov)
-        cov *= h
-        cov += 0.5
-        np.clip(cov, 0, 1, out=cov)
-        cov *= (np.arange(k_max) < counts[idx, None])[..., None, None]
-        total = cov.sum(axis=1)
-        cc = np.minimum(total, 1.0)
-        rgb = 0.15 + 0.8 * c[..., 3:6]
-        paint = np.matmul(rgb.transpose(0, 2, 1), cov.reshape(idx.size, k_max, h * h)).reshape(idx.size, 3, h, h)
-        paint *= (cc / np.maximum(total, 1e-6))[:, None]
-        img[idx] = img[idx] * (1 - cc[:, None]) + paint
-        clutter_cov[idx] = cc
+    item, dot = np.nonzero(np.arange(MAX_CLUTTER)[None] < counts[:, None])
+    clutter_cov = np.zeros((n, h, h), dtype=np.float32)
+    if item.size:
+        c = clutter[item, dot]
+        px, py = (0.05 + 0.9 * c[:, 0]) * h - 0.5, (0.05 + 0.9 * c[:, 1]) * h - 0.5  # pixel-index units
+        r = _lerp(CLUTTER_RADIUS, c[:, 2]) * h
+        half = int(math.ceil(CLUTTER_RADIUS[1] * h + 0.5))
+        offsets = np.arange(-half, half + 1)
+        cols = np.rint(px).astype(np.int64)[:, None, None] + offsets[None, None, :]
+        rows = np.rint(py).astype(np.int64)[:, None, None] + offsets[None, :, None]
+        cov = np.clip(r[:, None, None] + 0.5 - np.sqrt((cols - px[:, None, None]) ** 2 + (rows - py[:, None, None]) ** 2), 0, 1)
+        valid = (cols >= 0) & (cols < h) & (rows >= 0) & (rows < h) & (cov > 0)
+        shape3 = valid.shape
+        which = np.broadcast_to(np.arange(item.size)[:, None, None], shape3)[valid]
+        it, kk = item[which], dot[which]
+        rr, cc_ = np.broadcast_to(rows, shape3)[valid], np.broadcast_to(cols, shape3)[valid]
+        cv = cov[valid].astype(np.float32)
+        rgb = (0.15 + 0.8 * c[:, 3:6])[which]
+        for k in range(int(counts.max())):
+            sel = np.nonzero(kk == k)[0]
+            i_, r_, c_, v_ = it[sel], rr[sel], cc_[sel], cv[sel]
+            cur = img[i_, :, r_, c_]
+            img[i_, :, r_, c_] = cur + (rgb[sel] - cur) * v_[:, None]
+            clutter_cov[i_, r_, c_] = np.maximum(clutter_cov[i_, r_, c_], v_)
 
     # the object: signed distance (unit = image side, > 0 inside) in polar coordinates about its centre
     dx, dy = xx - col("pos_x"), yy - col("pos_y")
@@ -304,18 +312,27 @@ def render(factors: np.ndarray, clutter: np.ndarray, coarse: np.ndarray, fine: n
             continue
         t_ = np.arctan2(dy[idx], dx[idx]) - rot[idx]
         if name in _SHAPE_ANGLES:
-            # fold the angle into one edge's sector: distance to that edge's line
+            # fold the angle into one edge's sector; outside, the distance to that edge segment
+            # (not its line) keeps corners from growing anti-aliasing spurs
             k = 4 if name == "square" else 3
             sector = 2 * math.pi / k
             phi = np.mod(t_ - _SHAPE_ANGLES[name] + sector / 2, sector) - sector / 2
-            sd[idx] = R * math.cos(math.pi / k) - r_ * np.cos(phi)
+            apothem = R * math.cos(math.pi / k)
+            across = r_ * np.cos(phi) - apothem
+            along = np.maximum(np.abs(r_ * np.sin(phi)) - R * math.sin(math.pi / k), 0)
+            sd[idx] = np.where(across <= 0, -across, -np.sqrt(across * across + along * along))
         else:
-            # star: fold into [0, 36 deg] from a tip (pointing up), distance to the tip-inner-vertex edge
+            # star: fold into [0, 36 deg] from a tip (pointing up): inside is the triangle
+            # (centre, tip T, inner vertex V); distance to the segment TV
             sector = 2 * math.pi / 5
             phi = np.abs(np.mod(t_ + math.pi / 2 + sector / 2, sector) - sector / 2)
-            ex, ey = STAR_INNER * math.cos(sector / 2) - 1.0, STAR_INNER * math.sin(sector / 2)
+            px, py = r_ * np.cos(phi) - R, r_ * np.sin(phi)  # relative to T = (R, 0)
+            ex, ey = STAR_INNER * math.cos(sector / 2) - 1.0, STAR_INNER * math.sin(sector / 2)  # (V - T) / R
             norm = math.hypot(ex, ey)
-            sd[idx] = (-ey / norm) * (r_ * np.cos(phi) - R) + (ex / norm) * (r_ * np.sin(phi))
+            line = (-ey * px + ex * py) / norm  # > 0 on the centre's side
+            t = np.clip((px * ex + py * ey) / (R * norm * norm), 0, 1)
+            seg = np.sqrt((px - t * R * ex) ** 2 + (py - t * R * ey) ** 2)
+            sd[idx] = np.where(line >= 0, line, -seg)
     cov = sd
     cov *= h
     cov += 0.5
@@ -346,16 +363,14 @@ def render(factors: np.ndarray, clutter: np.ndarray, coarse: np.ndarray, fine: n
 
 
 class Shapes(Dataset):
-    """Procedural shapes with known factors, binary attributes, label maps and correlated attribute pairs.
-
-    Item i is a pure function of (seed, i, size, correlation): a numpy Generator seeded with
-    [seed, i] draws 24 uniforms for the factors, then the item's fine detail (clutter dots and
-    background noise). `correlation` is a rate for the default pair ("red", "large"), a list of
-    (name_a, name_b, rate), or None (all attributes independent). For a pair, both attributes
-    keep probability 1/2 and agree with probability `rate`: P(b | a) = P(a | b) = P(a == b) = rate,
-    so 0.5 is independence and rates below 0.5 anti-correlate. Pairs must form a tree; pairable
-    attributes are SWITCH_ATTRIBUTES (the is_<shape> ones are 1/4 each and can't be paired).
-    """
+    """Procedural shapes with known factors, binary attributes, label maps and correlated attribute pairs."""
+    # Item i is a pure function of (seed, i, size, correlation): a numpy Generator seeded with
+    # [seed, i] draws 24 uniforms for the factors, then the item's fine detail (clutter dots and
+    # background noise). `correlation` is a rate for the default pair ("red", "large"), a list of
+    # (name_a, name_b, rate), or None (all attributes independent). For a pair, both attributes
+    # keep probability 1/2 and agree with probability `rate`: P(b | a) = P(a | b) = P(a == b) = rate,
+    # so 0.5 is independence and rates below 0.5 anti-correlate. Pairs must form a tree; pairable
+    # attributes are SWITCH_ATTRIBUTES (the is_<shape> ones are 1/4 each and can't be paired).
 
     attribute_names = list(ATTRIBUTE_NAMES)
     factor_names = list(FACTOR_NAMES)
@@ -418,7 +433,7 @@ class Shapes(Dataset):
         factors_t = torch.from_numpy(factors)
         return {
             "image": torch.from_numpy(img).mul_(2).sub_(1),
-            "attributes": attributes_from_factors(factors_t),
+            "attributes": torch.from_numpy(_attributes_np(factors)),
             "factors": factors_t,
             "label_map": torch.from_numpy(label),
             "index": torch.from_numpy(idx),
@@ -430,6 +445,14 @@ class Shapes(Dataset):
         item = {k: v[0] for k, v in out.items()}
         item["index"] = int(item["index"])
         return item
+
+    def __getitems__(self, indices) -> list[dict]:
+        """A list of items rendered in one vectorised batch (DataLoader's batched fetch uses this)."""
+        out = self.batch(indices)
+        items = [{k: v[i] for k, v in out.items()} for i in range(len(out["index"]))]
+        for item in items:
+            item["index"] = int(item["index"])
+        return items
 
     def factors_tensor(self, factors) -> torch.Tensor:
         """A dict {factor name: value or values} or a tensor [F] / [N, F] as a float32 tensor [N, F]."""
@@ -453,11 +476,9 @@ class Shapes(Dataset):
         return {name: float(v) for name, v in zip(FACTOR_NAMES, f[0].tolist())}
 
     def render_factors(self, factors, index=0) -> dict[str, torch.Tensor]:
-        """Render explicit factors with item `index`'s fine detail: {'image' [N,3,H,W] in [-1,1], 'label_map' [N,H,W]}.
-
-        With the factors of item i and index=i this reproduces item i exactly; edited factors
-        (see `edit_factors`) give the counterfactual image with the same clutter and noise.
-        """
+        """Render explicit factors with item `index`'s fine detail: {'image' [N,3,H,W] in [-1,1], 'label_map' [N,H,W]}."""
+        # With the factors of item i and index=i this reproduces item i exactly; edited factors
+        # (see `edit_factors`) give the counterfactual image with the same clutter and noise.
         f = self.factors_tensor(factors)
         idx = self._indices(index)
         if idx.size == 1 and f.shape[0] > 1:

@@ -1,0 +1,139 @@
+"""Checkpoints as folders: ``config.json`` + ``model.safetensors`` (+ ``ema.safetensors``); nothing is unpickled."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .config import DiffusionConfig, ModelConfig
+from .model import HDAE
+
+FORMAT = "hdae-checkpoint"
+FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+MODEL_FILE = "model.safetensors"
+EMA_FILE = "ema.safetensors"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint folder that cannot be loaded; the message names the file and the problem."""
+
+
+def _state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    # safetensors refuses shared or non-contiguous storage: store independent contiguous copies
+    return {k: v.detach().to("cpu").contiguous().clone() for k, v in module.state_dict().items()}
+
+
+def save(model: HDAE, path: str | Path, ema: HDAE | None = None, extra: dict[str, Any] | None = None,
+         tensors: dict[str, dict[str, torch.Tensor]] | None = None) -> Path:
+    """Write ``path/`` atomically: a temporary sibling folder renamed into place, so a crash keeps the old one.
+
+    ``tensors`` maps further file names (e.g. ``optimizer.safetensors``) to flat tensor dicts.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        meta = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "model": model.config.to_dict(),
+            "diffusion": model.diffusion_config.to_dict(),
+            "has_ema": ema is not None,
+            "extra": extra or {},
+        }
+        (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        save_file(_state(model), str(tmp / MODEL_FILE), metadata={"format": FORMAT})
+        if ema is not None:
+            save_file(_state(ema), str(tmp / EMA_FILE), metadata={"format": FORMAT})
+        for name, flat in (tensors or {}).items():
+            save_file({k: v.detach().cpu().contiguous() for k, v in flat.items()}, str(tmp / name))
+        old = None
+        if path.exists():
+            old = path.with_name(f".{path.name}.old-{os.getpid()}")
+            os.replace(path, old)
+        os.replace(tmp, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def read_config(path: str | Path) -> dict[str, Any]:
+    """The parsed ``config.json`` of a checkpoint folder, validated."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: checkpoint folder not found")
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: expected a checkpoint folder holding {CONFIG_FILE} and {MODEL_FILE}, got a file")
+    cfg_path = path / CONFIG_FILE
+    if not cfg_path.is_file():
+        raise CheckpointError(f"{cfg_path}: missing; a checkpoint folder needs {CONFIG_FILE} and {MODEL_FILE}")
+    try:
+        meta = json.loads(cfg_path.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{cfg_path}: not valid JSON ({e})") from e
+    if meta.get("format") != FORMAT or "model" not in meta:
+        raise CheckpointError(f"{cfg_path}: not an hdae checkpoint config (format={meta.get('format')!r})")
+    return meta
+
+
+def _read_weights(file: Path) -> dict[str, torch.Tensor]:
+    if not file.is_file():
+        raise CheckpointError(f"{file}: missing weights file")
+    try:
+        return load_file(str(file))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{file}: unreadable weights ({e}); the file may be truncated or corrupt") from e
+
+
+def validate_state(model: torch.nn.Module, state: dict[str, torch.Tensor], file: Path | str) -> None:
+    """Raise a CheckpointError naming the file unless ``state`` matches the model's names and shapes."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [f"{k}: file {list(state[k].shape)} vs config {list(own[k].shape)}"
+              for k in sorted(set(own) & set(state)) if state[k].shape != own[k].shape]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
+        if shapes:
+            parts.append(f"{len(shapes)} with other shapes (e.g. {'; '.join(shapes[:3])})")
+        raise CheckpointError(
+            f"{file}: weights do not match the config ({'; '.join(parts)}); "
+            "was it written for another preset or variant?"
+        )
+
+
+def load(path: str | Path, ema: bool = True, map_location: str | torch.device = "cpu") -> HDAE:
+    """Rebuild the model from ``path/`` with EMA weights when present (``ema=False``: the raw weights)."""
+    path = Path(path)
+    meta = read_config(path)
+    try:
+        config = ModelConfig.from_dict(meta["model"])
+        dcfg = DiffusionConfig.from_dict(meta.get("diffusion", {}))
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path / CONFIG_FILE}: invalid model config ({e})") from e
+    model = HDAE(config, dcfg)
+    file = path / (EMA_FILE if ema and meta.get("has_ema") else MODEL_FILE)
+    state = _read_weights(file)
+    validate_state(model, state, file)
+    model.load_state_dict(state)
+    return model.to(map_location).eval()
+
+
+def read_tensors(path: str | Path, name: str) -> dict[str, torch.Tensor]:
+    """A further tensor file of a checkpoint folder (e.g. the optimizer state)."""
+    return _read_weights(Path(path) / name)

@@ -1,0 +1,192 @@
+"""CelebA / CelebA-HQ attribute annotations and images paired with them."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import TYPE_CHECKING
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .images import ImageFolder, _check_on_error
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+log = logging.getLogger(__name__)
+
+CELEBA_ATTRIBUTES = [
+    "5_o_Clock_Shadow", "Arched_Eyebrows", "Attractive", "Bags_Under_Eyes", "Bald", "Bangs",
+    "Big_Lips", "Big_Nose", "Black_Hair", "Blond_Hair", "Blurry", "Brown_Hair", "Bushy_Eyebrows",
+    "Chubby", "Double_Chin", "Eyeglasses", "Goatee", "Gray_Hair", "Heavy_Makeup", "High_Cheekbones",
+    "Male", "Mouth_Slightly_Open", "Mustache", "Narrow_Eyes", "No_Beard", "Oval_Face", "Pale_Skin",
+    "Pointy_Nose", "Receding_Hairline", "Rosy_Cheeks", "Sideburns", "Smiling", "Straight_Hair",
+    "Wavy_Hair", "Wearing_Earrings", "Wearing_Hat", "Wearing_Lipstick", "Wearing_Necklace",
+    "Wearing_Necktie", "Young",
+]
+
+
+def read_celeba_attributes(path: str | os.PathLike) -> pd.DataFrame:
+    """Read list_attr_celeba.txt or CelebAMask-HQ-attribute-anno.txt: index = file name, one 0/1 int8 column per attribute."""
+    # Layout of both: line 1 the image count, line 2 the attribute names, then
+    # "file v1 ... vK" with values -1/1 separated by one or more spaces (0 is read as absent too).
+    import pandas as pd  # imported here: it is slow to import and only needed for annotations
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"attribute file not found: {path}")
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    if len(lines) < 2:
+        raise ValueError(f"{path}: expected a count on line 1 and attribute names on line 2")
+    try:
+        count = int(lines[0].strip())
+    except ValueError:
+        raise ValueError(f"{path}, line 1: expected the number of images, got {lines[0].strip()[:40]!r}") from None
+    names = lines[1].split()
+    if not names:
+        raise ValueError(f"{path}, line 2: expected the attribute names")
+    if len(set(names)) != len(names):
+        raise ValueError(f"{path}, line 2: repeated attribute names")
+    k = len(names)
+    files, values, line_of = [], [], {}
+    for n, line in enumerate(lines[2:], start=3):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != k + 1:
+            raise ValueError(
+                f"{path}, line {n}: expected {k + 1} fields (file name + {k} attribute values), got {len(fields)}"
+            )
+        if fields[0] in line_of:
+            raise ValueError(f"{path}, line {n}: {fields[0]!r} already annotated on line {line_of[fields[0]]}")
+        line_of[fields[0]] = n
+        files.append(fields[0])
+        values.append(fields[1:])
+    if len(files) != count:
+        raise ValueError(f"{path}: line 1 says {count} images but {len(files)} annotation rows follow")
+    arr = _parse_values(values, k, path, files, line_of)
+    df = pd.DataFrame(arr.astype(np.int8), index=pd.Index(files, name="image"), columns=names)
+    return df
+
+
+def _parse_values(values: list[list[str]], k: int, path: Path, files: list[str], line_of: dict) -> np.ndarray:
+    """The -1/0/1 tokens as a boolean array (True = present); names the first line with another token."""
+    arr = np.array(values, dtype=str).reshape(len(values), k)
+    present = arr == "1"
+    ok = (present | (arr == "-1") | (arr == "0")).all(axis=1)
+    if not ok.all():
+        i = int(np.argmin(ok))
+        bad = next(v for v in values[i] if v not in ("-1", "0", "1"))
+        raise ValueError(f"{path}, line {line_of[files[i]]}: value {bad!r} for {files[i]!r}; expected -1 or 1")
+    return present
+
+
+def _match_key(name: str) -> str:
+    """Name used to pair an image with an annotation row: the stem, with numbers un-padded ("00012.png" ~ "12.jpg")."""
+    stem = PurePosixPath(name.replace("\\", "/")).stem
+    return str(int(stem)) if stem.isdigit() else stem
+
+
+class AttributeImages(Dataset):
+    """Images paired with attribute rows: items get `attributes` (float32 0/1 vector, order `attribute_names`)."""
+    # `images` is a dataset (an ImageFolder, LMDBImages, ...) or a folder (read with ImageFolder at
+    # `size`); `attributes` a DataFrame from read_celeba_attributes or the annotation file's path.
+    # match="name" pairs by file name stem, numbers compared without zero padding (needs
+    # `images.files`); "index" pairs image i with row i (DiffAE's CelebA-HQ LMDB keeps the
+    # annotation order); "auto" picks "name" when the data set has files. An image without a
+    # row raises ValueError naming it, or with on_error="skip" is logged, listed in `skipped`, and left out.
+
+    def __init__(
+        self,
+        images,
+        attributes,
+        size: int | None = None,
+        columns: list[str] | None = None,
+        on_error: str = "raise",
+        match: str = "auto",
+        **image_kwargs,
+    ):
+        self.on_error = _check_on_error(on_error)
+        if isinstance(images, (str, os.PathLike)):
+            if size is None:
+                raise ValueError("pass size= when images is a folder")
+            images = ImageFolder(images, size, on_error=on_error, **image_kwargs)
+        elif image_kwargs:
+            raise TypeError(f"image options {sorted(image_kwargs)} only apply when images is a folder")
+        self.images = images
+        df = attributes if hasattr(attributes, "columns") else read_celeba_attributes(attributes)
+        if columns is not None:
+            missing = [c for c in columns if c not in df.columns]
+            if missing:
+                raise KeyError(f"attributes {missing} not in the annotations ({len(df.columns)} columns)")
+            df = df[list(columns)]
+        self.attribute_names = [str(c) for c in df.columns]
+        values = df.to_numpy(dtype=np.float32)
+        if match == "auto":
+            match = "name" if hasattr(images, "files") else "index"
+        self.skipped: dict[str, str] = {}
+        if match == "name":
+            if not hasattr(images, "files"):
+                raise ValueError(f"match='name' needs a data set with .files; {type(images).__name__} has none")
+            row_of: dict[str, int] = {}
+            for r, name in enumerate(df.index):
+                key = _match_key(str(name))
+                if key in row_of:
+                    raise ValueError(f"annotations {df.index[row_of[key]]!r} and {name!r} both match images named {key!r}")
+                row_of[key] = r
+            keep, rows, missing = [], [], []
+            for i, name in enumerate(images.files):
+                r = row_of.get(_match_key(name))
+                if r is None:
+                    missing.append(name)
+                else:
+                    keep.append(i)
+                    rows.append(r)
+            if missing:
+                root = getattr(images, "root", "")
+                example = os.path.join(str(root), missing[0])
+                message = f"{len(missing)} of {len(images.files)} images have no attribute row, e.g. {example}"
+                if self.on_error == "raise":
+                    raise ValueError(message + "; pass on_error='skip' to leave them out")
+                log.warning("skipping: %s", message)
+                for name in missing:
+                    self.skipped[os.path.join(str(root), name)] = "no attribute row"
+        elif match == "index":
+            if len(images) != len(df):
+                raise ValueError(
+                    f"match='index' pairs image i with row i, but there are {len(images)} images and {len(df)} rows"
+                )
+            keep, rows = list(range(len(images))), list(range(len(df)))
+        else:
+            raise ValueError(f"match must be 'auto', 'name' or 'index', got {match!r}")
+        if not keep:
+            raise ValueError("no image has an attribute row")
+        self.indices = np.asarray(keep, dtype=np.int64)
+        self.values = values[np.asarray(rows, dtype=np.int64)]
+        self.names = [str(df.index[r]) for r in rows]
+        self._position = {int(j): p for p, j in enumerate(self.indices)}
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __repr__(self) -> str:
+        return f"AttributeImages({self.images!r}, {len(self)} annotated, {len(self.attribute_names)} attributes)"
+
+    def __getitem__(self, index: int) -> dict:
+        """{'image', 'attributes' [A] float32 0/1, 'index' (position here, of the image actually returned)}."""
+        n = len(self)
+        if not -n <= index < n:
+            raise IndexError(f"index {index} out of range for AttributeImages of length {n}")
+        index %= n
+        for offset in range(n):
+            item = dict(self.images[int(self.indices[(index + offset) % n])])
+            # a skipping image set may hand back another image; its own row must follow it
+            pos = self._position.get(int(item["index"]))
+            if pos is not None:
+                item["attributes"] = torch.from_numpy(self.values[pos])
+                item["index"] = pos
+                return item
+        raise RuntimeError("no usable annotated image")

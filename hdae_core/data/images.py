@@ -1,0 +1,435 @@
+"""Real images: a recursive image folder (FFHQ layout) and DiffAE's LMDB format, with strict bad-input handling."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
+ON_ERROR = ("raise", "skip")
+_MODE_WORDS = {
+    "L": "grayscale",
+    "LA": "grayscale with alpha",
+    "I": "32-bit grayscale",
+    "I;16": "16-bit grayscale",
+    "F": "float grayscale",
+    "1": "1-bit",
+    "P": "palette",
+    "PA": "palette with alpha",
+    "RGBA": "RGB with alpha",
+    "RGBa": "RGB with premultiplied alpha",
+    "CMYK": "CMYK",
+    "YCbCr": "YCbCr",
+    "LAB": "Lab",
+    "HSV": "HSV",
+}
+
+
+class BadImageError(ValueError):
+    """An image that can't be used as-is: undecodable, truncated, or not RGB."""
+
+
+def _check_on_error(on_error: str) -> str:
+    if on_error not in ON_ERROR:
+        raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+    return on_error
+
+
+def check_mode(img: Image.Image, name: str, convert_mode: bool = False) -> Image.Image:
+    """The image as RGB: as-is when RGB, PIL's convert("RGB") when convert_mode (alpha dropped), else BadImageError."""
+    if img.mode == "RGB":
+        return img
+    if convert_mode:
+        return img.convert("RGB")
+    word = _MODE_WORDS.get(img.mode, "non-RGB")
+    raise BadImageError(
+        f"{name}: mode {img.mode!r} ({word}), expected RGB; "
+        "convert it, pass convert_mode=True, or pass on_error='skip'"
+    )
+
+
+def decode_image(data: bytes | str | os.PathLike, name: str, convert_mode: bool = False) -> Image.Image:
+    """Open and fully decode an image as RGB, raising BadImageError (naming `name`) for corrupt or non-RGB input."""
+    # Truncated files are caught unless PIL.ImageFile.LOAD_TRUNCATED_IMAGES was switched on globally.
+    try:
+        src = io.BytesIO(data) if isinstance(data, (bytes, bytearray, memoryview)) else data
+        with Image.open(src) as img:
+            img.load()  # decode now: truncation and corruption only show up here
+            out = check_mode(img, name, convert_mode)
+            return out.copy() if out is img else out
+    except BadImageError:
+        raise
+    except (OSError, SyntaxError, ValueError, UnidentifiedImageError, Image.DecompressionBombError) as e:
+        raise BadImageError(f"{name}: can't decode the image (corrupt or truncated file?): {e}") from e
+
+
+def center_crop_resize(img: Image.Image, size: int, resample=Image.BICUBIC) -> Image.Image:
+    """Centre-crop to a square, then resize to `size` (bicubic by default, antialiased when shrinking)."""
+    w, h = img.size
+    s = min(w, h)
+    left, top = (w - s) // 2, (h - s) // 2
+    if (w, h) != (s, s):
+        img = img.crop((left, top, left + s, top + s))
+    if s != size:
+        img = img.resize((size, size), resample, reducing_gap=None)
+    return img
+
+
+def to_tensor(img: Image.Image) -> torch.Tensor:
+    """An RGB PIL image as a float32 tensor [3, H, W] in [-1, 1]."""
+    arr = np.asarray(img, dtype=np.uint8)
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(127.5).sub_(1.0)
+
+
+class _ImageSource(Dataset):
+    """Shared decode / crop / flip / skip logic; subclasses provide `_load(i) -> (bytes or path, name)`."""
+
+    def __init__(self, size: int, flip: bool, on_error: str, convert_mode: bool, seed: int | None):
+        if int(size) < 1:
+            raise ValueError(f"size must be positive, got {size}")
+        self.size = int(size)
+        self.flip = bool(flip)
+        self.on_error = _check_on_error(on_error)
+        self.convert_mode = bool(convert_mode)
+        self.seed = seed
+        self.epoch = 0
+        # path or key -> reason, for every item this process skipped (DataLoader workers keep their own)
+        self.skipped: dict[str, str] = {}
+        self._bad: set[int] = set()
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def _load(self, index: int):
+        raise NotImplementedError
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch for seeded flips, so each epoch flips differently yet reproducibly."""
+        self.epoch = int(epoch)
+
+    def _flip_this(self, index: int) -> bool:
+        if not self.flip:
+            return False
+        if self.seed is None:
+            # torch's global RNG: DataLoader seeds it per worker, torch.manual_seed makes runs repeatable
+            return bool(torch.rand(()) < 0.5)
+        return bool(np.random.default_rng([int(self.seed), self.epoch, index]).random() < 0.5)
+
+    def load_image(self, index: int) -> Image.Image:
+        """Item `index` decoded, centre-cropped and resized (no flip); raises BadImageError when unusable."""
+        data, name = self._load(index)
+        return center_crop_resize(decode_image(data, name, self.convert_mode), self.size)
+
+    def _skip(self, name: str, reason: str) -> None:
+        if name not in self.skipped:
+            self.skipped[name] = reason
+            log.warning("skipping %s (%d skipped so far)", reason, len(self.skipped))
+
+    def __getitem__(self, index: int) -> dict:
+        """{'image': [3, H, W] in [-1, 1], 'index': the index actually returned}; see on_error for bad items."""
+        n = len(self)
+        if not -n <= index < n:
+            raise IndexError(f"index {index} out of range for {type(self).__name__} of length {n}")
+        index %= n
+        for offset in range(n):
+            i = (index + offset) % n
+            if i in self._bad:
+                continue
+            try:
+                img = self.load_image(i)
+            except BadImageError as e:
+                if self.on_error == "raise":
+                    raise
+                self._bad.add(i)
+                self._skip(self._name(i), str(e))
+                continue
+            if self._flip_this(i):
+                img = img.transpose(Image.FLIP_LEFT_RIGHT)
+            return {"image": to_tensor(img), "index": i}
+        raise RuntimeError(f"{type(self).__name__}: every one of the {n} images is unusable; see .skipped")
+
+    def _name(self, index: int) -> str:
+        raise NotImplementedError
+
+    def scan(self) -> dict[str, str]:
+        """Decode every image once and return {name: problem} for the unusable ones (nothing is raised)."""
+        bad = {}
+        for i in range(len(self)):
+            try:
+                data, name = self._load(i)
+                decode_image(data, name, self.convert_mode)
+            except BadImageError as e:
+                bad[self._name(i)] = str(e)
+        return bad
+
+
+class ImageFolder(_ImageSource):
+    """All .png/.jpg/.jpeg/.webp files under `root` (recursively, sorted by relative path), square-cropped to `size`."""
+    # on_error="raise" raises BadImageError (a ValueError) naming the file and the problem;
+    # on_error="skip" logs a warning, records it in `self.skipped` and returns the next usable
+    # image instead (the item's `index` says which). Non-RGB files are errors unless convert_mode=True.
+    # Flips use torch's RNG, or with `seed` a fixed choice per (seed, epoch, index).
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        size: int,
+        flip: bool = True,
+        on_error: str = "raise",
+        convert_mode: bool = False,
+        seed: int | None = None,
+    ):
+        super().__init__(size, flip, on_error, convert_mode, seed)
+        self.root = Path(root)
+        if not self.root.exists():
+            raise FileNotFoundError(f"image folder not found: {self.root}")
+        if not self.root.is_dir():
+            raise NotADirectoryError(f"not a folder: {self.root}")
+        self.files = find_images(self.root)
+        if not self.files:
+            raise ValueError(
+                f"no images in {self.root} (looked recursively for {', '.join(IMAGE_EXTENSIONS)}, any case)"
+            )
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __repr__(self) -> str:
+        return f"ImageFolder({str(self.root)!r}, size={self.size}, {len(self)} images)"
+
+    def _load(self, index: int):
+        path = self.root / self.files[index]
+        return path, str(path)
+
+    def _name(self, index: int) -> str:
+        return str(self.root / self.files[index])
+
+
+def find_images(root: str | os.PathLike) -> list[str]:
+    """Relative posix paths of the images under `root`, sorted (FFHQ's zero-padded names sort numerically)."""
+    root = Path(root)
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for fn in filenames:
+            if fn.lower().endswith(IMAGE_EXTENSIONS) and not fn.startswith("."):
+                out.append(Path(dirpath, fn).relative_to(root).as_posix())
+    return sorted(out)
+
+
+_ENVS: dict = {}  # real path -> (pid, environment); LMDB allows one open per path and process
+
+
+def _open_lmdb(path: str | os.PathLike):
+    """This process's shared read-only environment for `path`, opened on first use."""
+    import lmdb
+
+    key = os.path.realpath(path)
+    pid, env = _ENVS.get(key, (None, None))
+    if env is not None and pid != os.getpid():
+        # inherited through fork: LMDB handles must not be used in a child, but closing the
+        # child's copy is safe without a lock file and lets this process open its own
+        env.close()
+        env = None
+    if env is None:
+        # readonly, no lock file, no readahead: safe for many reader processes and random access
+        env = lmdb.open(str(path), readonly=True, lock=False, readahead=False, meminit=False, max_readers=64)
+        _ENVS[key] = (os.getpid(), env)
+    return env
+
+
+def close_lmdb(path: str | os.PathLike) -> None:
+    """Close this process's reader of `path` (e.g. before writing to it again); the next read reopens it."""
+    _, env = _ENVS.pop(os.path.realpath(path), (None, None))
+    if env is not None:
+        env.close()
+
+
+class LMDBImages(_ImageSource):
+    """DiffAE's LMDB format: keys "{resolution}-{index:05d}" holding encoded images, plus a "length" key."""
+    # Each process opens its own read-only environment on first use (one per path, shared by
+    # instances), so DataLoader workers, forked or spawned, never reuse their parent's.
+    # `resolution` (and the key width `zfill`) are read from the first key when not given.
+    # Bad entries behave as in ImageFolder (on_error, convert_mode, skipped).
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        size: int,
+        resolution: int | None = None,
+        flip: bool = True,
+        on_error: str = "raise",
+        convert_mode: bool = False,
+        seed: int | None = None,
+        zfill: int | None = None,
+    ):
+        super().__init__(size, flip, on_error, convert_mode, seed)
+        import lmdb
+
+        self.path = Path(path)
+        if not self.path.exists():
+            raise FileNotFoundError(f"LMDB not found: {self.path}")
+        if not (self.path / "data.mdb").is_file():
+            raise ValueError(f"{self.path} is not an LMDB folder (no data.mdb in it)")
+        try:
+            env = _open_lmdb(self.path)
+        except lmdb.Error as e:
+            raise ValueError(f"{self.path}: can't open the LMDB: {e}") from e
+        with env.begin() as txn:
+            probe_res, probe_zfill = _probe_key(txn)
+            self.resolution = int(resolution) if resolution is not None else probe_res
+            self.zfill = int(zfill) if zfill is not None else (probe_zfill or 5)
+            if self.resolution is None:
+                raise ValueError(f"{self.path}: no image keys like '256-00000' found; is this DiffAE's format?")
+            raw = txn.get(b"length")
+            if raw is not None:
+                try:
+                    self.length = int(raw.decode("utf-8"))
+                except ValueError as e:
+                    raise ValueError(f"{self.path}: the 'length' key holds {raw[:20]!r}, not an integer") from e
+            else:
+                self.length = _count_keys(txn, f"{self.resolution}-".encode())
+            if self.length <= 0:
+                raise ValueError(f"{self.path}: the LMDB holds no images")
+            if txn.get(self._key(0)) is None:
+                raise ValueError(
+                    f"{self.path}: no key {self._key(0).decode()!r}; "
+                    f"resolution {self.resolution} / zfill {self.zfill} don't match the keys stored"
+                )
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __repr__(self) -> str:
+        return f"LMDBImages({str(self.path)!r}, size={self.size}, resolution={self.resolution}, {len(self)} images)"
+
+    def _key(self, index: int) -> bytes:
+        return f"{self.resolution}-{str(index).zfill(self.zfill)}".encode("utf-8")
+
+    def _txn_get(self, key: bytes):
+        # looked up per read, never stored: the env must not be pickled or reused across a fork
+        with _open_lmdb(self.path).begin(write=False) as txn:
+            return txn.get(key)
+
+    def close(self) -> None:
+        """Close this process's reader of the LMDB (see close_lmdb)."""
+        close_lmdb(self.path)
+
+    def _load(self, index: int):
+        key = self._key(index)
+        name = self._name(index)
+        data = self._txn_get(key)
+        if data is None:
+            raise BadImageError(f"{name}: key missing from the LMDB")
+        return bytes(data), name
+
+    def _name(self, index: int) -> str:
+        return f"{self.path}[{self._key(index).decode()}]"
+
+
+def _probe_key(txn) -> tuple[int | None, int | None]:
+    """(resolution, zfill) parsed from the first key shaped like '256-00000'."""
+    with txn.cursor() as cur:
+        for key in cur.iternext(keys=True, values=False):
+            res, sep, idx = bytes(key).decode("utf-8", "replace").partition("-")
+            if sep and res.isdigit() and idx.isdigit():
+                return int(res), len(idx)
+    return None, None
+
+
+def _count_keys(txn, prefix: bytes) -> int:
+    n = 0
+    with txn.cursor() as cur:
+        if cur.set_range(prefix):
+            for key in cur.iternext(keys=True, values=False):
+                if not bytes(key).startswith(prefix):
+                    break
+                n += 1
+    return n
+
+
+def write_lmdb(
+    images: str | os.PathLike | Iterable,
+    path: str | os.PathLike,
+    resolution: int,
+    format: str = "webp",
+    quality: int = 100,
+    zfill: int = 5,
+    convert_mode: bool = False,
+    map_size: int = 1 << 30,
+) -> int:
+    """Write images (a folder, or an iterable of PIL images / uint8 arrays / file paths) as DiffAE's LMDB; returns the count."""
+    # Each image is centre-cropped, Lanczos-resized to `resolution` and stored as `format` (DiffAE's
+    # LMDBs use WebP at quality 100; "png" is lossless). Non-RGB input raises unless convert_mode=True.
+    import lmdb
+
+    fmt = format.upper()
+    if fmt == "JPG":
+        fmt = "JPEG"
+    if fmt not in ("WEBP", "PNG", "JPEG"):
+        raise ValueError(f"format must be webp, png or jpeg, got {format!r}")
+    if isinstance(images, (str, os.PathLike)):
+        root = Path(images)
+        if not root.is_dir():
+            raise FileNotFoundError(f"image folder not found: {root}")
+        files = find_images(root)
+        if not files:
+            raise ValueError(f"no images in {root} (looked recursively for {', '.join(IMAGE_EXTENSIONS)})")
+        images = (root / f for f in files)
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    close_lmdb(path)  # a reader left open in this process would block the writer
+    env = lmdb.open(str(path), map_size=map_size, readahead=False, meminit=False)
+    count, pending = 0, []
+
+    def flush():
+        # grow the map instead of failing when a big set outgrows the initial size
+        while True:
+            try:
+                with env.begin(write=True) as txn:
+                    for key, value in pending:
+                        txn.put(key, value)
+                    txn.put(b"length", str(count).encode("utf-8"))
+                break
+            except lmdb.MapFullError:
+                env.set_mapsize(env.info()["map_size"] * 2)
+        pending.clear()
+
+    try:
+        for i, item in enumerate(images):
+            img = _as_pil(item, f"image {i}", convert_mode)
+            img = center_crop_resize(img, resolution, Image.LANCZOS)  # as DiffAE's preparation script
+            buf = io.BytesIO()
+            kwargs = {"quality": quality} if fmt in ("WEBP", "JPEG") else {}
+            img.save(buf, format=fmt, **kwargs)
+            pending.append((f"{resolution}-{str(i).zfill(zfill)}".encode("utf-8"), buf.getvalue()))
+            count = i + 1
+            if len(pending) >= 1000:
+                flush()
+        flush()
+    finally:
+        env.close()
+    return count
+
+
+def _as_pil(item, name: str, convert_mode: bool) -> Image.Image:
+    if isinstance(item, Image.Image):
+        return check_mode(item, name, convert_mode)
+    if isinstance(item, (str, os.PathLike)):
+        return decode_image(item, str(item), convert_mode)
+    if torch.is_tensor(item):
+        item = item.detach().cpu().numpy()
+    arr = np.asarray(item)
+    if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 3:
+        raise BadImageError(f"{name}: expected a uint8 array [H, W, 3], got {arr.dtype} {arr.shape}")
+    return Image.fromarray(arr, "RGB")

@@ -1,0 +1,394 @@
+"""One training loop for every variant: AMP, EMA, gradient clipping, atomic checkpoints, exact resume, DDP."""
+from __future__ import annotations
+
+import copy
+import csv
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.data import DataLoader
+from torch.utils.data.distributed import DistributedSampler
+
+from . import checkpoint as ckpt
+from . import dist
+from .config import ModelConfig
+from .model import HDAE
+
+CSV_FIELDS = ["step", "images", "wall_s", "loss", "img_s", "lr",
+              "eval_mse_enc", "eval_mse_rand", "eval_lpips_enc", "eval_lpips_rand"]
+
+
+class TrainingDiverged(RuntimeError):
+    """A non-finite loss; the last good checkpoint is kept."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything ``train`` needs; written as ``train.json`` beside every checkpoint."""
+
+    model: ModelConfig = field(default_factory=lambda: ModelConfig.preset("shapes32"))
+    out: str = "runs/default"
+    data: str | None = None  # None: the built-in shapes; a folder of images or a DiffAE LMDB
+    steps: int = 1000
+    batch_size: int = 32  # global, split over ranks
+    lr: float = 1e-4
+    ema_decay: float = 0.9999
+    ema_warmup: bool = True  # decay min(ema_decay, (1 + n) / (10 + n)) so short runs give a usable EMA
+    grad_clip: float = 1.0
+    seed: int = 0
+    amp: str = "auto"  # auto (bf16 on CUDA, off on CPU) | bf16 | fp16 | none
+    channels_last: str = "auto"  # auto (on for CUDA) | on | off
+    compile: bool = False
+    device: str | None = None
+    num_workers: int = 0
+    log_every: int = 50
+    eval_every: int = 1000
+    eval_size: int = 64
+    eval_steps: int = 20
+    ckpt_every: int = 1000
+    grid_every: int = 0  # 0: at every evaluation
+    progress: bool = True
+    tensorboard: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["model"] = self.model.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        d = dict(d)
+        d["model"] = ModelConfig.from_dict(d["model"])
+        return cls(**d)
+
+
+def _step_seed(seed: int, step: int) -> int:
+    # every step draws its randomness from (seed, step), so a resumed run repeats an uninterrupted one
+    return (seed * 1_000_003 + step * 7919 + 12345) % (2**63 - 1)
+
+
+class ResumableSampler(DistributedSampler):
+    """A DistributedSampler whose epochs are seeded permutations and that can start mid-epoch."""
+
+    def __init__(self, dataset, seed: int, start_sample: int = 0, **kw):
+        super().__init__(dataset, shuffle=True, seed=seed, drop_last=True, **kw)
+        self.start_sample = start_sample
+
+    def __iter__(self) -> Iterator[int]:
+        it = super().__iter__()
+        for _ in range(self.start_sample):
+            next(it, None)
+        self.start_sample = 0
+        return it
+
+
+def batches(dataset, cfg: TrainConfig, start_step: int, device: torch.device) -> Iterator[torch.Tensor]:
+    """This rank's image batches from ``start_step`` on, the same global batches whatever the world size."""
+    world, rank = dist.world_size(), dist.rank()
+    per_rank = cfg.batch_size // world
+    n = len(dataset)
+    steps_per_epoch = (n // world) // per_rank
+    if steps_per_epoch == 0:
+        raise ValueError(f"data set of {n} images is smaller than one batch of {cfg.batch_size}")
+    step = start_step
+    while True:
+        epoch, within = divmod(step, steps_per_epoch)
+        if hasattr(dataset, "batch") and cfg.num_workers == 0:
+            # the built-in data renders whole batches at once; global order as the sampler's
+            g = torch.Generator().manual_seed(cfg.seed + epoch)
+            perm = torch.randperm(n, generator=g)
+            for s in range(within, steps_per_epoch):
+                idx = perm[s * cfg.batch_size:(s + 1) * cfg.batch_size][rank::world]
+                yield dataset.batch(idx.tolist())["image"].to(device, non_blocking=True)
+                step += 1
+        else:
+            sampler = ResumableSampler(dataset, seed=cfg.seed, start_sample=within * per_rank,
+                                       num_replicas=world, rank=rank)
+            sampler.set_epoch(epoch)
+            loader = DataLoader(dataset, batch_size=per_rank, sampler=sampler, drop_last=True,
+                                num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
+                                persistent_workers=False)
+            for item in loader:
+                yield (item["image"] if isinstance(item, dict) else item).to(device, non_blocking=True)
+                step += 1
+
+
+class EMA:
+    """Exponential moving average of the weights, updated in place with one fused lerp."""
+
+    def __init__(self, model: nn.Module, decay: float, warmup: bool, updates: int = 0):
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+        self.decay, self.warmup, self.updates = decay, warmup, updates
+
+    def current_decay(self) -> float:
+        if not self.warmup:
+            return self.decay
+        return min(self.decay, (1 + self.updates) / (10 + self.updates))
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        d = self.current_decay()
+        ema_p = [p for p in self.model.parameters()]
+        src = [p.detach() for p in model.parameters()]
+        torch._foreach_lerp_(ema_p, src, 1.0 - d)
+        self.updates += 1
+
+
+def _amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
+    mode = cfg.amp
+    if mode == "auto":
+        mode = "bf16" if device.type == "cuda" else "none"
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "none": None}[mode]
+
+
+def make_optimizer(model: nn.Module, lr: float) -> torch.optim.Optimizer:
+    """Adam, fused where the device supports it."""
+    try:
+        return torch.optim.Adam(model.parameters(), lr=lr, fused=True)
+    except (RuntimeError, TypeError):
+        return torch.optim.Adam(model.parameters(), lr=lr, foreach=True)
+
+
+def optimizer_tensors(model: nn.Module, opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    """Adam's state as a flat name → tensor dict for safetensors."""
+    out = {}
+    for name, p in model.named_parameters():
+        for k, v in opt.state.get(p, {}).items():
+            out[f"{name}::{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
+    return out
+
+
+def load_optimizer_tensors(model: nn.Module, opt: torch.optim.Optimizer, flat: dict[str, torch.Tensor]) -> None:
+    params = dict(model.named_parameters())
+    for key, v in flat.items():
+        name, k = key.split("::")
+        p = params[name]
+        opt.state[p][k] = v.to(p.device) if k != "step" else v.to(torch.float32)
+
+
+class MetricsLog:
+    """The run's ``metrics.csv``: rows after a resumed step are dropped so no step appears twice."""
+
+    def __init__(self, path: Path, resume_step: int | None):
+        self.path = path
+        rows = []
+        if resume_step is not None and path.exists():
+            with path.open() as f:
+                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
+        with path.open("w", newline="") as f:
+            w = csv.DictWriter(f, CSV_FIELDS)
+            w.writeheader()
+            w.writerows(rows)
+
+    def write(self, row: dict[str, Any]) -> None:
+        with self.path.open("a", newline="") as f:
+            csv.DictWriter(f, CSV_FIELDS).writerow({k: row.get(k, "") for k in CSV_FIELDS})
+
+
+@torch.no_grad()
+def evaluate(model: HDAE, x0: torch.Tensor, steps: int, seed: int) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+    """Reconstruction MSE (and LPIPS when available) with encoded and with random x_T (paper Fig. 5)."""
+    model.eval()
+    codes = model.encode(x0)
+    x_T = model.encode_stochastic(x0, codes, steps)
+    rec_enc = model.decode(x_T, codes, steps)
+    g = torch.Generator().manual_seed(seed)
+    noise = torch.randn(x0.shape, generator=g).to(x0.device, x0.dtype)
+    rec_rand = model.decode(noise, codes, steps)
+    out = {
+        "eval_mse_enc": (rec_enc - x0).pow(2).mean().item(),
+        "eval_mse_rand": (rec_rand - x0).pow(2).mean().item(),
+    }
+    try:
+        from .metrics import lpips
+        out["eval_lpips_enc"] = lpips(rec_enc, x0).mean().item()
+        out["eval_lpips_rand"] = lpips(rec_rand, x0).mean().item()
+    except (ImportError, RuntimeError, FileNotFoundError):
+        pass
+    return out, {"x0": x0, "enc": rec_enc, "rand": rec_rand}
+
+
+def _eval_and_grid(ema_model: HDAE, x_eval: torch.Tensor, cfg: TrainConfig, out: Path, step: int) -> dict[str, float]:
+    """Evaluate the EMA model on the held-out batch and write its reconstruction grid."""
+    from .plots import save_grid
+
+    metrics, recs = evaluate(ema_model, x_eval, cfg.eval_steps, cfg.seed)
+    k = min(16, len(x_eval))
+    save_grid(out / "grids" / f"recon_{step:07d}.png", [recs["x0"][:k], recs["enc"][:k], recs["rand"][:k]], scale=2)
+    return metrics
+
+
+def make_dataset(cfg: TrainConfig):
+    """The training set: the built-in shapes unless ``cfg.data`` names a folder or LMDB."""
+    if cfg.data is None:
+        from .data import Shapes
+        return Shapes(size=cfg.model.image_size, seed=cfg.seed)
+    from .data import make_dataset as _make
+    return _make(cfg.data, cfg.model.image_size)
+
+
+def held_out_batch(cfg: TrainConfig) -> torch.Tensor:
+    """A fixed evaluation batch: shapes from another seed, or the data set's last images."""
+    from .data import Shapes
+    if cfg.data is None:
+        return Shapes(size=cfg.model.image_size, seed=cfg.seed + 10_000).batch(list(range(cfg.eval_size)))["image"]
+    ds = make_dataset(cfg)
+    idx = range(max(0, len(ds) - cfg.eval_size), len(ds))
+    return torch.stack([ds[i]["image"] for i in idx])
+
+
+def train(cfg: TrainConfig, resume: bool = False) -> Path:
+    """Train, writing checkpoints, ``metrics.csv`` and grids to ``cfg.out``; returns the checkpoint folder."""
+    device = dist.init(cfg.device)
+    world = dist.world_size()
+    if cfg.batch_size % world:
+        raise ValueError(f"batch_size {cfg.batch_size} does not split over {world} processes")
+    out = Path(cfg.out)
+    ck_dir = out / "checkpoint"
+    if dist.rank() == 0:
+        out.mkdir(parents=True, exist_ok=True)
+    dist.barrier()
+
+    torch.manual_seed(cfg.seed)
+    model = HDAE(cfg.model)
+    start_step, images, wall0 = 0, 0, 0.0
+    opt_state = None
+    ema_updates = 0
+    if resume and (ck_dir / ckpt.CONFIG_FILE).exists():
+        meta = ckpt.read_config(ck_dir)
+        saved = TrainConfig.from_dict(meta["extra"]["train"])
+        if saved.model != cfg.model:
+            raise ValueError(f"{ck_dir}: checkpoint was trained with another model config; "
+                             f"resume with the same preset and variant, or choose a new --out")
+        model = ckpt.load(ck_dir, ema=False)
+        ema_model = ckpt.load(ck_dir, ema=True)
+        opt_state = ckpt.read_tensors(ck_dir, "optimizer.safetensors")
+        start_step = meta["extra"]["step"]
+        images = meta["extra"]["images"]
+        wall0 = meta["extra"]["wall_s"]
+        ema_updates = meta["extra"]["ema_updates"]
+    elif resume:
+        dist.print0(f"no checkpoint in {ck_dir}: starting a new run")
+
+    model.to(device).train()
+    ema = EMA(model, cfg.ema_decay, cfg.ema_warmup, ema_updates)
+    if opt_state is not None:
+        ema.model.load_state_dict(ema_model.state_dict())
+    ema.model.to(device)
+    cl = cfg.channels_last == "on" or (cfg.channels_last == "auto" and device.type == "cuda")
+    if cl:
+        model.to(memory_format=torch.channels_last)
+    opt = make_optimizer(model, cfg.lr)
+    if opt_state is not None:
+        load_optimizer_tensors(model, opt, opt_state)
+    amp = _amp_dtype(cfg, device)
+    scaler = torch.amp.GradScaler(device.type) if amp == torch.float16 else None
+    net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None) if dist.is_dist() else model
+    step_fn = torch.compile(net) if cfg.compile else net
+
+    if dist.rank() == 0:
+        (out / "train.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+    log = MetricsLog(out / "metrics.csv", start_step if resume else None) if dist.rank() == 0 else None
+    tb = None
+    if cfg.tensorboard and dist.rank() == 0:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+            tb = SummaryWriter(str(out / "tb"))
+        except ImportError:
+            pass
+    x_eval = held_out_batch(cfg).to(device) if dist.rank() == 0 else None
+    data = batches(make_dataset(cfg), cfg, start_step, device)
+
+    per_rank = cfg.batch_size // world
+    rank = dist.rank()
+    bar = None
+    if cfg.progress and rank == 0:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=cfg.steps, initial=start_step, desc=f"train {cfg.model.variant}", unit="step")
+    t_start, t_log, img_log = time.time(), time.time(), 0
+    loss_acc = torch.zeros((), device=device)
+    n_acc = 0
+
+    def save_checkpoint(step):
+        if rank != 0:
+            return
+        extra = {"step": step, "images": images, "wall_s": wall0 + time.time() - t_start,
+                 "ema_updates": ema.updates, "train": cfg.to_dict()}
+        ckpt.save(model, ck_dir, ema=ema.model, extra=extra,
+                  tensors={"optimizer.safetensors": optimizer_tensors(model, opt)})
+
+    try:
+        for step in range(start_step, cfg.steps):
+            x0 = next(data)
+            if cl:
+                x0 = x0.contiguous(memory_format=torch.channels_last)
+            g = torch.Generator().manual_seed(_step_seed(cfg.seed, step))
+            t = torch.randint(0, model.diffusion_config.T, (cfg.batch_size,), generator=g)[rank * per_rank:(rank + 1) * per_rank]
+            noise = torch.randn((cfg.batch_size, *x0.shape[1:]), generator=g)[rank * per_rank:(rank + 1) * per_rank]
+            t, noise = t.to(device), noise.to(device, x0.dtype)
+            torch.manual_seed(_step_seed(cfg.seed, step) + rank)  # dropout
+            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+                loss = step_fn(x0, t, noise).mean()
+            if not torch.isfinite(loss.detach()).all():
+                raise TrainingDiverged(
+                    f"non-finite loss ({loss.item()}) at step {step}; the last good checkpoint in {ck_dir} is kept. "
+                    "Lower --lr, use --amp none, or check the data for NaNs."
+                )
+            opt.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.unscale_(opt)
+            else:
+                loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip, foreach=True)
+            if scaler is not None:
+                scaler.step(opt)
+                scaler.update()
+            else:
+                opt.step()
+            ema.update(model)
+            images += cfg.batch_size
+            img_log += cfg.batch_size
+            loss_acc += loss.detach()
+            n_acc += 1
+            done = step + 1
+            if bar is not None:
+                bar.update(1)
+            is_eval = bool(cfg.eval_every) and (done % cfg.eval_every == 0 or done == cfg.steps)
+            if done % cfg.log_every == 0 or done == cfg.steps or is_eval:
+                l = dist.all_reduce_mean(loss_acc / max(n_acc, 1)).item()
+                now = time.time()
+                rate = img_log / max(now - t_log, 1e-9)
+                row = {"step": done, "images": images, "wall_s": round(wall0 + now - t_start, 2),
+                       "loss": l, "img_s": round(rate, 2), "lr": cfg.lr}
+                if rank == 0:
+                    if is_eval:
+                        row.update(_eval_and_grid(ema.model, x_eval, cfg, out, done))
+                    log.write(row)
+                    if tb is not None:
+                        for k2, v in row.items():
+                            if k2 != "step":
+                                tb.add_scalar(k2, v, done)
+                    if bar is not None:
+                        bar.set_postfix(loss=f"{l:.4f}", img_s=f"{rate:.1f}")
+                t_log, img_log = time.time(), 0
+                loss_acc.zero_()
+                n_acc = 0
+            if done % cfg.ckpt_every == 0 or done == cfg.steps:
+                save_checkpoint(done)
+                dist.barrier()
+    finally:
+        if bar is not None:
+            bar.close()
+        if tb is not None:
+            tb.close()
+    return ck_dir

@@ -1,0 +1,116 @@
+import math
+
+import pytest
+import torch
+
+from hdae_core import diffusion as D
+
+
+def ac():
+    return D.alphas_cumprod(D.linear_betas(1000))
+
+
+def test_linear_betas_known_values():
+    b = D.linear_betas(1000)
+    assert b.dtype == torch.float64 and b.shape == (1000,)
+    assert b[0].item() == pytest.approx(1e-4) and b[-1].item() == pytest.approx(0.02)
+    assert b[1].item() == pytest.approx(1e-4 + (0.02 - 1e-4) / 999)
+    a = D.alphas_cumprod(b)
+    # values of the DDPM linear schedule
+    assert a[0].item() == pytest.approx(0.9999)
+    assert a[999].item() == pytest.approx(4.035829e-05, rel=1e-5)
+    # an independent product over the linspace
+    beta = [1e-4 + i * (0.02 - 1e-4) / 999 for i in range(1000)]
+    assert a[499].item() == pytest.approx(math.prod(1 - b_ for b_ in beta[:500]), rel=1e-12)
+    # DiffAE scales the endpoints by 1000/T
+    assert D.linear_betas(100)[-1].item() == pytest.approx(0.2)
+
+
+def _diffae_space(T, n):
+    # DiffAE's space_timesteps(T, "ddimN"), written out
+    for i in range(1, T):
+        if len(range(0, T, i)) == n:
+            return sorted(set(range(0, T, i)))
+    raise ValueError
+
+
+@pytest.mark.parametrize("n", [2, 4, 5, 10, 20, 50, 100, 200, 250, 500, 1000])
+def test_spaced_timesteps_match_diffae(n):
+    assert D.spaced_timesteps(1000, n) == _diffae_space(1000, n)
+
+
+def test_spaced_timesteps_known_values():
+    assert D.spaced_timesteps(1000, 10) == list(range(0, 1000, 100))
+    assert D.spaced_timesteps(1000, 20)[:3] == [0, 50, 100]
+
+
+def test_spaced_timesteps_invalid_count_names_neighbours():
+    with pytest.raises(ValueError, match=r"nearest valid counts: 500 or 1000"):
+        D.spaced_timesteps(1000, 700)
+    with pytest.raises(ValueError, match="integer stride"):
+        D.spaced_timesteps(1000, 1)
+
+
+def test_q_sample_and_loss_per_sample():
+    a = ac()
+    x0 = torch.rand(4, 3, 8, 8) * 2 - 1
+    noise = torch.randn_like(x0)
+    t = torch.tensor([0, 10, 500, 999])
+    xt = D.q_sample(x0, t, noise, a)
+    i = 2
+    want = a[500].sqrt().float() * x0[i] + (1 - a[500]).sqrt().float() * noise[i]
+    torch.testing.assert_close(xt[i], want)
+    loss = D.eps_loss(lambda x, tt: torch.zeros_like(x), x0, t, noise, a)
+    assert loss.shape == (4,)
+    torch.testing.assert_close(loss, noise.pow(2).flatten(1).mean(1))
+
+
+def _gaussian_eps(a, mu, sigma):
+    def eps(x, t):
+        at = a[t].to(x.dtype).view(-1, 1, 1, 1)
+        return (1 - at).sqrt() * (x - at.sqrt() * mu) / (at * sigma**2 + 1 - at)
+    return eps
+
+
+def test_invert_sample_round_trip_closed_form():
+    """Closed-form ε* of Gaussian data: the round-trip error falls with the steps; at 100 its MSE < 1e-3."""
+    a = ac()
+    mu, sigma = 0.0, 0.5
+    eps = _gaussian_eps(a, mu, sigma)
+    g = torch.Generator().manual_seed(0)
+    x0 = mu + sigma * torch.randn(8, 3, 8, 8, generator=g, dtype=torch.float64)
+    errs = {}
+    for n in (10, 20, 50, 100):
+        ts = D.spaced_timesteps(1000, n)
+        x_T = D.ddim_invert(eps, x0, a, ts, clip_x0=False)
+        back = D.ddim_sample(eps, x_T, a, ts, clip_x0=False)
+        errs[n] = (back - x0).pow(2).mean().item()
+    print("round-trip MSE by steps:", errs)
+    assert errs[10] > errs[20] > errs[50] > errs[100]
+    assert errs[100] < 1e-3
+    # inverted codes look like standard noise
+    x_T = D.ddim_invert(eps, x0, a, D.spaced_timesteps(1000, 100), clip_x0=False)
+    assert abs(x_T.std().item() - 1) < 0.15
+
+
+def test_ddim_eta_noise_reproducible():
+    a = ac()
+    eps = _gaussian_eps(a, 0.0, 0.5)
+    x_T = torch.randn(2, 3, 4, 4)
+    ts = D.spaced_timesteps(1000, 10)
+    s1 = D.ddim_sample(eps, x_T, a, ts, eta=1.0, generator=torch.Generator().manual_seed(3))
+    s2 = D.ddim_sample(eps, x_T, a, ts, eta=1.0, generator=torch.Generator().manual_seed(3))
+    s3 = D.ddim_sample(eps, x_T, a, ts, eta=1.0, generator=torch.Generator().manual_seed(4))
+    d0 = D.ddim_sample(eps, x_T, a, ts, eta=0.0)
+    assert torch.equal(s1, s2) and not torch.equal(s1, s3) and not torch.equal(s1, d0)
+    noise = [torch.zeros_like(x_T)] * 10
+    torch.testing.assert_close(D.ddim_sample(eps, x_T, a, ts, eta=1.0, noise=noise).shape, x_T.shape)
+
+
+def test_clipping_default_on():
+    a = ac()
+    x_T = torch.randn(2, 3, 4, 4) * 3
+    big = lambda x, t: torch.full_like(x, -50.0)  # x̂0 far outside [-1, 1]
+    out = D.ddim_sample(big, x_T, a, [0])
+    assert out.abs().max() <= 1 + 1e-6
+    assert D.ddim_sample(big, x_T, a, [0], clip_x0=False).abs().max() > 1.5
