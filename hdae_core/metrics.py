@@ -1,9 +1,10 @@
 """Per-image reconstruction metrics: MSE, PSNR, SSIM, LPIPS.
 
 Every function takes images in [-1, 1], shape [B, 3, H, W], and returns one value per image,
-a tensor [B] on the inputs' device. MSE, PSNR and SSIM are computed on the [0, 1] scale, as
-DiffAE's evaluation does (so they match the tables of DiffAE and HDAE); LPIPS takes [-1, 1]
-as the official implementation does. Nothing is clipped: clamp decoder outputs first.
+a tensor [B] on the inputs' device. MSE is on the images' own [-1, 1] scale (divide by 4 for
+the [0, 1]-scale MSE of DiffAE's and HDAE's tables); PSNR and SSIM equal their [0, 1]-scale
+values; LPIPS takes [-1, 1] as the official implementation does. Nothing is clipped: clamp
+decoder outputs first.
 """
 
 from __future__ import annotations

@@ -332,8 +332,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
             if cl:
                 x0 = x0.contiguous(memory_format=torch.channels_last)
             g = torch.Generator().manual_seed(_step_seed(cfg.seed, step))
-            t = torch.randint(0, model.diffusion_config.T, (cfg.batch_size,), generator=g)[rank * per_rank:(rank + 1) * per_rank]
-            noise = torch.randn((cfg.batch_size, *x0.shape[1:]), generator=g)[rank * per_rank:(rank + 1) * per_rank]
+            # the global batch's t and noise, dealt to ranks as the sampler deals images (rank::world)
+            t = torch.randint(0, model.diffusion_config.T, (cfg.batch_size,), generator=g)[rank::world]
+            noise = torch.randn((cfg.batch_size, *x0.shape[1:]), generator=g)[rank::world]
             t, noise = t.to(device), noise.to(device, x0.dtype)
             torch.manual_seed(_step_seed(cfg.seed, step) + rank)  # dropout
             with torch.autocast(device.type, dtype=amp, enabled=amp is not None):

@@ -1,0 +1,482 @@
+"""Editing and hierarchy probes on codes [B, L, D]: classifiers, truncated directions, mixing, interpolation.
+
+HDAE §3.3: a linear classifier per attribute on the standardised, flattened codes (D·L inputs)
+gives an edit direction n; *truncated features* (Eq. 1–2) keep its k most important entries;
+an edit moves the standardised code by α·√(D·L)·n′/‖n′‖ and decodes with the image's own x_T.
+Level indices are 0-based (index 0 = z¹, the finest level; the paper's z^l is index l−1).
+Directions are ``AttributeDirections`` (``hdae_core.diffae``): one format for imported DiffAE
+classifiers and the ones trained here, saved as ``directions.safetensors`` + ``directions.json``.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+
+from .diffae import AttributeDirections
+from .stats import LatentStats
+
+__all__ = [
+    "LatentStats", "AttributeDirections", "AttributeClassifiers", "encode_dataset", "train_classifiers",
+    "load_classifiers", "normalized_weights", "truncate", "manipulate", "edit_images", "mix_levels",
+    "style_mix_grid", "slerp", "interpolate", "interpolate_images",
+]
+
+
+# ---------------------------------------------------------------- helpers
+
+
+@contextmanager
+def _inference(model: torch.nn.Module):
+    """eval() + no_grad for the duration, restoring the caller's train/eval mode afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield model
+    finally:
+        model.train(was_training)
+
+
+def _device(model: torch.nn.Module) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def _check_codes(codes: torch.Tensor, name: str = "codes") -> None:
+    if not isinstance(codes, torch.Tensor) or codes.dim() != 3:
+        got = list(codes.shape) if isinstance(codes, torch.Tensor) else type(codes).__name__
+        raise ValueError(f"{name}: expected codes [B, L, D], got {got}")
+
+
+def _levels(levels: int | Iterable[int], L: int, name: str = "levels") -> list[int]:
+    """Validated 0-based level indices (an int or an iterable of ints), in the order given."""
+    items = [levels] if isinstance(levels, numbers.Integral) else list(levels)
+    out = []
+    for lv in items:
+        if isinstance(lv, bool) or not isinstance(lv, numbers.Integral):
+            raise ValueError(f"{name}: expected 0-based integer level indices in [0, {L - 1}], got {lv!r}")
+        if not 0 <= int(lv) < L:
+            raise ValueError(f"{name}: level {int(lv)} out of range; codes have L={L} levels, valid indices "
+                             f"are 0..{L - 1} (0 = z¹, the finest)")
+        out.append(int(lv))
+    return out
+
+
+def _work_dtype(dtype: torch.dtype) -> torch.dtype:
+    # half-precision codes are edited in float32 so the step's norm is exact to float32 precision
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+# ---------------------------------------------------------------- codes of a data set
+
+
+def _batches(data, n: int, batch_size: int):
+    """Yield dicts with 'image' (and 'attributes' when the data set has them) for items 0..n-1."""
+    if isinstance(data, torch.Tensor):
+        for i in range(0, n, batch_size):
+            yield {"image": data[i:i + batch_size]}
+        return
+    if hasattr(data, "batch"):  # Shapes renders a whole batch in one vectorised call
+        for i in range(0, n, batch_size):
+            yield data.batch(range(i, min(i + batch_size, n)))
+        return
+    from torch.utils.data import DataLoader, Subset
+
+    for b in DataLoader(Subset(data, range(n)), batch_size=batch_size, shuffle=False, num_workers=0):
+        yield b if isinstance(b, dict) else {"image": b[0] if isinstance(b, (list, tuple)) else b}
+
+
+def encode_dataset(model, data, n: int | None = None, batch_size: int = 64, with_attributes: bool = True,
+                   progress: bool = True) -> dict[str, Any]:
+    """Codes [N, L, D] (float32, CPU) of the first n items, with their attributes [N, K] when the data has them.
+
+    ``data`` is an image tensor [N, C, H, W] in [-1, 1], a ``Shapes`` set or any data set whose items are
+    dicts with ``image`` (and ``attributes``). ``attributes`` is None for plain images or with_attributes=False.
+    """
+    total = len(data)
+    n = total if n is None else int(n)
+    if not 1 <= n <= total:
+        raise ValueError(f"n: expected 1..{total} (the data set's length), got {n}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size: expected a positive integer, got {batch_size}")
+    device = _device(model)
+    codes, attrs = [], []
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=n, desc="encode", unit="img", leave=False)
+    with _inference(model):
+        for b in _batches(data, n, batch_size):
+            x0 = b["image"].to(device=device, dtype=next(model.parameters()).dtype)
+            codes.append(model.encode(x0).float().cpu())
+            if with_attributes and b.get("attributes") is not None:
+                attrs.append(torch.as_tensor(b["attributes"]).float().cpu())
+            if bar is not None:
+                bar.update(x0.shape[0])
+    if bar is not None:
+        bar.close()
+    codes_t = torch.cat(codes)
+    attributes = torch.cat(attrs) if with_attributes and attrs and len(attrs) == len(codes) else None
+    return {"codes": codes_t, "attributes": attributes,
+            "attribute_names": list(getattr(data, "attribute_names", []) or []) or None}
+
+
+# ---------------------------------------------------------------- attribute classifiers
+
+
+class AttributeClassifiers(AttributeDirections):
+    """Linear attribute classifiers on standardised flattened codes; ``direction(name)`` is the weight n as [L, D].
+
+    An ``AttributeDirections`` (same save/load format) whose ``meta['report']`` holds held-out scores.
+    """
+
+    @property
+    def auroc(self) -> dict[str, float]:
+        """Held-out AUROC per attribute (NaN when the held-out split has one class only)."""
+        rep = self.meta.get("report", {})
+        return {n: _nan(rep.get(n, {}).get("auroc")) for n in self.names}
+
+    def report(self):
+        """A pandas DataFrame, one row per attribute: held-out AUROC, balanced accuracy, positive rate, sizes."""
+        import pandas as pd
+
+        rep = self.meta.get("report", {})
+        rows = [{"attribute": n, **{k: _nan(v) if k in ("auroc", "balanced_accuracy") else v
+                                    for k, v in rep.get(n, {}).items()}} for n in self.names]
+        return pd.DataFrame(rows).set_index("attribute")
+
+    def direction(self, name: str) -> torch.Tensor:
+        """The classifier weight n for ``name``, shaped like one code [L, D] (standardised space)."""
+        if name not in self.directions:
+            raise KeyError(f"no classifier for {name!r}; trained for {self.names}")
+        return self.directions[name]
+
+    def logits(self, codes: torch.Tensor) -> torch.Tensor:
+        """Logits [B, K] (order ``names``) of raw codes [B, L, D]: w·standardize(z) + b."""
+        _check_codes(codes)
+        z = self.stats.standardize(codes.float()).flatten(1)
+        return z @ self.weight.flatten(1).to(z).T + self.bias.to(z)
+
+
+def _nan(v) -> float:
+    return float("nan") if v is None else float(v)
+
+
+def train_classifiers(codes: torch.Tensor, attributes, names: Sequence[str] | None = None,
+                      stats: LatentStats | None = None, test_fraction: float = 0.2, seed: int = 0,
+                      C: float = 1.0, max_iter: int = 2000, progress: bool = False) -> AttributeClassifiers:
+    """One logistic regression per attribute on standardised flattened codes (HDAE §3.3); held-out AUROC per attribute.
+
+    ``stats`` defaults to the statistics of all the codes (label-free, so no leakage into the score).
+    Classes are balanced (CelebA attributes are far from 50/50); one random split (``seed``) serves all attributes.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+
+    _check_codes(codes)
+    N, L, D = codes.shape
+    y_all = torch.as_tensor(attributes).detach().cpu().numpy()
+    if y_all.ndim == 1:
+        y_all = y_all[:, None]
+    if y_all.ndim != 2 or y_all.shape[0] != N:
+        raise ValueError(f"attributes: expected [N, K] with N={N} (one row per code), got {list(y_all.shape)}")
+    K = y_all.shape[1]
+    names = [f"attr{i}" for i in range(K)] if names is None else list(names)
+    if len(names) != K:
+        raise ValueError(f"names: {len(names)} names for {K} attribute columns")
+    if len(set(names)) != K:
+        raise ValueError(f"names: duplicates in {names}")
+    if not 0.0 <= test_fraction < 1.0:
+        raise ValueError(f"test_fraction: expected a value in [0, 1), got {test_fraction}")
+    stats = LatentStats.from_codes(codes) if stats is None else stats
+    if tuple(stats.shape) != (L, D):
+        raise ValueError(f"stats: statistics are for codes [L, D] = {list(stats.shape)}, but the codes are "
+                         f"[{N}, {L}, {D}] (statistics of another model?)")
+    X = stats.standardize(codes.detach().float().cpu()).flatten(1).double().numpy()
+    y_all = (y_all > 0.5).astype(np.int64)
+
+    perm = np.random.default_rng(seed).permutation(N)
+    n_test = int(round(N * test_fraction))
+    test, train = perm[:n_test], perm[n_test:]
+    weights, biases, report = {}, [], {}
+    it = list(enumerate(names))
+    if progress:
+        from tqdm.auto import tqdm
+        it = tqdm(it, desc="classifiers", leave=False)
+    for j, name in it:
+        y = y_all[:, j]
+        counts = np.bincount(y[train], minlength=2)
+        if counts.min() == 0:
+            raise ValueError(f"attribute {name!r}: the training split has only one class "
+                             f"({counts[0]} negatives, {counts[1]} positives); cannot train a classifier")
+        clf = LogisticRegression(C=C, class_weight="balanced", max_iter=max_iter)
+        clf.fit(X[train], y[train])
+        weights[name] = torch.from_numpy(clf.coef_[0]).float().reshape(L, D)
+        biases.append(float(clf.intercept_[0]))
+        auroc = bacc = None
+        if n_test and len(np.unique(y[test])) == 2:
+            auroc = float(roc_auc_score(y[test], clf.decision_function(X[test])))
+            bacc = float(balanced_accuracy_score(y[test], clf.predict(X[test])))
+        report[name] = {"auroc": auroc, "balanced_accuracy": bacc, "positive_rate": float(y.mean()),
+                        "n_train": int(len(train)), "n_test": int(n_test)}
+    meta = {"classifier": "sklearn LogisticRegression", "C": C, "class_weight": "balanced",
+            "test_fraction": test_fraction, "seed": seed, "report": report}
+    return AttributeClassifiers(weights, names, stats, torch.tensor(biases), meta)
+
+
+def load_classifiers(folder: str | Path) -> AttributeClassifiers:
+    """Classifiers written by ``AttributeClassifiers.save`` (or any directions folder) as AttributeClassifiers."""
+    return AttributeClassifiers.load(folder)
+
+
+# ---------------------------------------------------------------- truncated features (Eq. 1–2)
+
+
+def normalized_weights(n: torch.Tensor) -> torch.Tensor:
+    """Eq. 1: n̂ = (|n| − min|n|) / (max|n| − min|n|) over all entries, same shape; all ones when |n| is constant."""
+    a = torch.as_tensor(n).abs()
+    if a.numel() == 0:
+        raise ValueError("normalized_weights: empty direction")
+    lo, hi = a.min(), a.max()
+    if hi == lo:
+        # Eq. 1 is 0/0 here; every entry is equally important, so each gets the top weight 1
+        return torch.ones_like(a, dtype=a.dtype if a.is_floating_point() else torch.float32)
+    return (a - lo) / (hi - lo)
+
+
+def truncate(n: torch.Tensor, k: int | None) -> torch.Tensor:
+    """Eq. 2: keep the n_i whose n̂_i is among the top k (exactly k; ties go to the lower flat index), zero the rest."""
+    n = torch.as_tensor(n)
+    if k is None:
+        return n.clone()
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= int(k) <= n.numel():
+        raise ValueError(f"k: expected an integer in [1, {n.numel()}] (the direction's size) or None, got {k!r}")
+    # n̂ is a monotone map of |n|, so ranking |n| picks the same entries without Eq. 1's rounding ties
+    order = torch.sort(n.abs().flatten(), descending=True, stable=True).indices
+    keep = torch.zeros(n.numel(), dtype=torch.bool, device=n.device)
+    keep[order[: int(k)]] = True
+    return torch.where(keep.view_as(n), n, torch.zeros_like(n))
+
+
+# ---------------------------------------------------------------- manipulation
+
+
+def _edit_direction(direction: torch.Tensor, L: int, D: int, k: int | None, levels) -> torch.Tensor:
+    """n′ as [L, D]: restricted to ``levels`` first, then truncated to its top k entries (Eq. 2)."""
+    d = torch.as_tensor(direction)
+    if d.numel() != L * D or d.dim() not in (1, 2) or (d.dim() == 2 and tuple(d.shape) != (L, D)):
+        raise ValueError(f"direction: expected shape [L, D] = [{L}, {D}] (or [{L * D}] flat) to match the codes, "
+                         f"got {list(d.shape)}")
+    d = d.reshape(L, D)
+    if levels is not None:
+        lv = _levels(levels, L)
+        if not lv:
+            raise ValueError("levels: empty; give at least one level index, or None for every level")
+        mask = torch.zeros(L, 1, dtype=torch.bool, device=d.device)
+        mask[lv] = True
+        d = torch.where(mask, d, torch.zeros_like(d))
+        # truncating after the restriction keeps exactly k entries inside the chosen levels
+        if k is not None:
+            limit = len(set(lv)) * D
+            if isinstance(k, numbers.Integral) and not isinstance(k, bool) and k > limit:
+                raise ValueError(f"k: expected an integer in [1, {limit}] (entries in levels {sorted(set(lv))}), got {k}")
+    return truncate(d, k)
+
+
+def manipulate(codes: torch.Tensor, direction: torch.Tensor, alpha, stats: LatentStats, k: int | None = None,
+               levels: int | Sequence[int] | None = None) -> torch.Tensor:
+    """Edited codes [B, L, D]: standardise, add α·√(D·L)·n′/‖n′‖ (HDAE §3.3, n′ from Eq. 2), de-standardise.
+
+    n′ is ``direction`` zeroed outside ``levels`` (0-based; None = all) and then truncated to its top ``k``
+    entries (None = all). ``alpha`` is a number or one value per code [B].
+    """
+    _check_codes(codes)
+    B, L, D = codes.shape
+    if tuple(stats.shape) != (L, D):
+        raise ValueError(f"stats: the codes are [B, L, D] = [B, {L}, {D}], so statistics for [{L}, {D}] were "
+                         f"expected; got statistics for {list(stats.shape)} (from another model?)")
+    wdt = _work_dtype(codes.dtype)
+    a = torch.as_tensor(alpha, dtype=wdt, device=codes.device)
+    if not torch.isfinite(a).all():
+        raise ValueError(f"alpha: expected finite values, got {alpha!r}")
+    if a.dim() > 1 or (a.dim() == 1 and a.numel() not in (1, B)):
+        raise ValueError(f"alpha: expected a number or one value per code [{B}], got shape {list(a.shape)}")
+    n = _edit_direction(direction, L, D, k, levels).to(device=codes.device, dtype=wdt)
+    norm = torch.linalg.vector_norm(n)
+    if norm == 0:
+        raise ValueError("direction: zero after restricting to levels / truncating; nothing to move along")
+    step = math.sqrt(D * L) * n / norm
+    # destandardize(standardize(z) + s) = z + σ·s: adding σ·s directly leaves untouched entries (α = 0,
+    # other levels, truncated coordinates) bit-exact instead of round-tripping them through (z − μ)/σ
+    std = stats.std.to(device=codes.device, dtype=wdt)
+    return (codes.to(wdt) + a.reshape(-1, 1, 1) * (step * std)).to(codes.dtype)
+
+
+def edit_images(model, x0: torch.Tensor, direction: torch.Tensor, alpha, stats: LatentStats, k: int | None = None,
+                levels: int | Sequence[int] | None = None, steps: int = 100, x_T: torch.Tensor | None = None,
+                codes: torch.Tensor | None = None) -> torch.Tensor:
+    """Edited images (HDAE §3.3): ``manipulate`` the codes, decode with the image's own x_T (inverted once if not given)."""
+    with _inference(model):
+        codes = model.encode(x0) if codes is None else codes
+        if x_T is None:
+            x_T = model.encode_stochastic(x0, codes, steps)
+        return model.decode(x_T, manipulate(codes, direction, alpha, stats, k=k, levels=levels), steps)
+
+
+# ---------------------------------------------------------------- style mixing
+
+
+def mix_levels(codes_a: torch.Tensor, codes_b: torch.Tensor, levels: int | Iterable[int]) -> torch.Tensor:
+    """Codes of A with the given levels (0-based, 0 = z¹) taken from B; a batch of 1 broadcasts against the other."""
+    _check_codes(codes_a, "codes_a")
+    _check_codes(codes_b, "codes_b")
+    (Ba, L, D), Bb = codes_a.shape, codes_b.shape[0]
+    if tuple(codes_b.shape[1:]) != (L, D) or (Ba != Bb and 1 not in (Ba, Bb)):
+        raise ValueError(f"codes_b: expected [B, {L}, {D}] like codes_a {list(codes_a.shape)} (or a batch of 1), "
+                         f"got {list(codes_b.shape)}")
+    lv = _levels(levels, L)
+    B = max(Ba, Bb)
+    out = codes_a.expand(B, L, D).clone()
+    if lv:
+        out[:, lv] = codes_b.expand(B, L, D)[:, lv].to(out.dtype)
+    return out
+
+
+def style_mix_grid(model, x_a: torch.Tensor, x_b: torch.Tensor, steps: int = 100, order: str = "low_to_high",
+                   x_T: str | torch.Tensor = "a") -> torch.Tensor:
+    """Style mixing (HDAE Fig. 7): images [L+1, B, C, H, W]; entry j has the paper's z¹..z^j from B, the rest from A.
+
+    Entry j uses 0-based levels 0..j−1 from B (``order="high_to_low"``: the top j levels), so entry 0
+    decodes A's codes and entry L decodes B's codes, all from the same x_T: A's inverted noise by
+    default (``x_T="a"``), B's (``"b"``) or a given tensor.
+    """
+    if order not in ("low_to_high", "high_to_low"):
+        raise ValueError(f"order: expected 'low_to_high' or 'high_to_low', got {order!r}")
+    with _inference(model):
+        codes_a, codes_b = model.encode(x_a), model.encode(x_b)
+        if isinstance(x_T, str):
+            if x_T not in ("a", "b"):
+                raise ValueError(f"x_T: expected 'a', 'b' or a tensor, got {x_T!r}")
+            src_x, src_c = (x_a, codes_a) if x_T == "a" else (x_b, codes_b)
+            x_T = model.encode_stochastic(src_x, src_c, steps)
+        L, B = model.num_levels, max(codes_a.shape[0], codes_b.shape[0])
+        rows = []
+        for j in range(L + 1):
+            lv = list(range(j)) if order == "low_to_high" else list(range(L - j, L))
+            rows.append(mix_levels(codes_a, codes_b, lv))
+        # one decode for the whole grid: DDIM is per-sample, so batching changes nothing but speed
+        codes = torch.cat(rows)
+        x_T_all = x_T.expand(B, *x_T.shape[1:]).repeat(L + 1, 1, 1, 1)
+        out = model.decode(x_T_all, codes, steps)
+    return out.reshape(L + 1, B, *out.shape[1:])
+
+
+# ---------------------------------------------------------------- interpolation
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t) -> torch.Tensor:
+    """Spherical interpolation per sample over flattened dims (DiffAE's x_T interpolation); t a number or [N].
+
+    a, b are [N, ...] (a batch of 1 broadcasts); the angle comes from the normalised vectors, and
+    (anti)parallel pairs, where sin θ ≈ 0, fall back to linear interpolation. t = 0 gives a, t = 1 gives b.
+    """
+    if a.shape[1:] != b.shape[1:]:
+        raise ValueError(f"slerp: a {list(a.shape)} and b {list(b.shape)} differ beyond the batch dimension")
+    a2, b2 = a.reshape(a.shape[0], -1).double(), b.reshape(b.shape[0], -1).double()
+    tt = torch.as_tensor(t, dtype=torch.float64, device=a.device).reshape(-1, 1)
+    cos = (a2 * b2).sum(1, keepdim=True) / (
+        torch.linalg.vector_norm(a2, dim=1, keepdim=True) * torch.linalg.vector_norm(b2, dim=1, keepdim=True))
+    theta = torch.arccos(cos.clamp(-1, 1))
+    s = torch.sin(theta)
+    ok = s.abs() > 1e-6
+    safe = torch.where(ok, s, torch.ones_like(s))
+    ca = torch.where(ok, torch.sin((1 - tt) * theta) / safe, 1 - tt)
+    cb = torch.where(ok, torch.sin(tt * theta) / safe, tt)
+    out = ca * a2 + cb * b2
+    return out.to(a.dtype).reshape(out.shape[0], *a.shape[1:])
+
+
+def _one(x: torch.Tensor, dims: int, name: str) -> torch.Tensor:
+    if x.dim() == dims:
+        return x.unsqueeze(0)
+    if x.dim() == dims + 1 and x.shape[0] == 1:
+        return x
+    raise ValueError(f"{name}: expected one sample ({dims}-d, or {dims + 1}-d with a batch of 1), got {list(x.shape)}")
+
+
+def interpolate(codes_a: torch.Tensor, codes_b: torch.Tensor, x_T_a: torch.Tensor, x_T_b: torch.Tensor,
+                n_frames: int, path: str | tuple = "low_to_high", x_T_path: str | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Controllable interpolation (HDAE §4): codes [F, L, D] moved level by level (linearly), x_T [F, C, H, W] by slerp.
+
+    ``path``: "low_to_high" moves level 0 (z¹) from A to B over the first 1/L of the frames, then level 1, …;
+    "high_to_low" the reverse; "all" every level at once (plain interpolation, also what L = 1 gives);
+    ("level", l) moves level l alone, so the last frame is A with level l from B. ``x_T_path``: "global"
+    (slerp over all frames; the default, except for ("level", l)), "finest" (x_T moves together with
+    level 0) or "fixed" (A's x_T throughout; the default for ("level", l)). Frame 0 is exactly A.
+    """
+    ca, cb = _one(codes_a, 2, "codes_a"), _one(codes_b, 2, "codes_b")
+    xa, xb = _one(x_T_a, 3, "x_T_a"), _one(x_T_b, 3, "x_T_b")
+    if ca.shape != cb.shape:
+        raise ValueError(f"codes_b: expected {list(ca.shape[1:])} like codes_a, got {list(cb.shape[1:])}")
+    if xa.shape != xb.shape:
+        raise ValueError(f"x_T_b: expected {list(xa.shape[1:])} like x_T_a, got {list(xb.shape[1:])}")
+    if isinstance(n_frames, bool) or not isinstance(n_frames, numbers.Integral) or n_frames < 2:
+        raise ValueError(f"n_frames: expected an integer >= 2 (the two endpoints included), got {n_frames!r}")
+    L = ca.shape[1]
+    single = isinstance(path, (tuple, list)) and len(path) == 2 and path[0] == "level"
+    if single:
+        stages = [_levels([path[1]], L, "path level")]
+    elif path == "low_to_high":
+        stages = [[lv] for lv in range(L)]
+    elif path == "high_to_low":
+        stages = [[lv] for lv in reversed(range(L))]
+    elif path == "all":
+        stages = [list(range(L))]
+    else:
+        raise ValueError(f"path: expected 'low_to_high', 'high_to_low', 'all' or ('level', l), got {path!r}")
+    x_T_path = x_T_path or ("fixed" if single else "global")
+    if x_T_path not in ("global", "finest", "fixed"):
+        raise ValueError(f"x_T_path: expected 'global', 'finest' or 'fixed', got {x_T_path!r}")
+
+    s = torch.linspace(0, 1, n_frames, dtype=torch.float64)
+    # stage p runs over s ∈ [p/S, (p+1)/S]; its local weight is clamped to [0, 1] outside that span
+    S = len(stages)
+    t_level = torch.zeros(n_frames, L, dtype=torch.float64)
+    for p, lv in enumerate(stages):
+        t_level[:, lv] = (s * S - p).clamp(0, 1)[:, None]
+    wdt = _work_dtype(ca.dtype)
+    w = t_level.to(device=ca.device, dtype=wdt)[:, :, None]
+    # torch.lerp is exact at both ends (it computes from the nearer endpoint)
+    codes = torch.lerp(ca.to(wdt).expand(n_frames, -1, -1), cb.to(wdt).expand(n_frames, -1, -1), w).to(ca.dtype)
+    if x_T_path == "global":
+        t_x = s
+    elif x_T_path == "finest":
+        t_x = t_level[:, 0]
+    else:
+        t_x = torch.zeros(n_frames, dtype=torch.float64)
+    x_T = slerp(xa, xb, t_x)
+    # endpoints are the inputs themselves, not a float recomputation of them
+    codes[0], x_T[0] = ca[0], xa[0]
+    if not single:
+        codes[-1] = cb[0]
+    if x_T_path != "fixed":
+        x_T[-1] = xb[0]
+    return codes, x_T
+
+
+def interpolate_images(model, x_a: torch.Tensor, x_b: torch.Tensor, n_frames: int, path: str | tuple = "low_to_high",
+                       steps: int = 100, x_T_path: str | None = None) -> torch.Tensor:
+    """Frames [F, C, H, W] of ``interpolate`` between two images (each [C, H, W] or [1, C, H, W]), decoded with DDIM."""
+    x_a, x_b = _one(x_a, 3, "x_a"), _one(x_b, 3, "x_b")
+    with _inference(model):
+        codes = model.encode(torch.cat([x_a, x_b]))
+        x_T = model.encode_stochastic(torch.cat([x_a, x_b]), codes, steps)
+        c, xt = interpolate(codes[:1], codes[1:], x_T[:1], x_T[1:], n_frames, path, x_T_path)
+        return model.decode(xt, c, steps)

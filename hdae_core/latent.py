@@ -1,0 +1,231 @@
+"""Latent DDIM over standardised flattened codes for unconditional sampling (DiffAE §3.3, HDAE §4)."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from . import diffusion
+from .nn import timestep_embedding
+from .stats import LatentStats
+
+FORMAT = "hdae-latent-ddim"
+CONFIG_FILE = "latent_config.json"
+WEIGHTS_FILE = "latent.safetensors"
+BETA_SCHEDULES = ("linear", "const0.008")
+
+
+@dataclass(frozen=True)
+class LatentConfig:
+    """The latent ε-network: an MLP with input skips over N = L·D standardised code features (DiffAE's MLPSkipNet)."""
+
+    code_levels: int = 1  # L of the codes tensor
+    code_dim: int = 512  # D of the codes tensor
+    width: int = 1024  # hidden width (DiffAE uses 2048 for 512-d codes)
+    depth: int = 10  # linear layers, the last one projecting back to N (DiffAE: 10 at 128² and 256²)
+    time_embed_channels: int = 64  # sinusoidal features before the time MLP (DiffAE: 64)
+    dropout: float = 0.0
+    T: int = 1000
+    beta_schedule: str = "linear"  # "linear" as the image model, or DiffAE's latent "const0.008"
+
+    def __post_init__(self):
+        if self.code_levels < 1 or self.code_dim < 1:
+            raise ValueError(f"LatentConfig: code shape [L, D] must be positive, got [{self.code_levels}, {self.code_dim}]")
+        if self.depth < 2:
+            raise ValueError(f"LatentConfig: depth must be at least 2 (hidden layers + the output layer), got {self.depth}")
+        if self.beta_schedule not in BETA_SCHEDULES:
+            raise ValueError(f"LatentConfig: unknown beta_schedule {self.beta_schedule!r}; expected one of {BETA_SCHEDULES}")
+
+    @property
+    def num_features(self) -> int:
+        """N = L·D, the length of a flattened code."""
+        return self.code_levels * self.code_dim
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "LatentConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"LatentConfig: unknown fields {sorted(unknown)}")
+        return cls(**d)
+
+
+def latent_alphas_cumprod(cfg: LatentConfig) -> torch.Tensor:
+    """ᾱ_t of the latent schedule (float64): linear β as the image model, or DiffAE's constant β = 0.008."""
+    if cfg.beta_schedule == "linear":
+        betas = diffusion.linear_betas(cfg.T)
+    else:
+        betas = torch.full((cfg.T,), 0.008, dtype=torch.float64)
+    return diffusion.alphas_cumprod(betas)
+
+
+class _SkipLayer(nn.Module):
+    """Linear → LayerNorm modulated by the time embedding (·(1 + s) + b) → SiLU → dropout."""
+
+    def __init__(self, in_ch: int, out_ch: int, emb_ch: int, dropout: float):
+        super().__init__()
+        self.linear = nn.Linear(in_ch, out_ch)
+        self.norm = nn.LayerNorm(out_ch, elementwise_affine=False)
+        self.emb = nn.Linear(emb_ch, 2 * out_ch)
+        # zero modulation at init, so every layer starts as a plain LN-MLP layer
+        nn.init.zeros_(self.emb.weight)
+        nn.init.zeros_(self.emb.bias)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        s, b = self.emb(emb).chunk(2, dim=-1)
+        return self.dropout(F.silu(self.norm(self.linear(h)) * (1 + s) + b))
+
+
+class LatentDDIM(nn.Module):
+    """ε_ω(z_t, t) over flattened standardised codes [B, N] (DiffAE's latent DDIM, MLP with skips)."""
+
+    def __init__(self, config: LatentConfig):
+        super().__init__()
+        self.config = config
+        n, w, e = config.num_features, config.width, config.width
+        self.time_embed = nn.Sequential(nn.Linear(config.time_embed_channels, e), nn.SiLU(), nn.Linear(e, e))
+        # every hidden layer after the first sees [h, z_t]: the input skip keeps z_t within reach in a deep MLP
+        self.layers = nn.ModuleList(
+            [_SkipLayer(n, w, e, config.dropout)]
+            + [_SkipLayer(w + n, w, e, config.dropout) for _ in range(config.depth - 2)]
+        )
+        self.out = nn.Linear(w + n, n)
+
+    def forward(self, z_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """ε prediction [B, N] for z_t [B, N] at integer timesteps t [B] of the full schedule."""
+        n = self.config.num_features
+        if z_t.dim() != 2 or z_t.shape[1] != n:
+            raise ValueError(f"z_t: expected flattened standardised codes [B, {n}], got {list(z_t.shape)}")
+        emb = self.time_embed(timestep_embedding(t, self.config.time_embed_channels).to(z_t.dtype))
+        h = self.layers[0](z_t, emb)
+        for layer in self.layers[1:]:
+            h = layer(torch.cat([h, z_t], dim=-1), emb)
+        return self.out(torch.cat([h, z_t], dim=-1))
+
+
+def _randn(shape, generator: torch.Generator | None, like: torch.Tensor | None = None,
+           device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    # draw on the generator's device (CPU generators stay reproducible across machines), then move
+    dev = generator.device if generator is not None else device
+    return torch.randn(shape, generator=generator, device=dev, dtype=dtype).to(device)
+
+
+def train_latent(codes: torch.Tensor, stats: LatentStats | None = None, cfg: LatentConfig | None = None,
+                 steps: int = 2000, batch_size: int = 256, lr: float = 1e-4, seed: int = 0,
+                 progress: bool = True, ema_decay: float | None = None) -> LatentDDIM:
+    """Fit ε_ω on standardised flattened codes with the simple ε loss, uniform t (DiffAE §3.3, Eq. 10)."""
+    if codes.dim() != 3:
+        raise ValueError(f"codes: expected [N, L, D], got {list(codes.shape)}")
+    n_codes, L, D = codes.shape
+    stats = stats if stats is not None else LatentStats.from_codes(codes)
+    if cfg is None:
+        cfg = LatentConfig(code_levels=L, code_dim=D)
+    if (cfg.code_levels, cfg.code_dim) != (L, D):
+        raise ValueError(f"cfg is for codes [L, D] = [{cfg.code_levels}, {cfg.code_dim}], got codes {list(codes.shape)}")
+    device = codes.device
+    z0_all = stats.to(device).standardize(codes.detach().float()).reshape(n_codes, L * D)
+    ac = latent_alphas_cumprod(cfg)
+
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)  # dropout and the default init follow the seed too
+    model = LatentDDIM(cfg).to(device).train()
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    ema = None
+    if ema_decay is not None:
+        from .train import EMA
+        ema = EMA(model, ema_decay, warmup=True)
+
+    it = range(steps)
+    if progress:
+        from tqdm.auto import tqdm
+        it = tqdm(it, desc="latent DDIM", leave=False)
+    for _ in it:
+        idx = torch.randint(0, n_codes, (min(batch_size, n_codes),), generator=g)
+        z0 = z0_all[idx.to(device)]
+        t = torch.randint(0, cfg.T, (z0.shape[0],), generator=g).to(device)
+        noise = _randn(z0.shape, g, device=device)
+        loss = diffusion.eps_loss(model, z0, t, noise, ac).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if ema is not None:
+            ema.update(model)
+        if progress and hasattr(it, "set_postfix"):
+            it.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+    out = ema.model if ema is not None else model
+    return out.eval().requires_grad_(False)
+
+
+@torch.no_grad()
+def sample_codes(latent_model: LatentDDIM, n: int, stats: LatentStats, steps: int = 50,
+                 generator: torch.Generator | None = None, eta: float = 0.0, progress: bool = False) -> torch.Tensor:
+    """Codes [n, L, D] by latent DDIM from z_T ~ N(0, I), then de-standardised (DiffAE §3.3)."""
+    cfg = latent_model.config
+    p = next(latent_model.parameters())
+    z_T = _randn((n, cfg.num_features), generator, device=p.device, dtype=p.dtype)
+    ts = diffusion.spaced_timesteps(cfg.T, steps)
+    # latents are standardised, not bounded: x̂0 must not be clipped to [-1, 1]
+    z0 = diffusion.ddim_sample(latent_model, z_T, latent_alphas_cumprod(cfg), ts, eta=eta,
+                               generator=generator, clip_x0=False, progress=progress)
+    return stats.to(z0.device).destandardize(z0.reshape(n, cfg.code_levels, cfg.code_dim))
+
+
+@torch.no_grad()
+def sample_images(model, latent_model: LatentDDIM, n: int, stats: LatentStats, latent_steps: int = 50,
+                  image_steps: int = 50, generator: torch.Generator | None = None, progress: bool = False,
+                  return_codes: bool = False):
+    """Unconditional images: codes ~ latent DDIM, then image DDIM from random x_T (DiffAE §3.3)."""
+    cfg = latent_model.config
+    if (cfg.code_levels, cfg.code_dim) != (model.num_levels, model.code_dim):
+        raise ValueError(
+            f"latent model samples codes [{cfg.code_levels}, {cfg.code_dim}] but the autoencoder takes "
+            f"[{model.num_levels}, {model.code_dim}]"
+        )
+    codes = sample_codes(latent_model, n, stats, latent_steps, generator=generator, progress=progress)
+    c = model.config
+    p = next(model.parameters())
+    x_T = _randn((n, c.in_channels, c.image_size, c.image_size), generator, device=p.device, dtype=p.dtype)
+    images = model.decode(x_T, codes.to(p), image_steps, progress=progress)
+    return (images, codes) if return_codes else images
+
+
+def save(latent_model: LatentDDIM, path: str | Path, stats: LatentStats | None = None,
+         extra: dict[str, Any] | None = None) -> Path:
+    """Write ``path/latent_config.json`` + ``latent.safetensors`` (+ the code statistics when given)."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    meta = {"format": FORMAT, "config": latent_model.config.to_dict(), "extra": extra or {}}
+    (path / CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in latent_model.state_dict().items()}
+    save_file(state, str(path / WEIGHTS_FILE), metadata={"format": FORMAT})
+    if stats is not None:
+        stats.save(path)
+    return path
+
+
+def load(path: str | Path, map_location: str | torch.device = "cpu") -> LatentDDIM:
+    """Rebuild a latent DDIM written by ``save`` (its statistics: ``LatentStats.load(path)``)."""
+    path = Path(path)
+    cfg_file = path / CONFIG_FILE
+    if not cfg_file.is_file():
+        raise FileNotFoundError(f"{cfg_file}: missing; expected a folder written by hdae_core.latent.save")
+    meta = json.loads(cfg_file.read_text())
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{cfg_file}: not a latent DDIM config (format={meta.get('format')!r})")
+    model = LatentDDIM(LatentConfig.from_dict(meta["config"]))
+    from .checkpoint import validate_state
+    state = load_file(str(path / WEIGHTS_FILE))
+    validate_state(model, state, path / WEIGHTS_FILE)
+    model.load_state_dict(state)
+    return model.to(map_location).eval().requires_grad_(False)

@@ -1,0 +1,293 @@
+"""Layout encoder: semantic label map → high-level codes, for multi-modal synthesis (HDAE §4.5, Fig. 11)."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .stats import LatentStats
+
+FORMAT = "hdae-layout-encoder"
+CONFIG_FILE = "layout_config.json"
+WEIGHTS_FILE = "layout.safetensors"
+
+
+def default_levels(num_levels: int) -> list[int]:
+    """The coarser half of the hierarchy, ceil(L/2) levels ending at z^L (0-based indices; [0] when L = 1)."""
+    k = math.ceil(num_levels / 2)
+    return list(range(num_levels - k, num_levels))
+
+
+def check_levels(levels: Sequence[int] | None, num_levels: int) -> list[int]:
+    """Validated 0-based level indices (None: ``default_levels``); a clear ValueError otherwise."""
+    if levels is None:
+        return default_levels(num_levels)
+    if isinstance(levels, int):
+        levels = [levels]
+    out = [int(l) for l in levels]
+    valid = f"0..{num_levels - 1} (0 = z¹, the finest; {num_levels - 1} = z^L, the coarsest)"
+    if not out:
+        raise ValueError(f"levels: need at least one level index in {valid}")
+    bad = [l for l in out if not 0 <= l < num_levels]
+    if bad:
+        raise ValueError(f"levels {bad} out of range: this model has {num_levels} code levels, valid indices are {valid}")
+    if len(set(out)) != len(out):
+        raise ValueError(f"levels {out}: indices must be distinct")
+    return out
+
+
+@dataclass(frozen=True)
+class LayoutConfig:
+    """The layout CNN: label maps with ``num_classes`` labels → codes of ``levels`` (each ``code_dim`` wide)."""
+
+    num_classes: int = 6  # Shapes: background, 4 shapes, clutter
+    num_levels: int = 2  # L of the autoencoder whose codes are regressed
+    levels: tuple[int, ...] = (1,)
+    code_dim: int = 512
+    channels: int = 32
+    grid: int = 4  # features are pooled to grid × grid, so where things are survives pooling
+
+    def __post_init__(self):
+        object.__setattr__(self, "levels", tuple(sorted(check_levels(self.levels, self.num_levels))))
+        if self.num_classes < 2:
+            raise ValueError(f"LayoutConfig: num_classes must be at least 2, got {self.num_classes}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["levels"] = list(self.levels)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "LayoutConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"LayoutConfig: unknown fields {sorted(unknown)}")
+        return cls(**d)
+
+
+def _block(cin: int, cout: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=stride, padding=1), nn.GroupNorm(min(8, cout), cout), nn.SiLU())
+
+
+class LayoutEncoder(nn.Module):
+    """A small CNN: label map [B, H, W] → codes [B, len(levels), D] of those levels (HDAE Fig. 11)."""
+
+    def __init__(self, config: LayoutConfig):
+        super().__init__()
+        self.config = config
+        c, k = config.channels, len(config.levels)
+        self.features = nn.Sequential(
+            _block(config.num_classes, c, 1), _block(c, c, 1),
+            _block(c, 2 * c, 2), _block(2 * c, 2 * c, 1),
+            _block(2 * c, 2 * c, 2),
+            nn.AdaptiveAvgPool2d(config.grid),
+        )
+        self.head = nn.Sequential(
+            nn.Flatten(), nn.Linear(2 * c * config.grid**2, 4 * c), nn.SiLU(), nn.Linear(4 * c, k * config.code_dim)
+        )
+        # the regression target is the standardised code; these map it back to the encoder's scale
+        self.register_buffer("code_mean", torch.zeros(k, config.code_dim))
+        self.register_buffer("code_std", torch.ones(k, config.code_dim))
+
+    @property
+    def levels(self) -> list[int]:
+        return list(self.config.levels)
+
+    def _onehot(self, label_map: torch.Tensor) -> torch.Tensor:
+        if label_map.dim() != 3 or label_map.dtype.is_floating_point:
+            raise ValueError(f"label_map: expected integer labels [B, H, W], got {label_map.dtype} {list(label_map.shape)}")
+        n = self.config.num_classes
+        if label_map.numel() and (int(label_map.min()) < 0 or int(label_map.max()) >= n):
+            raise ValueError(f"label_map: labels must lie in 0..{n - 1}, got {int(label_map.min())}..{int(label_map.max())}")
+        dtype = self.code_mean.dtype
+        return F.one_hot(label_map.long(), n).permute(0, 3, 1, 2).to(dtype)
+
+    def forward_standardized(self, label_map: torch.Tensor) -> torch.Tensor:
+        """Standardised codes [B, K, D] of the chosen levels (the training target's scale)."""
+        h = self.head(self.features(self._onehot(label_map)))
+        return h.reshape(h.shape[0], len(self.config.levels), self.config.code_dim)
+
+    def forward(self, label_map: torch.Tensor) -> torch.Tensor:
+        """Codes [B, K, D] of the chosen levels on the autoencoder's scale."""
+        return self.forward_standardized(label_map) * self.code_std + self.code_mean
+
+
+def compose_codes(layout_codes: torch.Tensor, image_codes: torch.Tensor, levels: Sequence[int]) -> torch.Tensor:
+    """Codes [B, L, D]: the layout's codes at ``levels``, the image's everywhere else (HDAE Fig. 11)."""
+    if image_codes.dim() != 3 or layout_codes.dim() != 3:
+        raise ValueError(f"expected layout codes [B, K, D] and image codes [B, L, D], got "
+                         f"{list(layout_codes.shape)} and {list(image_codes.shape)}")
+    levels = check_levels(levels, image_codes.shape[1])
+    if layout_codes.shape[1:] != (len(levels), image_codes.shape[2]):
+        raise ValueError(f"layout codes {list(layout_codes.shape)} do not fit levels {levels} of codes "
+                         f"{list(image_codes.shape)}: expected [B, {len(levels)}, {image_codes.shape[2]}]")
+    # one layout with many images (or one image with many layouts) is how Fig. 11 is laid out
+    b = max(layout_codes.shape[0], image_codes.shape[0])
+    if {layout_codes.shape[0], image_codes.shape[0]} - {1, b}:
+        raise ValueError(f"batch sizes {layout_codes.shape[0]} and {image_codes.shape[0]} differ and neither is 1")
+    out = image_codes.expand(b, -1, -1).clone()
+    out[:, levels] = layout_codes.expand(b, -1, -1).to(out)
+    return out
+
+
+def _batch(dataset, indices: Sequence[int]) -> dict[str, torch.Tensor]:
+    """Images and label maps of ``indices``: Shapes renders a batch at once; other data sets item by item."""
+    if hasattr(dataset, "batch"):
+        b = dataset.batch(list(indices))
+        return {"image": b["image"], "label_map": b["label_map"]}
+    items = [dataset[i] for i in indices]
+    if not isinstance(items[0], dict) or "label_map" not in items[0]:
+        raise ValueError("dataset items must be dicts with 'image' and 'label_map' (as Shapes gives)")
+    return {k: torch.stack([torch.as_tensor(it[k]) for it in items]) for k in ("image", "label_map")}
+
+
+@torch.no_grad()
+def _encode_all(model, dataset, indices, chunk: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    p = next(model.parameters())
+    codes, labels = [], []
+    for s in range(0, len(indices), chunk):
+        b = _batch(dataset, indices[s:s + chunk])
+        codes.append(model.encode(b["image"].to(p)).float())
+        labels.append(b["label_map"].long().to(p.device))
+    return torch.cat(codes), torch.cat(labels)
+
+
+def r2_score(pred: torch.Tensor, target: torch.Tensor) -> float:
+    """Pooled R² = 1 − Σ(y − ŷ)² / Σ(y − ȳ)² over all samples and features (variance-weighted)."""
+    y, yh = target.flatten(1).double(), pred.flatten(1).double()
+    ss_res = (y - yh).pow(2).sum()
+    ss_tot = (y - y.mean(0, keepdim=True)).pow(2).sum()
+    return float(1 - ss_res / ss_tot.clamp_min(1e-12))
+
+
+def train_layout_encoder(model, dataset, levels: Sequence[int] | None = None, n_images: int = 4096,
+                         steps: int = 2000, batch_size: int = 64, lr: float = 1e-3, seed: int = 0,
+                         progress: bool = True, holdout: float = 0.2, channels: int = 32,
+                         num_classes: int | None = None) -> tuple[LayoutEncoder, dict[str, Any]]:
+    """Regress the frozen encoder's standardised codes of ``levels`` from label maps (MSE); returns (encoder, report)."""
+    L = model.num_levels
+    levels = sorted(check_levels(levels, L))
+    size = getattr(dataset, "size", None)
+    if size is not None and size != model.config.image_size:
+        raise ValueError(f"dataset renders {size} px images but the model takes {model.config.image_size} px")
+    if num_classes is None:
+        names = getattr(dataset, "label_names", None)
+        num_classes = len(names) if names is not None else 6
+    n_images = min(int(n_images), len(dataset))
+    n_held = max(1, int(round(holdout * n_images)))
+    if n_images - n_held < 2:
+        raise ValueError(f"n_images={n_images} leaves too few training images after holding out {n_held}")
+
+    was_training = model.training
+    model.eval()
+    codes, labels = _encode_all(model, dataset, list(range(n_images)))
+    model.train(was_training)
+    n_train = n_images - n_held
+    # statistics from the training images only, so the held-out score is honest
+    stats = LatentStats.from_codes(codes[:n_train])
+    target = stats.standardize(codes)[:, levels]
+    cfg = LayoutConfig(num_classes=num_classes, num_levels=L, levels=tuple(levels),
+                       code_dim=model.code_dim, channels=channels)
+
+    torch.manual_seed(seed)
+    enc = LayoutEncoder(cfg).to(codes.device)
+    enc.code_mean.copy_(stats.mean[levels])
+    enc.code_std.copy_(stats.std[levels])
+    opt = torch.optim.Adam(enc.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, steps))
+    g = torch.Generator().manual_seed(seed)
+
+    @torch.no_grad()
+    def evaluate(sl: slice) -> tuple[float, float]:
+        enc.eval()
+        pred = torch.cat([enc.forward_standardized(labels[sl][i:i + 512]) for i in range(0, len(labels[sl]), 512)])
+        enc.train()
+        return float(F.mse_loss(pred, target[sl])), r2_score(pred, target[sl])
+
+    train_sl, held_sl = slice(0, n_train), slice(n_train, n_images)
+    init_mse, _ = evaluate(held_sl)
+    it = range(steps)
+    if progress:
+        from tqdm.auto import tqdm
+        it = tqdm(it, desc="layout encoder", leave=False)
+    enc.train()
+    for _ in it:
+        idx = torch.randint(0, n_train, (min(batch_size, n_train),), generator=g).to(codes.device)
+        loss = F.mse_loss(enc.forward_standardized(labels[idx]), target[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if progress and hasattr(it, "set_postfix"):
+            it.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+    train_mse, train_r2 = evaluate(train_sl)
+    held_mse, held_r2 = evaluate(held_sl)
+    enc.eval().requires_grad_(False)
+    report = {
+        "levels": levels, "n_train": n_train, "n_heldout": n_held, "steps": steps,
+        "initial_heldout_mse": init_mse,
+        "train_mse": train_mse, "heldout_mse": held_mse,
+        "train_r2": train_r2, "heldout_r2": held_r2,
+    }
+    return enc, report
+
+
+def _broadcast_batch(a: torch.Tensor, b: torch.Tensor, names: tuple[str, str]) -> int:
+    na, nb = a.shape[0], b.shape[0]
+    if na != nb and 1 not in (na, nb):
+        raise ValueError(f"{names[0]} has batch {na} and {names[1]} batch {nb}: they must match or one must be 1")
+    return max(na, nb)
+
+
+@torch.no_grad()
+def synthesize(model, layout_encoder: LayoutEncoder, label_map: torch.Tensor, image: torch.Tensor,
+               steps: int = 50, x_T: torch.Tensor | None = None, generator: torch.Generator | None = None,
+               progress: bool = False) -> torch.Tensor:
+    """Decode the layout's high-level codes with an image's low-level codes (multi-modal synthesis, Fig. 11)."""
+    b = _broadcast_batch(label_map, image, ("label_map", "image"))
+    p = next(model.parameters())
+    codes = compose_codes(layout_encoder(label_map.to(p.device)).to(p), model.encode(image.to(p)), layout_encoder.levels)
+    codes = codes.expand(b, -1, -1)
+    if x_T is None:
+        c = model.config
+        dev = generator.device if generator is not None else p.device
+        x_T = torch.randn((b, c.in_channels, c.image_size, c.image_size), generator=generator,
+                          device=dev, dtype=p.dtype).to(p.device)
+    return model.decode(x_T, codes, steps, progress=progress)
+
+
+def save(layout_encoder: LayoutEncoder, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
+    """Write ``path/layout_config.json`` + ``layout.safetensors`` (the code statistics are buffers in it)."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    meta = {"format": FORMAT, "config": layout_encoder.config.to_dict(), "extra": extra or {}}
+    (path / CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in layout_encoder.state_dict().items()}
+    save_file(state, str(path / WEIGHTS_FILE), metadata={"format": FORMAT})
+    return path
+
+
+def load(path: str | Path, map_location: str | torch.device = "cpu") -> LayoutEncoder:
+    """Rebuild a layout encoder written by ``save``."""
+    path = Path(path)
+    cfg_file = path / CONFIG_FILE
+    if not cfg_file.is_file():
+        raise FileNotFoundError(f"{cfg_file}: missing; expected a folder written by hdae_core.layout.save")
+    meta = json.loads(cfg_file.read_text())
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{cfg_file}: not a layout encoder config (format={meta.get('format')!r})")
+    enc = LayoutEncoder(LayoutConfig.from_dict(meta["config"]))
+    from .checkpoint import validate_state
+    state = load_file(str(path / WEIGHTS_FILE))
+    validate_state(enc, state, path / WEIGHTS_FILE)
+    enc.load_state_dict(state)
+    return enc.to(map_location).eval().requires_grad_(False)
