@@ -1,0 +1,225 @@
+"""The editor notebook served by voila and driven by headless Debian chromium (playwright).
+
+Skipped when chromium is missing, except under CI (HDAE_CI=1), where a missing browser is a failure.
+"""
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(600)]
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK = ROOT / "notebooks" / "07_editor.ipynb"
+SCREENSHOT = ROOT / "reports" / "07_editor" / "browser_screenshot.png"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--no-first-run"]
+STARTUP_S = 120  # voila's port, then the kernel: start, import torch, build the editor
+RENDER_S = 120
+
+
+def _unavailable(why: str):
+    if os.environ.get("HDAE_CI") == "1":
+        pytest.fail(f"{why} (HDAE_CI=1: the browser test must run in CI)")
+    pytest.skip(why)
+
+
+@pytest.fixture(scope="module")
+def playwright_api():
+    if not CHROMIUM.exists():
+        _unavailable(f"{CHROMIUM} not found: install Debian's chromium (apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _unavailable("python playwright is not installed (pip install -e '.[dev]')")
+    return sync_playwright
+
+
+def _checkpoint(folder: Path) -> Path:
+    """A tiny hdae_u checkpoint whose codes matter, with random directions and statistics beside it."""
+    from hdae_core import HDAE, ModelConfig
+    from hdae_core import checkpoint as ck
+    from hdae_core.data import Shapes
+    from hdae_core.diffae import AttributeDirections
+    from hdae_core.stats import LatentStats
+
+    torch.manual_seed(0)
+    m = HDAE(ModelConfig.preset("tiny", "hdae_u")).eval()
+    for mod in m.decoder.modules():  # zero-initialised output convs would make decodes ignore the codes
+        if getattr(mod, "out_layers", None) is not None:
+            torch.nn.init.normal_(mod.out_layers[3].weight, std=0.05)
+    torch.nn.init.normal_(m.decoder.out[2].weight, std=0.05)
+    ck.save(m, folder)
+    with torch.no_grad():
+        stats = LatentStats.from_codes(m.encode(Shapes(size=16, seed=1).batch(range(32))["image"]))
+    stats.save(folder)
+    L, D = m.num_levels, m.code_dim
+    g = torch.Generator().manual_seed(0)
+    dirs = {n: torch.randn(L, D, generator=g) for n in ("red", "large")}
+    AttributeDirections(dirs, list(dirs), stats, torch.zeros(2)).save(folder)
+    return folder
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _log(path: Path) -> str:
+    text = path.read_text(errors="replace") if path.exists() else "(no log)"
+    return text[-6000:]
+
+
+def _descendants(pid: int) -> list[int]:
+    try:
+        import psutil
+
+        return [p.pid for p in psutil.Process(pid).children(recursive=True)]
+    except Exception:  # noqa: BLE001 - gone already, or no psutil: the process group still goes
+        return []
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """Stop voila (its own process group) and the kernels it started (their own sessions)."""
+    kids = _descendants(proc.pid)
+    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                pass
+            try:
+                proc.wait(wait)
+            except subprocess.TimeoutExpired:
+                continue
+    for pid in kids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+@pytest.fixture
+def voila(tmp_path):
+    ckpt = _checkpoint(tmp_path / "ckpt")
+    port = _free_port()
+    log_path = tmp_path / "voila.log"
+    env = dict(os.environ)
+    env.update({
+        "HDAE_EDITOR_CHECKPOINT": str(ckpt), "HDAE_EDITOR_N_IMAGES": "3", "HDAE_EDITOR_STEPS": "10",
+        "HDAE_EDITOR_THREADS": "1", "HDAE_EDITOR_OUT_DIR": str(tmp_path / "out"),
+        # the kernel runs in notebooks/: make the checkout importable whatever the install looks like
+        "PYTHONPATH": os.pathsep.join([str(ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p]),
+        "JUPYTER_RUNTIME_DIR": str(tmp_path / "jupyter_runtime"),
+    })
+    cmd = [sys.executable, "-m", "voila", "--no-browser", f"--port={port}", "--Voila.ip=127.0.0.1",
+           "--show_tracebacks=True", str(NOTEBOOK.relative_to(ROOT))]
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + STARTUP_S
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"voila exited with {proc.returncode} before listening:\n{_log(log_path)}")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"voila did not listen on port {port} within {STARTUP_S} s:\n{_log(log_path)}")
+                time.sleep(0.25)
+        yield f"http://127.0.0.1:{port}/", log_path
+    finally:
+        _stop(proc)
+
+
+def _image_bytes(page) -> bytes:
+    data = page.eval_on_selector(
+        "img.hdae-output",
+        "async img => Array.from(new Uint8Array(await (await fetch(img.src)).arrayBuffer()))",
+    )
+    return bytes(data)
+
+
+def _halves(png: bytes):
+    from PIL import Image
+
+    a = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+    w = a.shape[1] // 2
+    return a[:, :w], a[:, w + 1:]
+
+
+def _wait_status(page, text: str, what: str, context) -> str:
+    page.wait_for_function(
+        "t => (document.querySelector('.hdae-status')?.textContent || '').includes(t)", arg=text,
+        timeout=RENDER_S * 1000,
+    )
+    status = page.text_content(".hdae-status")
+    assert text in status, f"{what}: status {status!r}\n{context()}"
+    return status
+
+
+def test_editor_in_voila_with_chromium(playwright_api, voila, tmp_path):
+    url, log_path = voila
+    console: list[str] = []
+
+    def context() -> str:
+        return "browser console:\n" + "\n".join(console[-40:]) + "\nvoila log:\n" + _log(log_path)
+
+    t0 = time.monotonic()
+    with playwright_api() as p:
+        browser = p.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"), executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
+            viewport={"width": 1100, "height": 1100},
+        )
+        try:
+            page = browser.new_page()
+            page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+            page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
+            page.goto(url, timeout=STARTUP_S * 1000)
+            try:
+                page.wait_for_selector("button.hdae-render", timeout=STARTUP_S * 1000)
+                page.wait_for_selector("img.hdae-output", timeout=30_000)
+            except Exception as e:  # noqa: BLE001 - report the page and the server, not only the timeout
+                body = page.inner_text("body")[-3000:] if not page.is_closed() else ""
+                pytest.fail(f"the editor's widgets did not appear ({e}):\npage:\n{body}\n{context()}")
+            _wait_status(page, "press Render", "initial preview", context)
+
+            # α = 0: the inverted reconstruction
+            page.click("button.hdae-render")
+            _wait_status(page, "render 1:", "first render", context)
+            before = _image_bytes(page)
+
+            # move the "red" slider with the keyboard: ArrowRight steps by 0.05
+            handle = page.locator(".hdae-alpha-red .noUi-handle")
+            handle.focus()
+            for _ in range(10):
+                handle.press("ArrowRight")
+            readout = page.locator(".hdae-alpha-red .widget-readout")
+            page.wait_for_function("el => el.textContent.trim() === '0.50'", arg=readout.element_handle(),
+                                   timeout=10_000)
+            page.click("button.hdae-render")
+            status = _wait_status(page, "render 2:", "second render", context)
+            assert "red +0.50" in status, f"the slider value did not reach the kernel: {status!r}\n{context()}"
+            after = _image_bytes(page)
+
+            assert after != before, f"the rendered image did not change\n{context()}"
+            (orig0, edit0), (orig1, edit1) = _halves(before), _halves(after)
+            assert np.array_equal(orig0, orig1), "the original half changed"
+            assert not np.array_equal(edit0, edit1), "the edited half did not change"
+            assert "rendered in" in status and page.text_content(".hdae-error").strip() == ""
+            SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(SCREENSHOT), full_page=True)
+        finally:
+            browser.close()
+    print(f"browser test: {time.monotonic() - t0:.1f} s after voila listened")

@@ -1,0 +1,95 @@
+"""Layout encoder (HDAE Fig. 11): shapes, level composition, regression onto a frozen encoder, save/load."""
+import pytest
+import torch
+
+from hdae_core import HDAE, ModelConfig
+from hdae_core import layout
+from hdae_core.data import Shapes
+from hdae_core.layout import (LayoutConfig, LayoutEncoder, compose_codes, default_levels, synthesize,
+                              train_layout_encoder)
+
+
+def test_default_levels_are_the_coarser_half():
+    assert default_levels(1) == [0]
+    assert default_levels(2) == [1]
+    assert default_levels(5) == [2, 3, 4]
+    assert default_levels(6) == [3, 4, 5]
+
+
+def test_encoder_output_shape_any_size():
+    enc = LayoutEncoder(LayoutConfig(num_levels=5, levels=(3, 4), code_dim=7, channels=8))
+    for size in (16, 32):
+        out = enc(torch.randint(0, 6, (3, size, size)))
+        assert out.shape == (3, 2, 7)
+
+
+def test_compose_codes_puts_layout_levels_exactly():
+    image_codes = torch.randn(4, 5, 6)
+    layout_codes = torch.randn(4, 2, 6)
+    out = compose_codes(layout_codes, image_codes, [1, 3])
+    assert out.shape == (4, 5, 6)
+    assert torch.equal(out[:, [1, 3]], layout_codes)
+    assert torch.equal(out[:, [0, 2, 4]], image_codes[:, [0, 2, 4]])
+    # the given order is honoured, and inputs are not modified
+    out2 = compose_codes(layout_codes, image_codes, [3, 1])
+    assert torch.equal(out2[:, 3], layout_codes[:, 0]) and torch.equal(out2[:, 1], layout_codes[:, 1])
+    assert not torch.equal(image_codes[:, [1, 3]], layout_codes)
+    # one layout, many images (Fig. 11's rows)
+    out3 = compose_codes(layout_codes[:1], image_codes, [1, 3])
+    assert out3.shape == (4, 5, 6) and torch.equal(out3[2, [1, 3]], layout_codes[0])
+
+
+@pytest.mark.parametrize("levels", [[5], [-1], [0, 0], []])
+def test_bad_levels_name_the_valid_range(levels):
+    with pytest.raises(ValueError, match=r"0\.\.4"):
+        compose_codes(torch.randn(1, max(len(levels), 1), 3), torch.randn(1, 5, 3), levels)
+    with pytest.raises(ValueError, match=r"0\.\.4"):
+        LayoutConfig(num_levels=5, levels=levels)
+
+
+class LabelColours:
+    """Shapes label maps painted one colour per class, so the image (and its codes) is a function of the layout."""
+
+    label_names = Shapes.label_names
+
+    def __init__(self, size=16):
+        self.size = size
+        self.shapes = Shapes(size, seed=0)
+        self.palette = torch.rand(6, 3, generator=torch.Generator().manual_seed(0)) * 2 - 1
+
+    def __len__(self):
+        return len(self.shapes)
+
+    def batch(self, idx):
+        lm = self.shapes.batch(idx)["label_map"]
+        return {"image": self.palette[lm].permute(0, 3, 1, 2).contiguous(), "label_map": lm}
+
+
+def test_training_regresses_held_out_codes_and_round_trips(tmp_path):
+    torch.manual_seed(0)
+    model = HDAE(ModelConfig.preset("tiny")).eval()  # untrained: codes are still a fixed function of the image
+    enc, report = train_layout_encoder(model, LabelColours(16), n_images=320, steps=120, batch_size=32,
+                                       lr=2e-3, seed=0, progress=False, channels=16)
+    assert report["levels"] == [1]
+    assert report["heldout_mse"] < report["initial_heldout_mse"]
+    assert report["heldout_r2"] > 0.1, report
+    assert report["train_r2"] > report["heldout_r2"] - 0.05
+
+    # the layout encoder outputs codes on the encoder's own scale
+    data = LabelColours(16).batch(list(range(320, 328)))
+    pred = enc(data["label_map"])
+    assert pred.shape == (8, 1, model.code_dim)
+
+    layout.save(enc, tmp_path / "lay", extra={"report": report})
+    enc2 = layout.load(tmp_path / "lay")
+    assert torch.allclose(enc2(data["label_map"]), pred)
+
+    x = synthesize(model, enc2, data["label_map"][:1], data["image"][:2], steps=4,
+                   generator=torch.Generator().manual_seed(0))
+    assert x.shape == (2, 3, 16, 16) and torch.isfinite(x).all()
+
+
+def test_training_refuses_size_mismatch():
+    model = HDAE(ModelConfig.preset("tiny"))
+    with pytest.raises(ValueError, match="16 px"):
+        train_layout_encoder(model, Shapes(32), n_images=8, steps=1, progress=False)

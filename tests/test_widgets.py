@@ -1,0 +1,251 @@
+"""The ipywidgets editor driven in-process: sliders, levels, k, style mixing, uploads, from_checkpoint."""
+import datetime
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from hdae_core import HDAE, ModelConfig
+from hdae_core import checkpoint as ck
+from hdae_core.data import Shapes
+from hdae_core.editing import LatentStats, manipulate
+from hdae_core.widgets import Editor, load_upload, png_bytes
+
+STEPS = 10  # a valid DDIM count (stride 100); a render of the tiny model takes ~0.1 s
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _codes_matter(m: HDAE) -> HDAE:
+    # the zero-initialised output convs would make every decode ignore the codes
+    for mod in m.decoder.modules():
+        if getattr(mod, "out_layers", None) is not None:
+            torch.nn.init.normal_(mod.out_layers[3].weight, std=0.05)
+    torch.nn.init.normal_(m.decoder.out[2].weight, std=0.05)
+    return m.eval()
+
+
+def _tiny(variant="hdae_u"):
+    torch.manual_seed(0)
+    return _codes_matter(HDAE(ModelConfig.preset("tiny", variant)))
+
+
+@pytest.fixture(scope="module")
+def setup():
+    m = _tiny()
+    shapes = Shapes(size=16, seed=3)
+    x = shapes.batch(range(16))["image"]
+    with torch.no_grad():
+        stats = LatentStats.from_codes(m.encode(x))
+    g = torch.Generator().manual_seed(1)
+    dirs = {n: torch.randn(m.num_levels, m.code_dim, generator=g) for n in ("red", "large")}
+    return m, stats, dirs, x[:4]
+
+
+@pytest.fixture
+def editor(setup):
+    m, stats, dirs, x = setup
+    return Editor(m, stats, dirs, images=x, steps=STEPS)
+
+
+def _png(arr: np.ndarray, fmt="PNG") -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def _upload(name: str, content: bytes, type_="image/png"):
+    """A FileUpload value as the browser sends it (ipywidgets 8: a tuple of dicts)."""
+    return ({"name": name, "type": type_, "size": len(content), "content": memoryview(content),
+             "last_modified": datetime.datetime.now(datetime.timezone.utc)},)
+
+
+def _halves(png: bytes):
+    a = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+    w = a.shape[1] // 2
+    return a[:, :w], a[:, w + 1:]
+
+
+def test_slider_changes_rendered_image(editor):
+    editor.render_button.click()
+    before = editor.image_widget.value
+    assert "rendered in" in editor.status.value and editor.error_label.value == ""
+    editor.set_attribute("red", 1.0)
+    editor.render_button.click()
+    after = editor.image_widget.value
+    assert after != before
+    (orig0, edit0), (orig1, edit1) = _halves(before), _halves(after)
+    assert np.array_equal(orig0, orig1)  # the original half stays, the edited half moves
+    assert not np.array_equal(edit0, edit1)
+    assert "red +1.00" in editor.status.value
+    assert editor.last_seconds is not None and editor.renders == 2
+
+
+def test_zero_alpha_is_the_inverted_reconstruction_and_inversion_is_cached(setup, monkeypatch):
+    m, stats, dirs, x = setup
+    calls = []
+    orig = m.encode_stochastic
+
+    def counting(*a, **kw):
+        calls.append(1)
+        return orig(*a, **kw)
+
+    monkeypatch.setattr(m, "encode_stochastic", counting)
+    ed = Editor(m, stats, dirs, images=x, steps=STEPS)
+    out = ed.render()
+    with torch.no_grad():
+        codes = m.encode(x[:1])
+        want = m.decode(orig(x[:1], codes, STEPS), codes, STEPS)[0].clamp(-1, 1)
+    assert out.shape == (3, 16, 16)
+    assert torch.equal(out, want)
+    ed.set_attribute("large", -0.5)
+    ed.render()
+    ed.render()
+    assert len(calls) == 1  # inverted once for image 0
+    ed.select(1)
+    ed.render()
+    assert len(calls) == 2
+
+
+def test_nonzero_sliders_are_summed(editor):
+    codes, _ = editor.inversion()
+    editor.set_attribute("red", 0.7)
+    editor.set_attribute("large", -0.4)
+    want = codes + (manipulate(codes, editor.directions["red"], 0.7, editor.stats) - codes) \
+        + (manipulate(codes, editor.directions["large"], -0.4, editor.stats) - codes)
+    assert torch.allclose(editor.edited_codes(codes), want, atol=1e-6)
+    editor.reset()
+    assert torch.equal(editor.edited_codes(codes), codes)
+
+
+def test_level_checkboxes_restrict_the_edit(editor):
+    codes, _ = editor.inversion()
+    editor.set_attribute("red", 1.0)
+    all_levels = editor.render()
+    editor.level_boxes[1].value = False  # edit z¹ only
+    assert editor.edit_levels() == [0]
+    edited = editor.edited_codes(codes)
+    assert not torch.equal(edited[:, 0], codes[:, 0])
+    assert torch.equal(edited[:, 1], codes[:, 1])
+    only_low = editor.render()
+    assert not torch.equal(only_low, all_levels)
+    # no level ticked: an error, and the previous image stays
+    editor.level_boxes[0].value = False
+    shown = editor.image_widget.value
+    editor.render_button.click()
+    assert "level" in editor.error_label.value and editor.image_widget.value == shown
+
+
+def test_truncation_k_and_bad_k(editor):
+    codes, _ = editor.inversion()
+    editor.set_attribute("large", 1.0)
+    editor.set_k(5)
+    assert int((editor.edited_codes(codes) != codes).sum()) == 5
+    editor.render_button.click()
+    shown = editor.image_widget.value
+    editor.k_text.value = "lots"
+    editor.render_button.click()
+    assert "k:" in editor.error_label.value and editor.image_widget.value == shown
+    editor.k_text.value = "all"
+    editor.render_button.click()
+    assert editor.error_label.value == "" and editor.image_widget.value != shown
+
+
+def test_style_mix_partner_changes_the_output(editor):
+    base = editor.render()
+    codes, _ = editor.inversion()
+    editor.set_partner(2, levels=[1])
+    mixed_codes = editor.edited_codes(codes)
+    assert torch.equal(mixed_codes[:, 0], codes[:, 0])
+    assert torch.equal(mixed_codes[:, 1], editor.inversion(2)[0][:, 1])
+    before = editor.image_widget.value
+    mixed = editor.render()
+    assert not torch.equal(mixed, base) and editor.image_widget.value != before
+    # a partner with no level ticked changes nothing
+    editor.set_partner(2, levels=[])
+    assert torch.equal(editor.render(), base)
+
+
+def test_bad_upload_sets_error_and_keeps_image(editor):
+    editor.render_button.click()
+    shown, n, idx = editor.image_widget.value, len(editor.images), editor.index
+    editor.upload.value = _upload("bad.png", b"not a png!!")
+    assert "bad.png" in editor.error_label.value
+    assert editor.image_widget.value == shown and len(editor.images) == n and editor.index == idx
+    assert editor.upload.value == ()  # cleared, so the same file can be chosen again
+
+
+def test_upload_is_cropped_resized_and_selected(editor):
+    rgba = np.zeros((30, 50, 4), np.uint8)
+    rgba[..., 0], rgba[..., 3] = 255, 255  # a red RGBA picture, wider than tall
+    n = len(editor.images)
+    editor.upload.value = _upload("red.png", _png(rgba))
+    assert editor.error_label.value == ""
+    assert len(editor.images) == n + 1 and editor.index == n
+    assert editor.images[n].shape == (3, 16, 16)
+    assert torch.allclose(editor.images[n][0], torch.ones(16, 16))  # red channel at +1
+    assert "upload: red.png" in editor.image_select.options[-1][0]
+    assert editor.render().shape == (3, 16, 16)
+    # a JPEG works too; an empty file is refused with a clear message
+    jpg = load_upload(_png(np.full((20, 20, 3), 128, np.uint8), "JPEG"), "grey.jpg", 16)
+    assert jpg.shape == (3, 16, 16) and jpg.abs().max() < 0.05
+    editor.upload.value = _upload("empty.jpg", b"", "image/jpeg")
+    assert "empty" in editor.error_label.value and len(editor.images) == n + 1
+
+
+def test_dae_variant_has_one_level(setup):
+    _, _, _, x = setup
+    m = _tiny("dae")
+    with torch.no_grad():
+        stats = LatentStats.from_codes(m.encode(Shapes(size=16, seed=3).batch(range(8))["image"]))
+    ed = Editor(m, stats, {"red": torch.randn(1, m.code_dim)}, images=x, steps=STEPS)
+    assert len(ed.level_boxes) == 1 and ed.edit_levels() is None
+    base = ed.render()
+    ed.set_attribute("red", 1.0)
+    assert not torch.equal(ed.render(), base)
+    assert "application/vnd.jupyter.widget-view+json" in ed._repr_mimebundle_()
+
+
+def test_mismatched_directions_are_refused(setup):
+    m, stats, _, x = setup
+    with pytest.raises(ValueError, match="does not match"):
+        Editor(m, stats, {"red": torch.randn(3, 7)}, images=x)
+    with pytest.raises(KeyError, match="no direction"):
+        Editor(m, stats, {"red": torch.randn(2, 32)}, images=x, attribute_names=["blue"])
+    with pytest.raises(ValueError, match="expected"):
+        Editor(m, stats, {"red": torch.randn(2, 32)}, images=torch.zeros(2, 3, 8, 8))
+
+
+def test_from_checkpoint_trains_or_loads_directions(tmp_path):
+    m = _tiny()
+    ck.save(m, tmp_path / "checkpoint")  # a training run's folder layout: run/checkpoint/
+    ed = Editor.from_checkpoint(tmp_path, n_images=3, n_stats=48, steps=STEPS, attribute_names=["red", "large"])
+    assert ed.attribute_names == ["red", "large"] and len(ed.images) == 3
+    assert set(ed.directions) == {"red", "large"}
+    assert ed.image_select.options[0][0].startswith("shape 0:")
+    ed.set_attribute("red", 1.0)
+    assert ed.render().shape == (3, 16, 16)
+    with pytest.raises(KeyError, match="not shapes attributes"):
+        Editor.from_checkpoint(tmp_path, n_images=2, n_stats=8, attribute_names=["smiling"])
+    # directions + statistics in the folder (as `hdae import-diffae` writes them) are used as they are
+    from hdae_core.diffae import AttributeDirections
+    stats = LatentStats(torch.zeros(2, 32), torch.full((2, 32), 2.0))
+    AttributeDirections({"smile": torch.randn(2, 32)}, ["smile"], stats, torch.zeros(1)).save(tmp_path / "checkpoint")
+    stats.save(tmp_path / "checkpoint")
+    ed2 = Editor.from_checkpoint(tmp_path / "checkpoint", n_images=2, steps=STEPS)
+    assert ed2.attribute_names == ["smile"] and torch.equal(ed2.stats.std, stats.std)
+
+
+
+def test_png_bytes_upscales_with_nearest():
+    x = torch.stack([torch.full((3, 4, 4), -1.0), torch.full((3, 4, 4), 1.0)])
+    im = Image.open(io.BytesIO(png_bytes(x, scale=3)))
+    assert im.size == ((2 * 4 + 3) * 3, (4 + 2) * 3)
