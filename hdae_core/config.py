@@ -110,7 +110,7 @@ PRESETS: dict[str, ModelConfig] = {
     ),
     # the shipped demo models on the built-in shapes
     "shapes32": ModelConfig(
-        image_size=32, model_channels=32, channel_mult=(1, 2, 2, 2), enc_channel_mult=(1, 2, 2, 2, 2),
+        image_size=32, model_channels=16, channel_mult=(1, 2, 2, 2), enc_channel_mult=(1, 2, 2, 2, 2),
         attention_resolutions=(8,), num_res_blocks=1, embed_channels=256, code_dim=128, dropout=0.0,
     ),
     # DiffAE's architecture at 32 px: the speed comparison's reference

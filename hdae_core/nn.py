@@ -23,8 +23,8 @@ class GroupNorm32(nn.GroupNorm):
 
 
 def normalization(channels: int) -> GroupNorm32:
-    """GroupNorm with min(32, C) groups."""
-    return GroupNorm32(min(32, channels), channels)
+    """GroupNorm with gcd(32, C) groups: DiffAE's min(32, C) wherever that divides C."""
+    return GroupNorm32(math.gcd(32, channels), channels)
 
 
 def zero_module(module: nn.Module) -> nn.Module:
