@@ -40,7 +40,7 @@ def check_levels(levels: Sequence[int] | None, num_levels: int) -> list[int]:
     if bad:
         raise ValueError(f"levels {bad} out of range: this model has {num_levels} code levels, valid indices are {valid}")
     if len(set(out)) != len(out):
-        raise ValueError(f"levels {out}: indices must be distinct")
+        raise ValueError(f"levels {out}: indices must be distinct, each in {valid}")
     return out
 
 
@@ -75,7 +75,7 @@ class LayoutConfig:
 
 
 def _block(cin: int, cout: int, stride: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=stride, padding=1), nn.GroupNorm(min(8, cout), cout), nn.SiLU())
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=stride, padding=1), nn.GroupNorm(math.gcd(8, cout), cout), nn.SiLU())
 
 
 class LayoutEncoder(nn.Module):

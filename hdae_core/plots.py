@@ -37,3 +37,283 @@ def save_grid(path: str | Path, rows: Sequence[torch.Tensor], scale: int = 1) ->
     path.parent.mkdir(parents=True, exist_ok=True)
     image_grid(rows, scale=scale).save(path)
     return path
+
+
+# ---------------------------------------------------------------- labelled image grids
+
+# Shapes label colours (background, circle, square, triangle, star, clutter), RGB in [0, 1]
+LABEL_PALETTE = ((0.12, 0.12, 0.12), (0.90, 0.30, 0.25), (0.25, 0.60, 0.95), (0.35, 0.80, 0.35),
+                 (0.98, 0.80, 0.20), (0.75, 0.75, 0.75))
+
+
+def label_map_to_image(label_map: torch.Tensor, palette: Sequence[Sequence[float]] = LABEL_PALETTE) -> torch.Tensor:
+    """Integer label maps [B, H, W] → colour images [B, 3, H, W] in [-1, 1] (one palette colour per label)."""
+    lm = torch.as_tensor(label_map).long()
+    if lm.dim() == 2:
+        lm = lm[None]
+    pal = torch.tensor(palette, dtype=torch.float32)
+    if lm.numel() and int(lm.max()) >= len(pal):
+        raise ValueError(f"label_map: label {int(lm.max())} has no colour; the palette has {len(pal)}")
+    return (pal[lm].permute(0, 3, 1, 2) * 2 - 1).contiguous()
+
+
+def noise_to_image(x: torch.Tensor, sigmas: float = 2.5) -> torch.Tensor:
+    """Show N(0, I)-like tensors (x_T, x_t) as images: ±``sigmas`` standard deviations map to [-1, 1]."""
+    return (x / sigmas).clamp(-1, 1)
+
+
+def _font(size: int = 10):
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1: a fixed bitmap font
+        return ImageFont.load_default()
+
+
+def _text_size(font, text: str) -> tuple[int, int]:
+    if not text:
+        return 0, 0
+    x0, y0, x1, y1 = font.getbbox(text)
+    return x1 - min(x0, 0), y1 - min(y0, 0)
+
+
+def _wrap(font, text: str, width: int) -> list[str]:
+    """Greedy word wrap to ``width`` pixels (a word longer than a line is cut by characters)."""
+    lines, cur = [], ""
+    for word in str(text).split():
+        trial = f"{cur} {word}".strip()
+        if _text_size(font, trial)[0] <= width or not cur:
+            cur = trial
+        else:
+            lines.append(cur)
+            cur = word
+        while _text_size(font, cur)[0] > width and len(cur) > 1:
+            cut = len(cur) - 1
+            while cut > 1 and _text_size(font, cur[:cut])[0] > width:
+                cut -= 1
+            lines.append(cur[:cut])
+            cur = cur[cut:]
+    if cur:
+        lines.append(cur)
+    return lines
+
+
+def labeled_grid(rows: Sequence[torch.Tensor], row_labels: Sequence[str] | None = None,
+                 col_labels: Sequence[str] | None = None, scale: int = 2, pad: int = 1,
+                 font_size: int = 10) -> Image.Image:
+    """``image_grid`` with a label left of each row and above each column (white margins, black text)."""
+    from PIL import ImageDraw
+
+    grid = image_grid(rows, scale=scale, pad=pad)
+    if row_labels is not None and len(row_labels) != len(rows):
+        raise ValueError(f"row_labels: {len(row_labels)} labels for {len(rows)} rows")
+    n_cols = max(len(r) for r in rows)
+    if col_labels is not None and len(col_labels) > n_cols:
+        raise ValueError(f"col_labels: {len(col_labels)} labels for {n_cols} columns")
+    font = _font(font_size)
+    line_h = _text_size(font, "Ag")[1] + 2
+    h, w = rows[0].shape[-2] * scale, rows[0].shape[-1] * scale
+    gap = 4
+    left = 0
+    if row_labels:
+        left = max(_text_size(font, str(t))[0] for t in row_labels) + 2 * gap
+    top = 0
+    wrapped = []
+    if col_labels:
+        wrapped = [_wrap(font, str(t), w + pad * scale) for t in col_labels]
+        top = max(len(ls) for ls in wrapped) * line_h + gap
+    canvas = Image.new("RGB", (left + grid.width, top + grid.height), (255, 255, 255))
+    canvas.paste(grid, (left, top))
+    draw = ImageDraw.Draw(canvas)
+    for i, text in enumerate(row_labels or []):
+        y = top + (pad * scale) + i * (h + pad * scale) + (h - line_h) // 2
+        draw.text((gap, y), str(text), fill=(0, 0, 0), font=font)
+    for j, lines in enumerate(wrapped):
+        x0 = left + pad * scale + j * (w + pad * scale)
+        for k, line in enumerate(lines):
+            tw = _text_size(font, line)[0]
+            draw.text((x0 + max(0, (w - tw) // 2), k * line_h + 1), line, fill=(0, 0, 0), font=font)
+    return canvas
+
+
+def save_labeled_grid(path: str | Path, rows: Sequence[torch.Tensor], row_labels: Sequence[str] | None = None,
+                      col_labels: Sequence[str] | None = None, scale: int = 2) -> Path:
+    """Write a ``labeled_grid`` PNG."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    labeled_grid(rows, row_labels, col_labels, scale=scale).save(path)
+    return path
+
+
+# ---------------------------------------------------------------- matplotlib figures
+# Figures are built with matplotlib.figure.Figure (no pyplot state): a notebook shows one with display(fig).
+
+
+def _figure(n_panels: int, ncols: int | None, panel_size: tuple[float, float], dpi: int):
+    from matplotlib.figure import Figure
+
+    ncols = max(1, min(ncols or n_panels, n_panels))
+    nrows = -(-n_panels // ncols)
+    fig = Figure(figsize=(panel_size[0] * ncols, panel_size[1] * nrows), dpi=dpi, layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax in axes[n_panels:]:
+        ax.set_visible(False)
+    return fig, axes[:n_panels]
+
+
+def save_figure(fig, path: str | Path, dpi: int | None = None) -> Path:
+    """Write a matplotlib figure as PNG at exactly figsize × dpi pixels."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi or fig.dpi, facecolor="white")
+    return path
+
+
+def _finite(df, x: str, y: str):
+    import pandas as pd
+
+    d = df[[x, y]].apply(pd.to_numeric, errors="coerce").dropna()
+    return d[x].to_numpy(), d[y].to_numpy()
+
+
+def plot_curves(runs, x: str, ys: Sequence[str], path: str | Path | None = None, titles: Sequence[str] | None = None,
+                logx: bool = False, logy: bool = False, ncols: int | None = None, xlabel: str | None = None,
+                panel_size: tuple[float, float] = (4.0, 3.0), dpi: int = 100, markers: bool = True,
+                suptitle: str | None = None):
+    """One panel per column in ``ys`` against ``x``, one line per run ({label: DataFrame}); empty cells skipped."""
+    if not isinstance(runs, dict):
+        runs = {"": runs}
+    fig, axes = _figure(len(ys), ncols, panel_size, dpi)
+    for ax, y, title in zip(axes, ys, titles or ys):
+        drawn = False
+        for label, df in runs.items():
+            if y not in df.columns or x not in df.columns:
+                continue
+            xs, vs = _finite(df, x, y)
+            if len(xs):
+                ax.plot(xs, vs, marker="o" if markers and len(xs) <= 30 else None, ms=3, label=label or None)
+                drawn = True
+        if not drawn:
+            ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes, color="grey")
+        ax.set_title(title)
+        ax.set_xlabel(xlabel or x)
+        if logx:
+            ax.set_xscale("log")
+        lo, hi = ax.dataLim.y0, ax.dataLim.y1
+        if logy and drawn and lo > 0 and hi / lo >= 10:  # within one decade a log axis only garbles the ticks
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        if drawn and any(lbl for lbl in runs):
+            ax.legend(fontsize=7)
+    if suptitle:
+        fig.suptitle(suptitle)
+    if path is not None:
+        save_figure(fig, path)
+    return fig
+
+
+def ecdf(values) -> tuple[np.ndarray, np.ndarray]:
+    """(sorted values, F) with F_i = i / n: the empirical CDF as a step function's corners."""
+    v = np.sort(np.asarray(torch.as_tensor(values).detach().cpu().double().flatten()))
+    return v, np.arange(1, len(v) + 1) / max(len(v), 1)
+
+
+def plot_ecdf(panels, path: str | Path | None = None, xlabel: str = "n̂", ncols: int | None = None,
+              styles: dict[str, dict] | None = None, panel_size: tuple[float, float] = (4.5, 3.5), dpi: int = 100,
+              suptitle: str | None = None):
+    """ECDFs: ``panels`` is {panel title: {label: values}} (or one {label: values}); ``styles`` maps label → plot kwargs."""
+    first = next(iter(panels.values()), None)
+    if not isinstance(first, dict):
+        panels = {"": panels}
+    fig, axes = _figure(len(panels), ncols, panel_size, dpi)
+    for ax, (title, series) in zip(axes, panels.items()):
+        for label, vals in series.items():
+            xs, F = ecdf(vals)
+            ax.step(xs, F, where="post", label=label, **(styles or {}).get(label, {}))
+        ax.set_title(title)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("fraction ≤ x")
+        ax.set_ylim(0, 1.01)
+        ax.grid(alpha=0.3)
+        if len(series) > 1:
+            ax.legend(fontsize=6, ncol=2)
+    if suptitle:
+        fig.suptitle(suptitle)
+    if path is not None:
+        save_figure(fig, path)
+    return fig
+
+
+def level_shares(n) -> np.ndarray:
+    """Each level's share of Σ|n| for a direction n [L, D] (sums to 1)."""
+    a = torch.as_tensor(n).detach().double().abs().cpu()
+    if a.dim() == 1:
+        a = a[None]
+    tot = a.sum()
+    return (a.sum(1) / tot).numpy() if tot > 0 else np.full(a.shape[0], 1.0 / a.shape[0])
+
+
+def _normalized(n) -> np.ndarray:
+    a = torch.as_tensor(n).detach().double().abs().cpu().numpy()
+    lo, hi = a.min(), a.max()
+    return np.ones_like(a) if hi == lo else (a - lo) / (hi - lo)
+
+
+def plot_level_heatmap(directions, path: str | Path | None = None, level_names: Sequence[str] | None = None,
+                       ncols: int = 1, panel_size: tuple[float, float] = (9.0, 1.6), dpi: int = 100,
+                       cmap: str = "magma", suptitle: str | None = None):
+    """n̂ (Eq. 1) as a level × dimension heatmap per direction ({name: n [L, D]}), each level's share of Σ|n| at the right."""
+    if not isinstance(directions, dict):
+        directions = {"": directions}
+    first = torch.as_tensor(next(iter(directions.values())))
+    L = first.shape[0] if first.dim() == 2 else 1
+    ph = panel_size[1] * max(1.0, 0.35 * L + 0.3)
+    fig, axes = _figure(len(directions), ncols, (panel_size[0], ph), dpi)
+    im = None
+    for ax, (name, n) in zip(axes, directions.items()):
+        n = torch.as_tensor(n)
+        n = n[None] if n.dim() == 1 else n
+        nh = _normalized(n)
+        im = ax.imshow(nh, aspect="auto", cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
+        names = list(level_names) if level_names else [f"z{l + 1}" if n.shape[0] > 1 else "z" for l in range(n.shape[0])]
+        ax.set_yticks(range(n.shape[0]), names, fontsize=7)
+        ax.set_title(name, fontsize=9, loc="left")
+        ax.set_xlabel("dimension", fontsize=7)
+        ax.tick_params(axis="x", labelsize=6)
+        sec = ax.secondary_yaxis("right")
+        sec.set_yticks(range(n.shape[0]), [f"{s:.0%}" for s in level_shares(n)], fontsize=7)
+        sec.set_ylabel("share of Σ|n|", fontsize=6)
+    if im is not None:
+        fig.colorbar(im, ax=list(axes), shrink=0.8, label="n̂", pad=0.08)
+    if suptitle:
+        fig.suptitle(suptitle)
+    if path is not None:
+        save_figure(fig, path)
+    return fig
+
+
+def plot_bars(table, path: str | Path | None = None, ylabel: str = "", ylim: tuple[float, float] | None = None,
+              title: str | None = None, size: tuple[float, float] = (9.0, 3.5), dpi: int = 100,
+              hline: float | None = None):
+    """Grouped bars: one group per row of ``table`` (a DataFrame), one bar per column."""
+    fig, (ax,) = _figure(1, 1, size, dpi)
+    rows, cols = list(table.index), list(table.columns)
+    width = 0.8 / max(len(cols), 1)
+    xs = np.arange(len(rows))
+    for i, c in enumerate(cols):
+        ax.bar(xs + (i - (len(cols) - 1) / 2) * width, table[c].to_numpy(dtype=float), width, label=str(c))
+    ax.set_xticks(xs, [str(r) for r in rows], rotation=40, ha="right", fontsize=8)
+    if hline is not None:
+        ax.axhline(hline, color="grey", lw=0.8, ls="--")
+    if ylim:
+        ax.set_ylim(*ylim)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    if len(cols) > 1:
+        ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, axis="y")
+    if path is not None:
+        save_figure(fig, path)
+    return fig

@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.timeout(600)]
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "07_editor.ipynb"
 SCREENSHOT = ROOT / "reports" / "07_editor" / "browser_screenshot.png"
-CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM = Path(os.environ.get("HDAE_CHROMIUM", "/usr/bin/chromium"))  # Debian's package
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--no-first-run"]
 STARTUP_S = 120  # voila's port, then the kernel: start, import torch, build the editor
@@ -121,6 +121,7 @@ def voila(tmp_path):
         # the kernel runs in notebooks/: make the checkout importable whatever the install looks like
         "PYTHONPATH": os.pathsep.join([str(ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p]),
         "JUPYTER_RUNTIME_DIR": str(tmp_path / "jupyter_runtime"),
+        "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
     })
     cmd = [sys.executable, "-m", "voila", "--no-browser", f"--port={port}", "--Voila.ip=127.0.0.1",
            "--show_tracebacks=True", str(NOTEBOOK.relative_to(ROOT))]

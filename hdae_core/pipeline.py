@@ -1,0 +1,461 @@
+"""Run the notebooks with papermill into ``reports/<name>/`` and write ``reports/index.md`` (``hdae figures``)."""
+from __future__ import annotations
+
+import ast
+import contextlib
+import json
+import math
+import os
+import shutil
+import sys
+import time
+import warnings
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable
+
+from .pretrained import REPO_DIR, repo_path
+
+NOTEBOOK_DIR = REPO_DIR / "notebooks"
+NOTEBOOKS = (
+    "00_tour", "01_train", "02_ablation", "03_reconstruction", "04_hierarchy",
+    "05_directions", "06_editing", "07_editor", "08_layout", "09_sampling",
+)
+WORK = "_tmp"  # reports/_tmp: models, oracles and runs the notebooks train, reused across runs
+
+# Per-profile notebook parameters. Strings may hold placeholders filled in by ``run``:
+# {out} the notebook's report folder, {reports} the reports folder, {work} reports/_tmp,
+# {hdae_u} / {dae} the demo checkpoint folders (shipped ones in 'full', tiny ones in 'smoke').
+_COMMON = {"out_dir": "{out}", "seed": 0, "threads": 1}
+PROFILES: dict[str, dict[str, dict[str, Any]]] = {
+    # tiny 16 px models trained for a few steps, 2–3 DDIM steps: every code path in a few minutes
+    "smoke": {
+        "00_tour": {**_COMMON, "profile": "smoke", "checkpoint_hdae": "{hdae_u}", "n_images": 2, "steps": 3},
+        "01_train": {**_COMMON, "profile": "smoke", "preset": "tiny", "variant": "hdae_u", "steps": 6,
+                     "batch_size": 8, "eval_every": 3, "eval_size": 4, "eval_steps": 2, "log_every": 2,
+                     "out": "{work}/01_train/run", "reference": ""},
+        "02_ablation": {**_COMMON, "profile": "smoke", "retrain": True, "preset": "tiny", "steps": 4,
+                        "batch_size": 8, "eval_every": 2, "eval_size": 4, "eval_steps": 2,
+                        "work_dir": "{work}/02_ablation"},
+        "03_reconstruction": {**_COMMON, "profile": "smoke", "checkpoint_hdae": "{hdae_u}", "checkpoint_dae": "{dae}",
+                              "n_images": 6, "steps": [2, 3], "n_show": 4, "batch_size": 6},
+        "04_hierarchy": {**_COMMON, "profile": "smoke", "checkpoint_hdae": "{hdae_u}", "n_pairs": 2, "n_frames": 4,
+                         "steps": 2},
+        "05_directions": {**_COMMON, "profile": "smoke", "checkpoint_hdae": "{hdae_u}", "checkpoint_dae": "{dae}",
+                          "n_encode": 300},
+        "06_editing": {**_COMMON, "profile": "smoke", "checkpoint_hdae": "{hdae_u}", "checkpoint_dae": "{dae}",
+                       "directions_dir": "{reports}/05_directions", "n_encode": 300, "n_images": 3, "steps": 2,
+                       "attributes": ["red", "large"], "sweep_attributes": ["red"],
+                       "k_fractions": [1.0, 0.25, 0.05], "oracle_dir": "{work}/oracle", "oracle_steps": 20},
+        "07_editor": {"out_dir": "{out}", "threads": 1, "checkpoint": "{hdae_u}", "steps": 2, "n_images": 2,
+                      "n_stats": 128},
+        "08_layout": {**_COMMON, "profile": "smoke", "checkpoint_hdae": "{hdae_u}", "n_train": 200,
+                      "layout_steps": 20, "n_layouts": 3, "n_images": 3, "steps": 2, "oracle_dir": "{work}/oracle"},
+        "09_sampling": {**_COMMON, "profile": "smoke", "checkpoint_hdae": "{hdae_u}", "checkpoint_dae": "{dae}",
+                        "n_encode": 300, "latent_steps": 40, "latent_width": 64, "latent_depth": 3,
+                        "n_samples": 6, "latent_sample_steps": 5, "steps": 2},
+    },
+    # the shipped 32 px demo models; sized to finish within 20 minutes on 2 CPU cores
+    "full": {
+        "00_tour": {**_COMMON, "profile": "full", "checkpoint_hdae": "{hdae_u}", "n_images": 4, "steps": 20},
+        "01_train": {**_COMMON, "profile": "full", "preset": "tiny", "variant": "hdae_u", "steps": 150,
+                     "batch_size": 16, "eval_every": 50, "eval_size": 16, "eval_steps": 10, "log_every": 10,
+                     "out": "{work}/01_train/run", "reference": "shapes32_hdae_u"},
+        "02_ablation": {**_COMMON, "profile": "full", "retrain": False, "ablation_dir": "data/ablation"},
+        "03_reconstruction": {**_COMMON, "profile": "full", "checkpoint_hdae": "{hdae_u}", "checkpoint_dae": "{dae}",
+                              "n_images": 32, "steps": [10, 20], "n_show": 8, "batch_size": 32},
+        "04_hierarchy": {**_COMMON, "profile": "full", "checkpoint_hdae": "{hdae_u}", "n_pairs": 3, "n_frames": 7,
+                         "steps": 20},
+        "05_directions": {**_COMMON, "profile": "full", "checkpoint_hdae": "{hdae_u}", "checkpoint_dae": "{dae}",
+                          "n_encode": 3000},
+        "06_editing": {**_COMMON, "profile": "full", "checkpoint_hdae": "{hdae_u}", "checkpoint_dae": "{dae}",
+                       "directions_dir": "{reports}/05_directions", "n_encode": 3000, "n_images": 10, "steps": 10,
+                       "attributes": ["red", "large", "striped", "left_side"], "sweep_attributes": ["red", "large"],
+                       "k_fractions": [1.0, 0.3, 0.1, 0.03], "oracle_dir": "{work}/oracle", "oracle_steps": 400},
+        "07_editor": {"out_dir": "{out}", "threads": 1, "checkpoint": "{hdae_u}", "steps": 10, "n_images": 8,
+                      "n_stats": 512},
+        "08_layout": {**_COMMON, "profile": "full", "checkpoint_hdae": "{hdae_u}", "n_train": 3000,
+                      "layout_steps": 1200, "n_layouts": 4, "n_images": 4, "steps": 20,
+                      "oracle_dir": "{work}/oracle"},
+        "09_sampling": {**_COMMON, "profile": "full", "checkpoint_hdae": "{hdae_u}", "checkpoint_dae": "{dae}",
+                        "n_encode": 3000, "latent_steps": 2000, "latent_width": 512, "latent_depth": 6,
+                        "n_samples": 16, "latent_sample_steps": 50, "steps": 20},
+    },
+}
+# notebooks that load the demo models (the others train their own)
+_NEEDS_MODELS = {n for n in NOTEBOOKS if n not in ("01_train", "02_ablation")}
+
+
+# ---------------------------------------------------------------- notebooks and their parameters
+
+
+def notebook_path(name: str, notebook_dir: str | Path | None = None) -> Path:
+    return Path(notebook_dir or NOTEBOOK_DIR) / f"{name}.ipynb"
+
+
+def parameters_cell(path: str | Path):
+    """The first code cell of a notebook, which must be tagged ``parameters`` (ValueError otherwise)."""
+    import nbformat
+
+    nb = nbformat.read(str(path), as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    if not code:
+        raise ValueError(f"{path}: no code cells")
+    cell = code[0]
+    if "parameters" not in cell.get("metadata", {}).get("tags", []):
+        raise ValueError(f"{path}: the first code cell is not tagged 'parameters'")
+    return cell
+
+
+def notebook_parameters(path: str | Path) -> dict[str, Any]:
+    """Names assigned in the ``parameters`` cell → their default values (the source text when not a literal)."""
+    src = parameters_cell(path).source
+    out = {}
+    for node in ast.parse(src).body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        for t in targets:
+            if isinstance(t, ast.Name) and getattr(node, "value", None) is not None:
+                try:
+                    out[t.id] = ast.literal_eval(node.value)
+                except ValueError:
+                    out[t.id] = ast.get_source_segment(src, node.value)
+    return out
+
+
+def check_parameters(profiles: Iterable[str] | None = None, notebook_dir: str | Path | None = None,
+                     skip_missing: bool = True) -> list[str]:
+    """Problems (empty when none): a parameter the pipeline passes that the notebook's parameters cell lacks."""
+    problems = []
+    for prof in profiles or PROFILES:
+        for name, params in PROFILES[prof].items():
+            path = notebook_path(name, notebook_dir)
+            if not path.is_file():
+                if not skip_missing:
+                    problems.append(f"{prof}/{name}: notebook {path} not found")
+                continue
+            try:
+                have = notebook_parameters(path)
+            except ValueError as e:
+                problems.append(f"{prof}/{name}: {e}")
+                continue
+            for key in params:
+                if key not in have:
+                    problems.append(f"{prof}/{name}: passes {key!r}, not in the notebook's parameters cell "
+                                    f"(it has {', '.join(sorted(have))})")
+    return problems
+
+
+def select(only: Iterable[str] | None) -> list[str]:
+    """Notebook names from ``--only`` values: a full name ('03_reconstruction'), its number ('03') or its topic."""
+    if not only:
+        return list(NOTEBOOKS)
+    chosen = []
+    for q in only:
+        for part in str(q).split(","):
+            part = part.strip().removesuffix(".ipynb")
+            if not part:
+                continue
+            hits = [n for n in NOTEBOOKS if n == part or n.split("_", 1)[0] == part or n.split("_", 1)[1] == part]
+            if not hits:
+                raise ValueError(f"--only {part!r}: no such notebook; choose from {', '.join(NOTEBOOKS)}")
+            chosen += [h for h in hits if h not in chosen]
+    return [n for n in NOTEBOOKS if n in chosen]
+
+
+def _fill(value: Any, subs: dict[str, str]) -> Any:
+    if isinstance(value, str):
+        return value.format_map(subs)
+    if isinstance(value, list):
+        return [_fill(v, subs) for v in value]
+    return value
+
+
+def parameters_for(profile: str, name: str, reports: str | Path, models: dict[str, Path] | None) -> dict[str, Any]:
+    """The parameters ``run`` passes to one notebook, placeholders filled in."""
+    reports = Path(reports).expanduser().resolve()
+    subs = {"out": str(reports / name), "reports": str(reports), "work": str(reports / WORK),
+            "hdae_u": str((models or {}).get("hdae_u", "")), "dae": str((models or {}).get("dae", ""))}
+    params = {k: _fill(v, subs) for k, v in PROFILES[profile][name].items()}
+    # the ablation folder and other repo-relative paths become absolute: the kernel's cwd must not matter
+    for k in ("ablation_dir",):
+        if k in params and params[k]:
+            params[k] = str(repo_path(params[k]))
+    return params
+
+
+# ---------------------------------------------------------------- execution
+
+
+@contextlib.contextmanager
+def _kernel_env(threads: int = 1):
+    """Environment for the kernels: this checkout's package first on the path, one BLAS/OpenMP thread."""
+    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    parts = [str(REPO_DIR)] + [p for p in (saved["PYTHONPATH"] or "").split(os.pathsep) if p]
+    os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(parts))
+    for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(k, str(threads))
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _error_summary(exc: BaseException) -> str:
+    ename, evalue = getattr(exc, "ename", None), getattr(exc, "evalue", None)
+    if ename:
+        return f"{ename}: {evalue}"
+    return f"{type(exc).__name__}: {exc}".strip()
+
+
+def execute(name: str, params: dict[str, Any], out_dir: Path, notebook_dir: str | Path | None = None,
+            timeout: float | None = None) -> dict[str, Any]:
+    """Run one notebook into ``out_dir/<name>.ipynb``; a result dict (status ok | failed | missing, seconds, error)."""
+    src = notebook_path(name, notebook_dir)
+    res: dict[str, Any] = {"status": "missing", "seconds": 0.0, "error": None, "notebook": None}
+    if not src.is_file():
+        res["error"] = f"notebook {src} not found"
+        return res
+    import papermill as pm
+
+    if out_dir.exists():
+        shutil.rmtree(out_dir)  # stale figures from an earlier run must not be listed
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out_nb = out_dir / f"{name}.ipynb"
+    t0 = time.perf_counter()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # papermill's own chatter; errors still raise
+            pm.execute_notebook(str(src), str(out_nb), parameters=params, kernel_name="python3",
+                                progress_bar=False, log_output=False, cwd=str(REPO_DIR),
+                                execution_timeout=timeout,
+                                # the kernel's own start-up chatter (e.g. "running over TCP without encryption")
+                                extra_arguments=["--IPKernelApp.log_level=ERROR"])
+        res["status"] = "ok"
+    except Exception as e:  # noqa: BLE001 - one failing notebook must not stop the others
+        res["status"] = "failed"
+        res["error"] = _error_summary(e)
+    res["seconds"] = round(time.perf_counter() - t0, 1)
+    res["notebook"] = str(out_nb) if out_nb.exists() else None
+    return res
+
+
+def _read_metrics(out_dir: Path) -> dict[str, Any] | None:
+    f = out_dir / "metrics.json"
+    if not f.is_file():
+        return None
+    try:
+        return json.loads(f.read_text())
+    except json.JSONDecodeError as e:
+        return {"error": f"metrics.json unreadable: {e}"}
+
+
+def _artifacts(out_dir: Path) -> dict[str, list[str]]:
+    def rel(ps):
+        return sorted(str(p.relative_to(out_dir)) for p in ps)
+    return {"figures": rel(out_dir.rglob("*.png")), "tables": rel(out_dir.rglob("*.csv"))}
+
+
+# ---------------------------------------------------------------- the index
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dicts as dotted keys (``{'a': {'b': 1}}`` → ``{'a.b': 1}``)."""
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, bool) or v is None:
+        return str(v)
+    if isinstance(v, float):
+        if math.isnan(v) or math.isinf(v):
+            return str(v)
+        return f"{v:.4g}"
+    if isinstance(v, (list, tuple)):
+        s = ", ".join(_fmt(x) for x in v)
+        return s if len(s) <= 80 else s[:77] + "…"
+    return str(v).replace("|", "\\|").replace("\n", " ")
+
+
+def _duration(s: float) -> str:
+    m, s = divmod(int(round(s)), 60)
+    return f"{m}m{s:02d}s" if m else f"{s}s"
+
+
+def write_index(reports: Path, summary: dict[str, Any]) -> Path:
+    """``reports/index.md``: per notebook its status, run time, headline numbers and every figure inline."""
+    nbs = summary["notebooks"]
+    ok = sum(r["status"] == "ok" for r in nbs.values())
+    lines = ["# hdae reports", "",
+             f"Profile **{summary['profile']}**, written {summary['written']}; "
+             f"{ok} of {len(nbs)} notebooks ran; notebooks took {_duration(sum(r['seconds'] for r in nbs.values()))} "
+             f"(last invocation {_duration(summary['seconds'])} including set-up). "
+             f"Regenerate with `hdae figures --profile {summary['profile']}`.", ""]
+    for w in summary.get("warnings", []):
+        lines += [f"> **WARNING:** {w}", ""]
+    lines += ["| notebook | status | time | figures | tables |", "|---|---|---:|---:|---:|"]
+    for name, r in nbs.items():
+        status = r["status"] if r["status"] == "ok" else f"**{r['status'].upper()}**"
+        lines.append(f"| [{name}](#{name.replace('_', '-')}) | {status} | {_duration(r['seconds'])} | "
+                     f"{len(r.get('figures', []))} | {len(r.get('tables', []))} |")
+    lines.append("")
+    for name, r in nbs.items():
+        lines += [f"## {name}", ""]
+        link = f"[{name}.ipynb]({name}/{name}.ipynb)" if r.get("notebook") else "no executed notebook"
+        lines += [f"Status **{r['status']}** in {_duration(r['seconds'])} — {link}.", ""]
+        if r.get("error"):
+            lines += ["```", str(r["error"])[:2000], "```", ""]
+        for w in r.get("parameter_problems", []):
+            lines += [f"> parameter problem: {w}", ""]
+        m = r.get("metrics")
+        if m:
+            flat = flatten(m)
+            lines += ["| headline | value |", "|---|---|"]
+            lines += [f"| {k} | {_fmt(v)} |" for k, v in flat.items()]
+            lines.append("")
+        if r.get("tables"):
+            lines += ["Tables: " + " · ".join(f"[{t}]({name}/{t})" for t in r["tables"]), ""]
+        for fig in r.get("figures", []):
+            lines += [f"![{name} {fig}]({name}/{fig})", ""]
+    path = reports / "index.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+# ---------------------------------------------------------------- run
+
+
+def run(profile: str = "full", only: Iterable[str] | None = None, reports: str | Path = "reports",
+        progress: bool = True, notebook_dir: str | Path | None = None, pretrained_dir: str | Path | None = None,
+        timeout: float | None = None) -> dict[str, Any]:
+    """Run the notebooks (all, or ``only``) with the profile's parameters; returns the summary (``summary['ok']``)."""
+    if profile not in PROFILES:
+        raise ValueError(f"profile: expected one of {', '.join(PROFILES)}, got {profile!r}")
+    names = select(only)
+    t0 = time.perf_counter()
+    reports = Path(reports).expanduser().resolve()
+    reports.mkdir(parents=True, exist_ok=True)
+    work = reports / WORK
+    run_warnings: list[str] = []
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    models: dict[str, Path] = {}
+    model_error = None
+    if _NEEDS_MODELS & set(names):
+        from . import pretrained
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", pretrained.PretrainedMissingWarning)
+                models = pretrained.demo_models(profile, work, progress=progress, pretrained_dir=pretrained_dir,
+                                                warn=run_warnings.append)
+        except Exception as e:  # noqa: BLE001 - the notebooks that need no model still run
+            model_error = f"demo models unavailable: {_error_summary(e)}"
+            run_warnings.append(model_error)
+        for w in run_warnings:
+            log(f"WARNING: {w}")
+
+    # earlier results stay in the index when only some notebooks run
+    summary_file = reports / "summary.json"
+    previous = {}
+    if summary_file.is_file():
+        try:
+            prev = json.loads(summary_file.read_text())
+            if prev.get("profile") == profile:
+                previous = prev.get("notebooks", {})
+        except json.JSONDecodeError:
+            pass
+    results: dict[str, dict[str, Any]] = {n: previous[n] for n in NOTEBOOKS if n in previous and n not in names}
+
+    from tqdm.auto import tqdm
+    bar = tqdm(names, desc="notebooks", unit="nb", disable=not progress, file=sys.stderr)
+    threads = int(PROFILES[profile][names[0]].get("threads", 1)) if names else 1
+    with _kernel_env(threads):
+        for name in bar:
+            bar.set_postfix_str(name)
+            out_dir = reports / name
+            params = parameters_for(profile, name, reports, models)
+            problems = [p.split(": ", 1)[1] for p in check_parameters([profile], notebook_dir)
+                        if p.startswith(f"{profile}/{name}:")]
+            if name in _NEEDS_MODELS and model_error:
+                res = {"status": "failed", "seconds": 0.0, "error": model_error, "notebook": None}
+            else:
+                res = execute(name, params, out_dir, notebook_dir, timeout)
+            res["parameters"] = params
+            res["parameter_problems"] = problems
+            res["metrics"] = _read_metrics(out_dir) if out_dir.is_dir() else None
+            res.update(_artifacts(out_dir) if out_dir.is_dir() else {"figures": [], "tables": []})
+            results[name] = res
+            if res["status"] != "ok":
+                log(f"{name}: {res['status'].upper()} after {res['seconds']}s: {res['error']}")
+            ordered = {n: results[n] for n in NOTEBOOKS if n in results}
+            summary = {"profile": profile, "reports": str(reports), "notebooks": ordered, "warnings": run_warnings,
+                       "seconds": round(time.perf_counter() - t0, 1),
+                       "written": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+            summary_file.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+            write_index(reports, summary)
+    bar.close()
+    ordered = {n: results[n] for n in NOTEBOOKS if n in results}
+    summary = {"profile": profile, "reports": str(reports), "notebooks": ordered, "warnings": run_warnings,
+               "seconds": round(time.perf_counter() - t0, 1),
+               "written": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+    summary["ran"] = names
+    summary["ok"] = all(ordered[n]["status"] == "ok" for n in names)
+    summary_file.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    summary["index"] = str(write_index(reports, summary))
+    return summary
+
+
+def main(args) -> int:
+    """``hdae figures``: exit code 0 when every selected notebook ran, 1 otherwise."""
+    try:
+        summary = run(profile=getattr(args, "profile", "full"), only=getattr(args, "only", None),
+                      reports=getattr(args, "reports", "reports"), progress=not getattr(args, "no_progress", False),
+                      pretrained_dir=getattr(args, "pretrained_dir", None))
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    failed = [n for n in summary["ran"] if summary["notebooks"][n]["status"] != "ok"]
+    for n in summary["ran"]:
+        r = summary["notebooks"][n]
+        print(f"{n:<20} {r['status']:<8} {_duration(r['seconds']):>7}" + (f"  {r['error']}" if r["error"] else ""))
+    print(f"index: {summary['index']}  ({_duration(summary['seconds'])})")
+    if failed:
+        print(f"{len(failed)} notebook(s) failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+# ---------------------------------------------------------------- for the notebooks
+
+
+def _plain(v: Any) -> Any:
+    if hasattr(v, "tolist") and not isinstance(v, (str, bytes)):
+        v = v.tolist()  # tensors and numpy arrays / scalars
+    if isinstance(v, dict):
+        return {str(k): _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    if isinstance(v, float) and (math.isnan(v) or math.isinf(v)):
+        return None
+    if isinstance(v, Path):
+        return str(v)
+    return v
+
+
+def save_metrics(out_dir: str | Path, metrics: dict[str, Any]) -> Path:
+    """Write ``out_dir/metrics.json`` (the headline numbers ``index.md`` shows): plain JSON, NaN/inf as null."""
+    path = Path(out_dir) / "metrics.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(_plain(metrics), indent=2, allow_nan=False) + "\n")
+    return path

@@ -1,0 +1,142 @@
+"""The shipped demo models (``data/pretrained``) and the tiny stand-ins the smoke profile trains in their place."""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Callable
+
+REPO_DIR = Path(__file__).resolve().parent.parent
+PRETRAINED_DIR = REPO_DIR / "data" / "pretrained"
+
+# demo model key → folder name under data/pretrained (32 px, trained on Shapes(size=32, seed=0))
+DEMO_MODELS = {"hdae_u": "shapes32_hdae_u", "dae": "shapes32_dae"}
+# the attribute oracle the editing notebook scores edits with, when one is shipped
+DEMO_ORACLE = "shapes32_oracle"
+
+SMOKE_PRESET = "tiny"
+SMOKE_STEPS = 20
+SMOKE_BATCH = 16
+
+
+class PretrainedMissingWarning(UserWarning):
+    """A shipped demo model is missing and a stand-in is used instead."""
+
+
+def repo_path(path: str | Path) -> Path:
+    """``path`` as given when absolute, else relative to the repository root (not the working directory)."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else REPO_DIR / p
+
+
+def _is_checkpoint(folder: Path) -> bool:
+    return (folder / "config.json").is_file()
+
+
+def available(pretrained_dir: str | Path | None = None) -> list[str]:
+    """Names of the checkpoint folders under ``data/pretrained`` (those holding a ``config.json``)."""
+    root = Path(pretrained_dir) if pretrained_dir is not None else PRETRAINED_DIR
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and _is_checkpoint(p))
+
+
+def train_command(name: str) -> str:
+    """The command that makes ``data/pretrained/<name>`` (the shipped folder's ``card.md`` records the exact one)."""
+    variant = name.split("_", 1)[1] if name.startswith("shapes32_") else "hdae_u"
+    return (f"hdae train --preset shapes32 --variant {variant} --out runs/{name} && "
+            f"cp -r runs/{name}/checkpoint data/pretrained/{name}")
+
+
+def resolve(name_or_path: str | Path, pretrained_dir: str | Path | None = None) -> Path:
+    """A checkpoint folder: a path to one (or to a run folder holding ``checkpoint/``), or a name under data/pretrained."""
+    root = Path(pretrained_dir) if pretrained_dir is not None else PRETRAINED_DIR
+    s = str(name_or_path)
+    candidates = [Path(s).expanduser()]
+    if not Path(s).is_absolute():
+        candidates += [REPO_DIR / s, root / s]
+    for c in candidates:
+        if c.is_dir() and _is_checkpoint(c):
+            return c
+        if c.is_dir() and _is_checkpoint(c / "checkpoint"):
+            return c / "checkpoint"
+    have = available(root)
+    name = Path(s).name
+    raise FileNotFoundError(
+        f"no checkpoint {s!r}: not a checkpoint folder (config.json + model.safetensors) and not a model "
+        f"under {root}. Available there: {', '.join(have) if have else 'none'}. "
+        f"Make it with: {train_command(name)}"
+    )
+
+
+def _train_smoke(key: str, workdir: Path, steps: int, progress: bool) -> Path:
+    """Train (or reuse) the tiny stand-in for demo model ``key`` under ``workdir/smoke_models/key``."""
+    from . import checkpoint
+    from .config import ModelConfig
+    from .train import TrainConfig, train
+
+    model = ModelConfig.preset(SMOKE_PRESET, key)
+    run = workdir / "smoke_models" / key
+    ck = run / "checkpoint"
+    if _is_checkpoint(ck):
+        try:
+            meta = checkpoint.read_config(ck)
+            if meta["model"] == model.to_dict() and meta["extra"].get("step", 0) >= steps:
+                return ck
+        except (ValueError, KeyError, OSError):
+            pass  # unreadable or another config: train afresh
+    cfg = TrainConfig(model=model, out=str(run), steps=steps, batch_size=SMOKE_BATCH, lr=3e-4,
+                      eval_every=steps, eval_size=8, eval_steps=5, ckpt_every=steps,
+                      log_every=max(1, steps // 4), progress=progress, tensorboard=False)
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny convolutions: more threads only contend with whatever else runs
+    try:
+        return train(cfg)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def demo_models(profile: str = "full", workdir: str | Path = "reports/_tmp", progress: bool = False,
+                pretrained_dir: str | Path | None = None, smoke_steps: int = SMOKE_STEPS,
+                warn: Callable[[str], None] | None = None) -> dict[str, Path]:
+    """Checkpoint folders {'dae', 'hdae_u'}: the shipped 32 px models ('full') or tiny ones trained here ('smoke').
+
+    In 'full', a missing shipped model makes both fall back to the smoke models (one resolution for
+    every comparison), with a ``PretrainedMissingWarning`` (and ``warn(message)`` when given).
+    """
+    if profile not in ("smoke", "full"):
+        raise ValueError(f"profile: expected 'smoke' or 'full', got {profile!r}")
+    workdir = repo_path(workdir)
+    if profile == "full":
+        found, missing = {}, []
+        for key, name in DEMO_MODELS.items():
+            try:
+                found[key] = resolve(name, pretrained_dir)
+            except FileNotFoundError:
+                missing.append(name)
+        if not missing:
+            return found
+        root = Path(pretrained_dir) if pretrained_dir is not None else PRETRAINED_DIR
+        msg = (f"shipped demo model(s) {', '.join(missing)} missing under {root}: every notebook uses tiny "
+               f"{SMOKE_PRESET} stand-ins trained for {smoke_steps} steps instead, so the figures show a "
+               f"barely trained model. Make the real ones with: "
+               + "; ".join(train_command(n) for n in missing))
+        warnings.warn(msg, PretrainedMissingWarning, stacklevel=2)
+        if warn is not None:
+            warn(msg)
+    return {key: _train_smoke(key, workdir, smoke_steps, progress) for key in DEMO_MODELS}
+
+
+def find_oracle(size: int, pretrained_dir: str | Path | None = None) -> Path | None:
+    """The shipped attribute oracle for ``size`` px images, when there is one."""
+    root = Path(pretrained_dir) if pretrained_dir is not None else PRETRAINED_DIR
+    p = root / (DEMO_ORACLE if size == 32 else f"shapes{size}_oracle")
+    return p if (p / "oracle_config.json").is_file() else None
+
+
+def load(name_or_path: str | Path, pretrained_dir: str | Path | None = None, map_location="cpu"):
+    """The model of ``resolve(name_or_path)`` with its EMA weights, in eval mode."""
+    from . import checkpoint
+
+    return checkpoint.load(resolve(name_or_path, pretrained_dir), map_location=map_location)
