@@ -65,6 +65,14 @@ def _bench(args) -> int:
     return bench_main(args)
 
 
+def _export(args) -> int:
+    from .modelcard import export_run
+
+    info = export_run(args.run, args.dest, command=args.command, n_eval=args.n_eval)
+    print(json.dumps(info["quality"], indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="hdae", description="Hierarchical Diffusion Autoencoders")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -111,6 +119,13 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", action="store_true")
     b.add_argument("--device", default=None)
     b.set_defaults(func=_bench)
+
+    e = sub.add_parser("export", help="ship a run as a demo model (EMA weights, metrics, quality check, card)")
+    e.add_argument("run", help="run folder written by `hdae train`")
+    e.add_argument("dest", help="destination, e.g. data/pretrained/shapes32_hdae_u")
+    e.add_argument("--command", required=True, help="the training command, recorded in the model card")
+    e.add_argument("--n-eval", type=int, default=256)
+    e.set_defaults(func=_export)
 
     i = sub.add_parser("import-diffae", help="convert an official DiffAE checkpoint", add_help=False)
     i.set_defaults(func=None)

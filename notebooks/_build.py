@@ -803,13 +803,13 @@ NOTEBOOKS["08_layout"] = [
     size, L = model.config.image_size, model.num_levels
     train_data = Shapes(size=size, seed=seed)
     t0 = time.perf_counter()
-    enc, report = layout.train_layout_encoder(model, train_data, levels=levels, n_images=n_train,
-                                              steps=layout_steps, seed=seed, progress=False)
-    layout.save(enc, report / "layout_encoder", extra=report)
+    enc, fit = layout.train_layout_encoder(model, train_data, levels=levels, n_images=n_train,
+                                        steps=layout_steps, seed=seed, progress=False)
+    layout.save(enc, report / "layout_encoder", extra=fit)
     print(f"layout encoder for levels {[f'z{l + 1}' for l in enc.levels]} of {L}, "
           f"trained in {time.perf_counter() - t0:.0f} s")
-    display(pd.Series(report).to_frame("value"))
-    metrics.update({k: report[k] for k in ("heldout_r2", "heldout_mse", "initial_heldout_mse", "train_r2")})
+    display(pd.Series(fit).to_frame("value"))
+    metrics.update({k: fit[k] for k in ("heldout_r2", "heldout_mse", "initial_heldout_mse", "train_r2")})
     metrics["levels"] = [int(l) for l in enc.levels]
     """),
     code("""

@@ -1,0 +1,22 @@
+import json
+
+from hdae_core import ModelConfig
+from hdae_core import train as T
+from hdae_core.checkpoint import load
+from hdae_core.modelcard import export_run
+
+
+def test_export_run_writes_card_weights_and_quality(tmp_path):
+    run = tmp_path / "run"
+    T.train(T.TrainConfig(model=ModelConfig.preset("tiny", "hdae_u"), out=str(run), steps=2, batch_size=2,
+                          eval_every=0, progress=False, tensorboard=False))
+    info = export_run(run, tmp_path / "ship", command="hdae train ...", n_eval=4, progress=False)
+    ship = tmp_path / "ship"
+    assert {"config.json", "model.safetensors", "metrics.csv", "quality.json", "README.md"} <= {p.name for p in ship.iterdir()}
+    assert not (ship / "ema.safetensors").exists()  # only the EMA weights ship, as the model
+    q = json.loads((ship / "quality.json").read_text())
+    assert q["n_images"] == 4 and 0 <= q["mse_mean_colour_baseline"] < 1
+    # an untrained model cannot carry the content: it must fail the bar
+    assert q["passes"] is False and info["images_seen"] == 4
+    assert "does not yet pass" in (ship / "README.md").read_text()
+    load(ship)
