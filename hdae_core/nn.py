@@ -114,14 +114,27 @@ class ResBlock(nn.Module):
         else:
             h = self.in_layers(x)
         if self.out_layers is not None:
-            norm, rest = self.out_layers[0], self.out_layers[1:]
-            scale, shift = self.emb_layers(emb).type(h.dtype)[:, :, None, None].chunk(2, dim=1)
-            h = norm(h) * (1 + scale) + shift
-            if self.cond_emb_layers is not None and cond is not None:
-                z_s = self.cond_emb_layers(cond).type(h.dtype)[:, :, None, None]
-                h = h * (1 + z_s)
-            h = rest(h)
+            h = self._adagn(h, emb, cond)
         return self.skip_connection(x) + h
+
+    def _adagn(self, h, emb, cond):
+        """(GN(h)·(1 + t_s) + t_b)·(1 + z_s), SiLU, dropout, conv — with one fused pass over h.
+
+        GN's affine, the time scale/shift and the code scale are all per (sample, channel), so
+        they fold into one coefficient pair applied by a single addcmul.
+        """
+        norm, drop, conv = self.out_layers[0], self.out_layers[2], self.out_layers[3]
+        scale, shift = self.emb_layers(emb).float()[:, :, None, None].chunk(2, dim=1)
+        a = norm.weight.float()[None, :, None, None] * (1 + scale)
+        b = norm.bias.float()[None, :, None, None] * (1 + scale) + shift
+        if self.cond_emb_layers is not None and cond is not None:
+            z = 1 + self.cond_emb_layers(cond).float()[:, :, None, None]
+            a, b = a * z, b * z
+        n = F.group_norm(h.float(), norm.num_groups, eps=norm.eps)
+        h = F.silu(torch.addcmul(b, n, a), inplace=True).type(h.dtype)
+        if drop.p > 0:
+            h = drop(h)
+        return conv(h)
 
 
 class AttentionBlock(nn.Module):
