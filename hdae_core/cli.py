@@ -108,8 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     f = sub.add_parser("figures", help="run the notebooks into reports/")
     f.add_argument("--profile", default="full", choices=["smoke", "full"])
-    f.add_argument("--only", action="append", default=None, help="run only this notebook (repeatable)")
+    f.add_argument("--only", action="append", default=None, help="notebook number, name or topic (repeatable)")
     f.add_argument("--reports", default="reports")
+    f.add_argument("--no-progress", action="store_true")
+    f.add_argument("--pretrained-dir", default=None, help="folder of the demo models (default data/pretrained)")
     f.set_defaults(func=_figures)
 
     b = sub.add_parser("bench", help="speed benchmark")

@@ -31,11 +31,11 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     # tiny 16 px models trained for a few steps, 2–3 DDIM steps: every code path in a few minutes
     "smoke": {
         "00_tour": {**_COMMON, "profile": "smoke", "checkpoint_hdae": "{hdae_u}", "n_images": 2, "steps": 3},
-        "01_train": {**_COMMON, "profile": "smoke", "preset": "tiny", "variant": "hdae_u", "steps": 6,
-                     "batch_size": 8, "eval_every": 3, "eval_size": 4, "eval_steps": 2, "log_every": 2,
+        "01_train": {**_COMMON, "profile": "smoke", "preset": "tiny", "variant": "hdae_u", "steps": 4,
+                     "batch_size": 8, "eval_every": 2, "eval_size": 4, "eval_steps": 2, "log_every": 1,
                      "out": "{work}/01_train/run", "reference": ""},
-        "02_ablation": {**_COMMON, "profile": "smoke", "retrain": True, "preset": "tiny", "steps": 4,
-                        "batch_size": 8, "eval_every": 2, "eval_size": 4, "eval_steps": 2,
+        "02_ablation": {**_COMMON, "profile": "smoke", "retrain": True, "preset": "tiny", "steps": 2,
+                        "batch_size": 4, "eval_every": 1, "eval_size": 2, "eval_steps": 2,
                         "work_dir": "{work}/02_ablation"},
         "03_reconstruction": {**_COMMON, "profile": "smoke", "checkpoint_hdae": "{hdae_u}", "checkpoint_dae": "{dae}",
                               "n_images": 6, "steps": [2, 3], "n_show": 4, "batch_size": 6},
@@ -50,7 +50,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "07_editor": {"out_dir": "{out}", "threads": 1, "checkpoint": "{hdae_u}", "steps": 2, "n_images": 2,
                       "n_stats": 128},
         "08_layout": {**_COMMON, "profile": "smoke", "checkpoint_hdae": "{hdae_u}", "n_train": 200,
-                      "layout_steps": 20, "n_layouts": 3, "n_images": 3, "steps": 2, "oracle_dir": "{work}/oracle"},
+                      "layout_steps": 20, "layout_batch": 16, "n_layouts": 3, "n_images": 3, "steps": 2, "oracle_dir": "{work}/oracle"},
         "09_sampling": {**_COMMON, "profile": "smoke", "checkpoint_hdae": "{hdae_u}", "checkpoint_dae": "{dae}",
                         "n_encode": 300, "latent_steps": 40, "latent_width": 64, "latent_depth": 3,
                         "n_samples": 6, "latent_sample_steps": 5, "steps": 2},
@@ -58,12 +58,12 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     # the shipped 32 px demo models; sized to finish within 20 minutes on 2 CPU cores
     "full": {
         "00_tour": {**_COMMON, "profile": "full", "checkpoint_hdae": "{hdae_u}", "n_images": 4, "steps": 20},
-        "01_train": {**_COMMON, "profile": "full", "preset": "tiny", "variant": "hdae_u", "steps": 150,
+        "01_train": {**_COMMON, "profile": "full", "preset": "tiny", "variant": "hdae_u", "steps": 100,
                      "batch_size": 16, "eval_every": 50, "eval_size": 16, "eval_steps": 10, "log_every": 10,
                      "out": "{work}/01_train/run", "reference": "shapes32_hdae_u"},
         "02_ablation": {**_COMMON, "profile": "full", "retrain": False, "ablation_dir": "data/ablation"},
         "03_reconstruction": {**_COMMON, "profile": "full", "checkpoint_hdae": "{hdae_u}", "checkpoint_dae": "{dae}",
-                              "n_images": 32, "steps": [10, 20], "n_show": 8, "batch_size": 32},
+                              "n_images": 32, "steps": [10, 20, 50], "n_show": 8, "batch_size": 32},
         "04_hierarchy": {**_COMMON, "profile": "full", "checkpoint_hdae": "{hdae_u}", "n_pairs": 3, "n_frames": 7,
                          "steps": 20},
         "05_directions": {**_COMMON, "profile": "full", "checkpoint_hdae": "{hdae_u}", "checkpoint_dae": "{dae}",
@@ -75,11 +75,11 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "07_editor": {"out_dir": "{out}", "threads": 1, "checkpoint": "{hdae_u}", "steps": 10, "n_images": 8,
                       "n_stats": 512},
         "08_layout": {**_COMMON, "profile": "full", "checkpoint_hdae": "{hdae_u}", "n_train": 3000,
-                      "layout_steps": 1200, "n_layouts": 4, "n_images": 4, "steps": 20,
+                      "layout_steps": 600, "layout_batch": 32, "n_layouts": 4, "n_images": 4, "steps": 20,
                       "oracle_dir": "{work}/oracle"},
         "09_sampling": {**_COMMON, "profile": "full", "checkpoint_hdae": "{hdae_u}", "checkpoint_dae": "{dae}",
-                        "n_encode": 3000, "latent_steps": 2000, "latent_width": 512, "latent_depth": 6,
-                        "n_samples": 16, "latent_sample_steps": 50, "steps": 20},
+                        "n_encode": 2000, "latent_steps": 2000, "latent_width": 256, "latent_depth": 4,
+                        "latent_batch": 64, "n_samples": 16, "latent_sample_steps": 50, "steps": 20},
     },
 }
 # notebooks that load the demo models (the others train their own)
@@ -233,7 +233,7 @@ def execute(name: str, params: dict[str, Any], out_dir: Path, notebook_dir: str 
                                 progress_bar=False, log_output=False, cwd=str(REPO_DIR),
                                 execution_timeout=timeout,
                                 # the kernel's own start-up chatter (e.g. "running over TCP without encryption")
-                                extra_arguments=["--IPKernelApp.log_level=ERROR"])
+                                extra_arguments=["--IPKernelApp.log_level=CRITICAL"])
         res["status"] = "ok"
     except Exception as e:  # noqa: BLE001 - one failing notebook must not stop the others
         res["status"] = "failed"
@@ -325,6 +325,9 @@ def write_index(reports: Path, summary: dict[str, Any]) -> Path:
             lines.append("")
         if r.get("tables"):
             lines += ["Tables: " + " · ".join(f"[{t}]({name}/{t})" for t in r["tables"]), ""]
+        if r.get("parameters"):
+            lines += ["<details><summary>parameters</summary>", "", "```json",
+                      json.dumps(r["parameters"], indent=1, default=str), "```", "", "</details>", ""]
         for fig in r.get("figures", []):
             lines += [f"![{name} {fig}]({name}/{fig})", ""]
     path = reports / "index.md"
@@ -378,6 +381,16 @@ def run(profile: str = "full", only: Iterable[str] | None = None, reports: str |
             pass
     results: dict[str, dict[str, Any]] = {n: previous[n] for n in NOTEBOOKS if n in previous and n not in names}
 
+    def write_summary() -> dict[str, Any]:
+        ordered = {n: results[n] for n in NOTEBOOKS if n in results}
+        summary = {"profile": profile, "reports": str(reports), "ran": names, "notebooks": ordered,
+                   "ok": all(n in ordered and ordered[n]["status"] == "ok" for n in names),
+                   "warnings": run_warnings, "seconds": round(time.perf_counter() - t0, 1),
+                   "written": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+        summary_file.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+        summary["index"] = str(write_index(reports, summary))
+        return summary
+
     from tqdm.auto import tqdm
     bar = tqdm(names, desc="notebooks", unit="nb", disable=not progress, file=sys.stderr)
     threads = int(PROFILES[profile][names[0]].get("threads", 1)) if names else 1
@@ -399,22 +412,9 @@ def run(profile: str = "full", only: Iterable[str] | None = None, reports: str |
             results[name] = res
             if res["status"] != "ok":
                 log(f"{name}: {res['status'].upper()} after {res['seconds']}s: {res['error']}")
-            ordered = {n: results[n] for n in NOTEBOOKS if n in results}
-            summary = {"profile": profile, "reports": str(reports), "notebooks": ordered, "warnings": run_warnings,
-                       "seconds": round(time.perf_counter() - t0, 1),
-                       "written": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
-            summary_file.write_text(json.dumps(summary, indent=2, default=str) + "\n")
-            write_index(reports, summary)
+            write_summary()  # after every notebook, so a long run's index is readable while it runs
     bar.close()
-    ordered = {n: results[n] for n in NOTEBOOKS if n in results}
-    summary = {"profile": profile, "reports": str(reports), "notebooks": ordered, "warnings": run_warnings,
-               "seconds": round(time.perf_counter() - t0, 1),
-               "written": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
-    summary["ran"] = names
-    summary["ok"] = all(ordered[n]["status"] == "ok" for n in names)
-    summary_file.write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    summary["index"] = str(write_index(reports, summary))
-    return summary
+    return write_summary()
 
 
 def main(args) -> int:

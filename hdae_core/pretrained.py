@@ -41,10 +41,10 @@ def available(pretrained_dir: str | Path | None = None) -> list[str]:
 
 
 def train_command(name: str) -> str:
-    """The command that makes ``data/pretrained/<name>`` (the shipped folder's ``card.md`` records the exact one)."""
+    """The commands that make ``data/pretrained/<name>`` (a shipped folder's README.md records the exact ones)."""
     variant = name.split("_", 1)[1] if name.startswith("shapes32_") else "hdae_u"
-    return (f"hdae train --preset shapes32 --variant {variant} --out runs/{name} && "
-            f"cp -r runs/{name}/checkpoint data/pretrained/{name}")
+    train = f"hdae train --preset shapes32 --variant {variant} --out runs/{name}"
+    return f"{train} && hdae export runs/{name} data/pretrained/{name} --command '{train}'"
 
 
 def resolve(name_or_path: str | Path, pretrained_dir: str | Path | None = None) -> Path:

@@ -35,6 +35,7 @@ def params(src: str):
 def setup(*extra_imports: str):
     """The shared set-up cell: imports, one torch thread, the output folder and the metrics dict."""
     lines = [
+        "%matplotlib inline",
         "import json",
         "import time",
         "from pathlib import Path",
@@ -140,7 +141,7 @@ NOTEBOOKS["00_tour"] = [
     Training noises an image to `x_t = sqrt(ᾱ_t)·x0 + sqrt(1 − ᾱ_t)·ε` at a random t and asks the
     decoder to predict ε, given x_t, t and the codes. ᾱ_t falls from 1 to almost 0 over T = 1000
     steps (linear β from 1e-4 to 0.02): by t ≈ 500 little of the image is left, and what the decoder
-    must fill in comes from the codes.
+    must fill in comes from the codes. (Column labels: t and ᾱ_t, written `abar`.)
     """),
     code("""
     ts = [0, 50, 150, 300, 500, 750, 999]
@@ -151,7 +152,7 @@ NOTEBOOKS["00_tour"] = [
     rows = [torch.stack([x[i] for x in noisy]) for i in range(n_images)]
     plots.save_labeled_grid(report / "noising.png", [r.clamp(-1, 1) for r in rows],
                             row_labels=[f"image {i}" for i in range(n_images)],
-                            col_labels=[f"t={t} ᾱ={float(ab[t]):.2f}" for t in ts], scale=scale)
+                            col_labels=[f"t={t} abar={float(ab[t]):.2f}" for t in ts], scale=scale)
     display(Image(filename=str(report / "noising.png")))
     metrics["signal_fraction_sqrt_alpha_bar"] = {str(t): float(ab[t].sqrt()) for t in ts}
     """),
@@ -370,9 +371,11 @@ NOTEBOOKS["02_ablation"] = [
     else:
         display(Markdown(f"All {len(runs)} runs found in `{src}`."))
     for v in runs:
-        card = src / v / "card.md"
-        if card.is_file():
-            display(Markdown(f"**{v}** — " + card.read_text()[:600]))
+        cards = [src / v / c for c in ("card.md", "README.md") if (src / v / c).is_file()]
+        if cards:
+            display(Markdown(f"**{v}** — " + cards[0].read_text()[:800]))
+        else:
+            print(f"{v}: no card.md beside its metrics.csv (the command that made it is unknown)")
     """),
     code("""
     cols = ["eval_mse_enc", "eval_lpips_enc", "eval_mse_rand", "eval_lpips_rand"]
@@ -414,7 +417,7 @@ NOTEBOOKS["03_reconstruction"] = [
     checkpoint_hdae = "shapes32_hdae_u"
     checkpoint_dae = "shapes32_dae"
     n_images = 32  # held-out images scored
-    steps = [10, 20]  # DDIM step counts T (the paper: 10, 20, 50, 100)
+    steps = [10, 20, 50]  # DDIM step counts T (the paper: 10, 20, 50, 100)
     n_show = 8  # images in the reconstruction figure
     batch_size = 32
     lpips_net = "alex"
@@ -623,7 +626,7 @@ NOTEBOOKS["05_directions"] = [
     display(shares.round(3))
     display(plots.plot_bars(shares, path=report / "level_shares.png", ylabel="share of Σ|n|", ylim=(0, 1),
                             title="HDAE(U): each level's share of the direction's weight"))
-    fine = shares.iloc[:, : max(1, L // 2)].sum(1)  # the finer half of the levels
+    fine = shares.iloc[:, : max(1, L // 2)].sum(axis=1)  # the finer half of the levels
     low = [n for n in names if n in LOW_LEVEL_ATTRIBUTES]
     high = [n for n in names if n not in LOW_LEVEL_ATTRIBUTES]
     metrics["hdae_fine_half_share.low_level_attributes"] = float(fine[low].mean())
@@ -790,7 +793,8 @@ NOTEBOOKS["08_layout"] = [
     nb_params("08_layout", """
     checkpoint_hdae = "shapes32_hdae_u"
     n_train = 3000  # images (and label maps) the layout encoder learns from (20% held out)
-    layout_steps = 1200  # training steps of the layout encoder
+    layout_steps = 600  # training steps of the layout encoder
+    layout_batch = 32
     levels = None  # code levels predicted from the layout; None: the coarser half
     n_layouts = 4  # rows of the synthesis grid
     n_images = 4  # columns: real images giving the low-level codes
@@ -804,7 +808,7 @@ NOTEBOOKS["08_layout"] = [
     train_data = Shapes(size=size, seed=seed)
     t0 = time.perf_counter()
     enc, fit = layout.train_layout_encoder(model, train_data, levels=levels, n_images=n_train,
-                                        steps=layout_steps, seed=seed, progress=False)
+                                        steps=layout_steps, batch_size=layout_batch, seed=seed, progress=False)
     layout.save(enc, report / "layout_encoder", extra=fit)
     print(f"layout encoder for levels {[f'z{l + 1}' for l in enc.levels]} of {L}, "
           f"trained in {time.perf_counter() - t0:.0f} s")
@@ -877,12 +881,12 @@ NOTEBOOKS["09_sampling"] = [
     nb_params("09_sampling", """
     checkpoint_hdae = "shapes32_hdae_u"
     checkpoint_dae = "shapes32_dae"
-    n_encode = 3000  # training images encoded (half fit the latent DDIM's reference statistics)
+    n_encode = 2000  # training images encoded: half fit the latent DDIM, half are the reference set
     latent_steps = 2000  # training steps of the latent DDIM
     latent_width = 256
     latent_depth = 4
     latent_lr = 3e-4
-    latent_batch = 128
+    latent_batch = 64
     n_samples = 16  # images sampled per model
     n_code_samples = 1000  # codes sampled for the Fréchet distance
     latent_sample_steps = 50  # latent DDIM steps
@@ -932,9 +936,13 @@ NOTEBOOKS["09_sampling"] = [
         with torch.no_grad():
             gauss_images = model.decode(torch.randn(images.shape, generator=g),
                                         stats.destandardize(gauss[:n_samples].reshape(n_samples, L, D)), steps)
-        plots.save_labeled_grid(report / f"samples_{key}.png", [images.clamp(-1, 1), neighbours, gauss_images.clamp(-1, 1)],
-                                row_labels=["latent DDIM samples", "nearest training image", "N(0, 1) codes"],
-                                scale=max(1, 64 // size))
+        rows, labels = [], []
+        for i in range(0, n_samples, 8):  # eight to a row, each sample above its nearest training image
+            rows += [images[i:i + 8].clamp(-1, 1), neighbours[i:i + 8]]
+            labels += ["latent DDIM samples", "nearest training image"]
+        rows.append(gauss_images[:8].clamp(-1, 1))
+        labels.append("N(0, 1) codes")
+        plots.save_labeled_grid(report / f"samples_{key}.png", rows, row_labels=labels, scale=max(1, 64 // size))
         display(Markdown(f"**{label}**"))
         display(Image(filename=str(report / f"samples_{key}.png")))
     fd_table = pd.DataFrame({k.split(".", 1)[1]: v for k, v in metrics.items() if k.startswith("frechet.")})

@@ -181,7 +181,7 @@ def test_05_directions(smoke):
     assert len(auroc) == 13 and list(auroc.columns) == ["DAE", "HDAE(U)"]
     assert auroc.stack().between(0, 1).all()
     shares = pd.read_csv(out / "level_shares.csv", index_col=0)
-    assert ((shares.sum(1) - 1).abs() < 1e-6).all()
+    assert ((shares.sum(axis=1) - 1).abs() < 1e-6).all()
     for key in ("dae", "hdae_u"):
         assert (out / f"classifiers_{key}" / "directions.json").is_file()
     assert 0 <= m["hdae_fine_half_share.low_level_attributes"] <= 1
