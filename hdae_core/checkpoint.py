@@ -137,3 +137,34 @@ def load(path: str | Path, ema: bool = True, map_location: str | torch.device = 
 def read_tensors(path: str | Path, name: str) -> dict[str, torch.Tensor]:
     """A further tensor file of a checkpoint folder (e.g. the optimizer state)."""
     return _read_weights(Path(path) / name)
+
+
+def save_module(module: torch.nn.Module, path: str | Path, config_file: str, weights_file: str,
+                meta: dict[str, Any]) -> Path:
+    """Write a small auxiliary network as ``path/config_file`` (JSON meta) + ``path/weights_file``."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / config_file).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    save_file(_state(module), str(path / weights_file), metadata={"format": str(meta.get("format", ""))})
+    return path
+
+
+def read_module_meta(path: str | Path, config_file: str, fmt: str, kind: str) -> dict[str, Any]:
+    """The JSON meta of an auxiliary network's folder, checked to be of format ``fmt``."""
+    cfg_file = Path(path) / config_file
+    if not cfg_file.is_file():
+        raise FileNotFoundError(f"{cfg_file}: missing; expected a folder written by {kind}.save")
+    meta = json.loads(cfg_file.read_text())
+    if meta.get("format") != fmt:
+        raise ValueError(f"{cfg_file}: not a {kind} config (format={meta.get('format')!r})")
+    return meta
+
+
+def load_module_weights(module: torch.nn.Module, path: str | Path, weights_file: str,
+                        map_location: str | torch.device = "cpu") -> torch.nn.Module:
+    """Load validated weights into a freshly built auxiliary network; eval mode, frozen."""
+    file = Path(path) / weights_file
+    state = _read_weights(file)
+    validate_state(module, state, file)
+    module.load_state_dict(state)
+    return module.to(map_location).eval().requires_grad_(False)

@@ -10,7 +10,6 @@ from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .stats import LatentStats
@@ -267,27 +266,13 @@ def synthesize(model, layout_encoder: LayoutEncoder, label_map: torch.Tensor, im
 
 def save(layout_encoder: LayoutEncoder, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
     """Write ``path/layout_config.json`` + ``layout.safetensors`` (the code statistics are buffers in it)."""
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
+    from .checkpoint import save_module
     meta = {"format": FORMAT, "config": layout_encoder.config.to_dict(), "extra": extra or {}}
-    (path / CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-    state = {k: v.detach().cpu().contiguous().clone() for k, v in layout_encoder.state_dict().items()}
-    save_file(state, str(path / WEIGHTS_FILE), metadata={"format": FORMAT})
-    return path
+    return save_module(layout_encoder, path, CONFIG_FILE, WEIGHTS_FILE, meta)
 
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> LayoutEncoder:
     """Rebuild a layout encoder written by ``save``."""
-    path = Path(path)
-    cfg_file = path / CONFIG_FILE
-    if not cfg_file.is_file():
-        raise FileNotFoundError(f"{cfg_file}: missing; expected a folder written by hdae_core.layout.save")
-    meta = json.loads(cfg_file.read_text())
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{cfg_file}: not a layout encoder config (format={meta.get('format')!r})")
-    enc = LayoutEncoder(LayoutConfig.from_dict(meta["config"]))
-    from .checkpoint import validate_state
-    state = load_file(str(path / WEIGHTS_FILE))
-    validate_state(enc, state, path / WEIGHTS_FILE)
-    enc.load_state_dict(state)
-    return enc.to(map_location).eval().requires_grad_(False)
+    from .checkpoint import load_module_weights, read_module_meta
+    meta = read_module_meta(path, CONFIG_FILE, FORMAT, "hdae_core.layout")
+    return load_module_weights(LayoutEncoder(LayoutConfig.from_dict(meta["config"])), path, WEIGHTS_FILE, map_location)

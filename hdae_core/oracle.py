@@ -11,7 +11,6 @@ from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 FORMAT = "hdae-attribute-oracle"
@@ -258,30 +257,16 @@ def edit_sweep(model, oracle: nn.Module, images: torch.Tensor, direction: torch.
 
 def save(oracle: AttributeOracle, path: str | Path, report: dict[str, Any] | None = None) -> Path:
     """Write ``path/oracle_config.json`` (with the training report) + ``oracle.safetensors``."""
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
+    from .checkpoint import save_module
     meta = {"format": FORMAT, "config": oracle.config.to_dict(), "report": report or {}}
-    (path / CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-    state = {k: v.detach().cpu().contiguous().clone() for k, v in oracle.state_dict().items()}
-    save_file(state, str(path / WEIGHTS_FILE), metadata={"format": FORMAT})
-    return path
+    return save_module(oracle, path, CONFIG_FILE, WEIGHTS_FILE, meta)
 
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> AttributeOracle:
     """Rebuild an oracle written by ``save`` (its report: ``read_report(path)``)."""
-    path = Path(path)
-    cfg_file = path / CONFIG_FILE
-    if not cfg_file.is_file():
-        raise FileNotFoundError(f"{cfg_file}: missing; expected a folder written by hdae_core.oracle.save")
-    meta = json.loads(cfg_file.read_text())
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{cfg_file}: not an attribute oracle config (format={meta.get('format')!r})")
-    oracle = AttributeOracle(OracleConfig.from_dict(meta["config"]))
-    from .checkpoint import validate_state
-    state = load_file(str(path / WEIGHTS_FILE))
-    validate_state(oracle, state, path / WEIGHTS_FILE)
-    oracle.load_state_dict(state)
-    return oracle.to(map_location).eval().requires_grad_(False)
+    from .checkpoint import load_module_weights, read_module_meta
+    meta = read_module_meta(path, CONFIG_FILE, FORMAT, "hdae_core.oracle")
+    return load_module_weights(AttributeOracle(OracleConfig.from_dict(meta["config"])), path, WEIGHTS_FILE, map_location)
 
 
 def read_report(path: str | Path) -> dict[str, Any]:
