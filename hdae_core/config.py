@@ -10,6 +10,14 @@ from typing import Any
 VARIANTS = ("dae", "dae_wide", "dae_u", "hdae_e", "hdae_u")
 
 
+def strict_from_dict(cls, d: dict[str, Any]):
+    """Build a config dataclass from JSON, refusing fields it does not know (a config from elsewhere)."""
+    unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown fields {sorted(unknown)}")
+    return cls(**d)
+
+
 def _tuple(v):
     return tuple(v) if isinstance(v, (list, tuple)) else v
 
@@ -80,11 +88,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"ModelConfig: unknown fields {sorted(unknown)}")
-        return cls(**d)
+        return strict_from_dict(cls, d)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .nn import conv_block
+
 from .stats import LatentStats
 
 FORMAT = "hdae-layout-encoder"
@@ -66,15 +68,10 @@ class LayoutConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "LayoutConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"LayoutConfig: unknown fields {sorted(unknown)}")
-        return cls(**d)
+        from .config import strict_from_dict
+        return strict_from_dict(cls, d)
 
 
-def _block(cin: int, cout: int, stride: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=stride, padding=1), nn.GroupNorm(math.gcd(8, cout), cout), nn.SiLU())
 
 
 class LayoutEncoder(nn.Module):
@@ -85,9 +82,9 @@ class LayoutEncoder(nn.Module):
         self.config = config
         c, k = config.channels, len(config.levels)
         self.features = nn.Sequential(
-            _block(config.num_classes, c, 1), _block(c, c, 1),
-            _block(c, 2 * c, 2), _block(2 * c, 2 * c, 1),
-            _block(2 * c, 2 * c, 2),
+            conv_block(config.num_classes, c, 1), conv_block(c, c, 1),
+            conv_block(c, 2 * c, 2), conv_block(2 * c, 2 * c, 1),
+            conv_block(2 * c, 2 * c, 2),
             nn.AdaptiveAvgPool2d(config.grid),
         )
         self.head = nn.Sequential(

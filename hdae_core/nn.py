@@ -244,3 +244,8 @@ class PoolHead(nn.Sequential):
             normalization(channels), nn.SiLU(), nn.AdaptiveAvgPool2d(1),
             nn.Conv2d(channels, out_dim, 1), nn.Flatten(),
         )
+
+
+def conv_block(cin: int, cout: int, stride: int) -> nn.Sequential:
+    """Conv 3×3 → GroupNorm → SiLU: the unit of the small auxiliary CNNs (layout encoder, oracle)."""
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=stride, padding=1), nn.GroupNorm(math.gcd(8, cout), cout), nn.SiLU())

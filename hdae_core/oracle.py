@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +11,8 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .nn import conv_block
 
 FORMAT = "hdae-attribute-oracle"
 CONFIG_FILE = "oracle_config.json"
@@ -44,15 +45,10 @@ class OracleConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "OracleConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"OracleConfig: unknown fields {sorted(unknown)}")
-        return cls(**d)
+        from .config import strict_from_dict
+        return strict_from_dict(cls, d)
 
 
-def _block(cin: int, cout: int, stride: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=stride, padding=1), nn.GroupNorm(math.gcd(8, cout), cout), nn.SiLU())
 
 
 class AttributeOracle(nn.Module):
@@ -63,9 +59,9 @@ class AttributeOracle(nn.Module):
         self.config = config = config or OracleConfig()
         c = config.channels
         self.features = nn.Sequential(
-            _block(3, c, 1), _block(c, c, 1),
-            _block(c, 2 * c, 2), _block(2 * c, 2 * c, 1),
-            _block(2 * c, 4 * c, 2), _block(4 * c, 4 * c, 1),
+            conv_block(3, c, 1), conv_block(c, c, 1),
+            conv_block(c, 2 * c, 2), conv_block(2 * c, 2 * c, 1),
+            conv_block(2 * c, 4 * c, 2), conv_block(4 * c, 4 * c, 1),
         )
         # two poolings, both adaptive so 16, 32 and 64 px inputs reach the same head: a global max
         # says *what* is anywhere (shape, stripes, clutter), a coarse grid says *where* (side, lighting)

@@ -26,15 +26,6 @@ CKPT, LATENT, CLS, GOLDEN = FIX / "tiny_last.ckpt", FIX / "tiny_latent.pkl", FIX
 TOL = 1e-4
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # tiny convolutions: one thread is fastest and does not fight a shared CPU
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def golden():
     return torch.load(GOLDEN, weights_only=True)

@@ -13,15 +13,6 @@ from hdae_core.editing import (
 L, D = 3, 4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # these models are tiny: on a loaded 2-core machine a second intra-op thread mostly waits for a
-    # core (measured ~70x slower), so run single-threaded and restore the session's setting afterwards
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 @pytest.fixture(scope="module")
 def tiny():

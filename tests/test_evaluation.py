@@ -7,15 +7,6 @@ from hdae_core import HDAE, ModelConfig
 from hdae_core.evaluation import METRIC_COLUMNS, mean_colour, mean_colour_mse, reconstruction_table
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # these models are tiny: on a loaded 2-core machine a second intra-op thread mostly waits for a
-    # core (measured ~70x slower), so run single-threaded and restore the session's setting afterwards
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def test_mean_colour_mse_known_answers():
     const = torch.ones(2, 3, 8, 8) * torch.tensor([0.3, -0.7, 0.1]).view(1, 3, 1, 1)

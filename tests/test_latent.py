@@ -8,14 +8,6 @@ from hdae_core.latent import LatentConfig, LatentDDIM, sample_codes, sample_imag
 from hdae_core.stats import LatentStats
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # these models are tiny: a second thread only waits on the first when the CPU is shared
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def test_forward_shape_and_schedule_free():
     cfg = LatentConfig(code_levels=3, code_dim=4, width=32, depth=10)

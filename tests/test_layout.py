@@ -9,14 +9,6 @@ from hdae_core.layout import (LayoutConfig, LayoutEncoder, compose_codes, defaul
                               train_layout_encoder)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # these models are tiny: a second thread only waits on the first when the CPU is shared
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def test_default_levels_are_the_coarser_half():
     assert default_levels(1) == [0]

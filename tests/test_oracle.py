@@ -15,14 +15,6 @@ from hdae_core.stats import LatentStats
 NAMES = ["red", "large", "striped", "rotated"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # these models are tiny: a second thread only waits on the first when the CPU is shared
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 class FixedOracle(nn.Module):
     """Returns p_before for all-zero images and p_after for anything else (as logits)."""

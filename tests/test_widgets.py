@@ -16,13 +16,6 @@ from hdae_core.widgets import Editor, load_upload, png_bytes
 STEPS = 10  # a valid DDIM count (stride 100); a render of the tiny model takes ~0.1 s
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _codes_matter(m: HDAE) -> HDAE:
     # the zero-initialised output convs would make every decode ignore the codes
