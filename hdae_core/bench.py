@@ -118,7 +118,8 @@ def bench_one(preset: str, variant: str, batch: int = 16, device: str | None = N
     out["ddim_overhead"] = out[f"ddim_decode_{n}_ms_per_img"] / (1000 * t_fwd_small / ddim_batch * n) - 1
     model.train()
     f_train, f_fwd = flops_per_image(model, x, t, noise)
-    peak = matmul_peak_flops(dev)
+    # the peak in the step's own precision; a larger product on a GPU, where 1024² is launch-bound
+    peak = matmul_peak_flops(dev, amp_dtype or torch.float32, n=8192 if dev.type == "cuda" else 1024)
     out.update({
         "train_flops_per_img": f_train,
         "decoder_fwd_flops_per_img": f_fwd,

@@ -19,6 +19,7 @@ def _train(args) -> int:
         channels_last=args.channels_last, compile=args.compile, device=args.device,
         num_workers=args.workers, log_every=args.log_every, eval_every=args.eval_every,
         eval_size=args.eval_size, ckpt_every=args.ckpt_every, progress=not args.no_progress,
+        cache_data=args.cache_data, max_minutes=args.max_minutes,
     )
     try:
         path = train(cfg, resume=args.resume)
@@ -68,7 +69,7 @@ def _bench(args) -> int:
 def _export(args) -> int:
     from .modelcard import export_run
 
-    info = export_run(args.run, args.dest, command=args.command, n_eval=args.n_eval)
+    info = export_run(args.run, args.dest, command=args.command, n_eval=args.n_eval, device=args.device)
     print(json.dumps(info["quality"], indent=2))
     return 0
 
@@ -93,7 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--channels-last", default="auto", choices=["auto", "on", "off"])
     t.add_argument("--compile", action="store_true")
     t.add_argument("--device", default=None)
-    t.add_argument("--workers", type=int, default=0)
+    t.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (and for --cache-data)")
+    t.add_argument("--cache-data", default="auto", choices=["auto", "on", "off"],
+                   help="render the built-in data set once into device memory (auto: on CUDA)")
+    t.add_argument("--max-minutes", type=float, default=0.0,
+                   help="stop after this much wall time with a checkpoint and an evaluation (0: no limit)")
     t.add_argument("--log-every", type=int, default=50)
     t.add_argument("--eval-every", type=int, default=1000)
     t.add_argument("--eval-size", type=int, default=64)
@@ -127,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("dest", help="destination, e.g. data/pretrained/shapes32_hdae_u")
     e.add_argument("--command", required=True, help="the training command, recorded in the model card")
     e.add_argument("--n-eval", type=int, default=256)
+    e.add_argument("--device", default=None, help="where the quality check runs (default: cuda when available)")
     e.set_defaults(func=_export)
 
     i = sub.add_parser("import-diffae", help="convert an official DiffAE checkpoint", add_help=False)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import platform
 import shutil
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import torch
 from . import checkpoint as ck
 from .data import Shapes
 from .evaluation import mean_colour_mse
+from .train import describe_hardware
 
 
 @torch.no_grad()
@@ -18,9 +18,10 @@ def quality_check(model, n: int = 256, seed: int = 10_000, batch_size: int = 64,
     """The shipping bar on n held-out shapes: random-x_T MSE at T = 20 and 100, encoded-x_T MSE at T = 100."""
     from tqdm.auto import tqdm
 
-    x = Shapes(size=model.config.image_size, seed=seed).batch(list(range(n)))["image"]
+    dev = next(model.parameters()).device
+    x = Shapes(size=model.config.image_size, seed=seed).batch(list(range(n)))["image"].to(dev)
     g = torch.Generator().manual_seed(seed)
-    noise = torch.randn(x.shape, generator=g)
+    noise = torch.randn(x.shape, generator=g).to(dev)
     sums = {"mse_random_T20": 0.0, "mse_random_T100": 0.0, "mse_encoded_T100": 0.0}
     batches = range(0, n, batch_size)
     for i in tqdm(batches, desc="quality check", disable=not progress):
@@ -41,28 +42,19 @@ def quality_check(model, n: int = 256, seed: int = 10_000, batch_size: int = 64,
     return out
 
 
-def hardware() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import os
-    return f"{cpu}, {os.cpu_count()} CPU cores, torch {torch.__version__}"
-
-
-def export_run(run_dir: str | Path, dest: str | Path, command: str, n_eval: int = 256, progress: bool = True) -> dict:
+def export_run(run_dir: str | Path, dest: str | Path, command: str, n_eval: int = 256, progress: bool = True,
+               device: str | None = None) -> dict:
     """Copy a run's EMA model, metrics CSV and a model card with the quality check into ``dest``."""
     run_dir, dest = Path(run_dir), Path(dest)
     meta = ck.read_config(run_dir / "checkpoint")
     model = ck.load(run_dir / "checkpoint", ema=True)
-    q = quality_check(model, n=n_eval, progress=progress)
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    q = quality_check(model.to(dev), n=n_eval, progress=progress)
+    model.cpu()
     extra = meta["extra"]
     info = {"images_seen": extra["images"], "steps": extra["step"], "wall_s": extra["wall_s"],
-            "hardware": hardware(), "command": command, "quality": q}
+            "hardware": extra.get("hardware") or describe_hardware(), "quality_check_on": describe_hardware(dev),
+            "command": command, "quality": q}
     ck.save(model, dest, extra={"source_run": run_dir.name, **info, "train": extra.get("train")})
     shutil.copy(run_dir / "metrics.csv", dest / "metrics.csv")
     (dest / "quality.json").write_text(json.dumps(q, indent=2) + "\n")
@@ -77,6 +69,7 @@ Files: `config.json` + `model.safetensors` (the EMA weights), `metrics.csv` (the
 - images seen: {info['images_seen']:,} ({info['steps']:,} steps)
 - wall time: {info['wall_s'] / 3600:.2f} h
 - hardware: {info['hardware']}
+- quality check run on: {info['quality_check_on']}
 
 ## Quality check ({q['n_images']} held-out shapes, seed 10000; MSE on the [-1, 1] scale)
 

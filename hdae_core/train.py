@@ -6,6 +6,8 @@ import csv
 import dataclasses
 import json
 import math
+import os
+import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
 from . import checkpoint as ckpt
@@ -25,6 +27,22 @@ from .model import HDAE
 
 CSV_FIELDS = ["step", "images", "wall_s", "loss", "img_s", "lr",
               "eval_mse_enc", "eval_mse_rand", "eval_lpips_enc", "eval_lpips_rand"]
+
+
+def describe_hardware(device: torch.device | None = None) -> str:
+    """CPU model and core count, the GPU's name when ``device`` is CUDA, and the torch version."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    text = f"{cpu}, {os.cpu_count()} CPU cores"
+    if device is not None and device.type == "cuda":
+        text = f"{torch.cuda.get_device_name(device)} ({text})"
+    return f"{text}, torch {torch.__version__}"
 
 
 class TrainingDiverged(RuntimeError):
@@ -50,6 +68,8 @@ class TrainConfig:
     compile: bool = False
     device: str | None = None
     num_workers: int = 0
+    cache_data: str = "auto"  # auto (on for the built-in shapes on CUDA) | on | off: render the set once into device memory
+    max_minutes: float = 0.0  # stop after this much wall time with a checkpoint and an evaluation; 0: no limit
     log_every: int = 50
     eval_every: int = 1000
     eval_size: int = 64
@@ -91,24 +111,72 @@ class ResumableSampler(DistributedSampler):
         return it
 
 
+class _Chunks(Dataset):
+    """Chunk ``i`` of a data set with a vectorised ``batch()``: its images, rendered in one call."""
+
+    def __init__(self, dataset, chunk: int):
+        self.dataset, self.chunk = dataset, chunk
+
+    def __len__(self) -> int:
+        return -(-len(self.dataset) // self.chunk)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        lo = i * self.chunk
+        return self.dataset.batch(list(range(lo, min(lo + self.chunk, len(self.dataset)))))["image"]
+
+
+def render_cache(dataset, device: torch.device, workers: int = 0, chunk: int = 2048,
+                 progress: bool = True) -> torch.Tensor:
+    """Every image of ``dataset`` (which must have ``batch()``) as one tensor on ``device``, rendered
+    once in chunks (in ``workers`` processes when > 0). Batches indexed from it equal ``batch()``'s."""
+    from tqdm.auto import tqdm
+
+    n = len(dataset)
+    first = dataset.batch([0])["image"]
+    cache = torch.empty((n, *first.shape[1:]), dtype=first.dtype, device=device)
+    loader = DataLoader(_Chunks(dataset, chunk), batch_size=None, num_workers=workers)
+    lo = 0
+    for imgs in tqdm(loader, desc="render data set", unit="chunk", disable=not progress):
+        cache[lo:lo + len(imgs)] = imgs.to(device)
+        lo += len(imgs)
+    return cache
+
+
+def _use_cache(dataset, cfg: TrainConfig, device: torch.device) -> bool:
+    if cfg.cache_data not in ("auto", "on", "off"):
+        raise ValueError(f"cache_data must be auto, on or off, got {cfg.cache_data!r}")
+    if cfg.cache_data == "off" or not hasattr(dataset, "batch"):
+        return False
+    return cfg.cache_data == "on" or device.type == "cuda"
+
+
 def batches(dataset, cfg: TrainConfig, start_step: int, device: torch.device) -> Iterator[torch.Tensor]:
-    """This rank's image batches from ``start_step`` on, the same global batches whatever the world size."""
+    """This rank's image batches from ``start_step`` on, the same global batches whatever the world size
+    (and whether or not the data set is cached in device memory)."""
     world, rank = dist.world_size(), dist.rank()
     per_rank = cfg.batch_size // world
     n = len(dataset)
     steps_per_epoch = (n // world) // per_rank
     if steps_per_epoch == 0:
         raise ValueError(f"data set of {n} images is smaller than one batch of {cfg.batch_size}")
+    cache = None
+    if _use_cache(dataset, cfg, device):
+        workers = cfg.num_workers or min(8, os.cpu_count() or 1)
+        cache = render_cache(dataset, device, workers=workers if n > 8192 else 0,
+                             progress=cfg.progress and rank == 0)
     step = start_step
     while True:
         epoch, within = divmod(step, steps_per_epoch)
-        if hasattr(dataset, "batch") and cfg.num_workers == 0:
+        if cache is not None or (hasattr(dataset, "batch") and cfg.num_workers == 0):
             # the built-in data renders whole batches at once; global order as the sampler's
             g = torch.Generator().manual_seed(cfg.seed + epoch)
             perm = torch.randperm(n, generator=g)
             for s in range(within, steps_per_epoch):
                 idx = perm[s * cfg.batch_size:(s + 1) * cfg.batch_size][rank::world]
-                yield dataset.batch(idx.tolist())["image"].to(device, non_blocking=True)
+                if cache is not None:
+                    yield cache[idx.to(device)]
+                else:
+                    yield dataset.batch(idx.tolist())["image"].to(device, non_blocking=True)
                 step += 1
         else:
             sampler = ResumableSampler(dataset, seed=cfg.seed, start_sample=within * per_rank,
@@ -279,6 +347,11 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     elif resume:
         dist.print0(f"no checkpoint in {ck_dir}: starting a new run")
 
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels once
+    hardware = describe_hardware(device)
+    if resume and start_step and meta["extra"].get("hardware", hardware) != hardware:
+        hardware = f"{meta['extra']['hardware']}; resumed on {hardware}"
     model.to(device).train()
     ema = EMA(model, cfg.ema_decay, cfg.ema_warmup, ema_updates)
     if opt_state is not None:
@@ -322,7 +395,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         if rank != 0:
             return
         extra = {"step": step, "images": images, "wall_s": wall0 + time.time() - t_start,
-                 "ema_updates": ema.updates, "train": cfg.to_dict()}
+                 "ema_updates": ema.updates, "train": cfg.to_dict(), "hardware": hardware}
         ckpt.save(model, ck_dir, ema=ema.model, extra=extra,
                   tensors={"optimizer.safetensors": optimizer_tensors(model, opt)})
 
@@ -364,8 +437,14 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
             done = step + 1
             if bar is not None:
                 bar.update(1)
-            is_eval = bool(cfg.eval_every) and (done % cfg.eval_every == 0 or done == cfg.steps)
-            if done % cfg.log_every == 0 or done == cfg.steps or is_eval:
+            time_up = False
+            if cfg.max_minutes and done % cfg.log_every == 0:
+                # decided at log steps and shared, so every rank stops at the same step
+                over = torch.tensor(float(time.time() - t_start >= 60 * cfg.max_minutes), device=device)
+                time_up = bool(dist.all_reduce_mean(over).item() > 0)
+            last = done == cfg.steps or time_up
+            is_eval = bool(cfg.eval_every) and (done % cfg.eval_every == 0 or last)
+            if done % cfg.log_every == 0 or last or is_eval:
                 l = dist.all_reduce_mean(loss_acc / max(n_acc, 1)).item()
                 now = time.time()
                 rate = img_log / max(now - t_log, 1e-9)
@@ -384,9 +463,12 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
                 t_log, img_log = time.time(), 0
                 loss_acc.zero_()
                 n_acc = 0
-            if done % cfg.ckpt_every == 0 or done == cfg.steps:
+            if done % cfg.ckpt_every == 0 or last:
                 save_checkpoint(done)
                 dist.barrier()
+            if time_up:
+                dist.print0(f"time limit of {cfg.max_minutes} min reached at step {done}; checkpoint saved in {ck_dir}")
+                break
     finally:
         if bar is not None:
             bar.close()

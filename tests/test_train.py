@@ -142,3 +142,33 @@ def test_hdae_train_cli_needs_only_an_output_folder(tmp_path):
     )
     assert r.returncode == 0, r.stderr
     assert (out / "checkpoint" / "model.safetensors").exists() and (out / "metrics.csv").exists()
+
+
+def test_cached_batches_equal_rendered_batches():
+    from hdae_core.data import Shapes
+
+    ds = Shapes(size=16, seed=3, length=40)
+    dev = torch.device("cpu")
+    plain = T.batches(ds, cfg("unused", batch_size=8, cache_data="off"), start_step=3, device=dev)
+    cached = T.batches(ds, cfg("unused", batch_size=8, cache_data="on"), start_step=3, device=dev)
+    for _ in range(7):  # crosses an epoch boundary (5 steps per epoch)
+        assert torch.equal(next(plain), next(cached))
+    with pytest.raises(ValueError, match="cache_data"):
+        next(T.batches(ds, cfg("unused", cache_data="yes"), 0, dev))
+
+
+def test_render_cache_in_worker_processes_matches_batch():
+    from hdae_core.data import Shapes
+
+    ds = Shapes(size=8, seed=1, length=10)
+    cache = T.render_cache(ds, torch.device("cpu"), workers=2, chunk=4, progress=False)
+    assert torch.equal(cache, ds.batch(list(range(10)))["image"])
+
+
+def test_time_limit_stops_with_checkpoint_and_evaluation(tmp_path):
+    T.train(cfg(tmp_path / "a", steps=1000, max_minutes=1e-6, eval_every=500, eval_size=4, eval_steps=2))
+    rows = list(csv.DictReader(open(tmp_path / "a" / "metrics.csv")))
+    assert [int(r["step"]) for r in rows] == [2]  # the first log step after the limit
+    assert rows[-1]["eval_mse_enc"] != ""
+    meta = ck.read_config(tmp_path / "a" / "checkpoint")
+    assert meta["extra"]["step"] == 2 and "CPU cores" in meta["extra"]["hardware"]

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# One lent-GPU session in a single command: train the shipped shapes32 models and the Fig. 5
+# ablation side by side on one GPU (each run time-limited and resumable), export the two demo
+# models with their 256-image quality check, pack everything into $OUT, then benchmark the CUDA
+# path at ffhq128.  Environment: OUT (results), MIN (training minutes per run, default 5.5),
+# BATCH (256), VARIANTS ("dae hdae_u dae_wide dae_u hdae_e"), PRESET (shapes32), BENCH (1).
+set -u
+OUT=${OUT:-/tmp/hdae_gpu_out}; MIN=${MIN:-5.5}; BATCH=${BATCH:-256}; PRESET=${PRESET:-shapes32}
+VARIANTS=${VARIANTS:-"dae hdae_u dae_wide dae_u hdae_e"}; BENCH=${BENCH:-1}
+W=${W:-/tmp/hdae_gpu_runs}
+export PYTHONPATH=.:.lp${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+mkdir -p "$OUT" "$W"
+LOG=$OUT/session.log
+{ date; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1; \
+  python3 -c "import torch, sys; print(sys.version.split()[0], torch.__version__, torch.cuda.is_available())"; } >>"$LOG" 2>&1
+
+CMD="hdae train --preset $PRESET --variant VARIANT --steps 1000000 --batch $BATCH --lr 3e-4 --ema-decay 0.999 --seed 0 --log-every ${LOG_EVERY:-100} --eval-every 1000 --eval-size 64 --ckpt-every 2000 --max-minutes $MIN --workers 2 --out runs/${PRESET}_VARIANT --resume --no-progress"
+limit=$(python3 -c "print(int(float('$MIN') * 60 + 120))")
+for v in $VARIANTS; do
+  c=${CMD//VARIANT/$v}
+  timeout -s INT "$limit" python3 -m hdae_core.cli ${c#hdae } --out "$W/${PRESET}_$v" >"$W/train_$v.log" 2>&1 &
+done
+wait
+for v in $VARIANTS; do echo "== $v"; tail -3 "$W/train_$v.log"; done >>"$LOG" 2>&1
+
+for v in dae hdae_u; do
+  [ -d "$W/${PRESET}_$v/checkpoint" ] || continue
+  c=${CMD//VARIANT/$v}
+  python3 -m hdae_core.cli export "$W/${PRESET}_$v" "$W/pretrained/${PRESET}_$v" --command "$c" --n-eval ${N_EVAL:-256} \
+    >>"$LOG" 2>&1
+done
+
+# pack: full resumable state of the shipped pair, logs and metrics of every run, the exported models
+cd "$W" && {
+  files=(pretrained train_*.log)
+  for v in $VARIANTS; do
+    r=${PRESET}_$v; [ -d "$r" ] || continue
+    files+=("$r/metrics.csv" "$r/train.json" "$r/checkpoint/config.json")
+    last=$(ls "$r"/grids/*.png 2>/dev/null | tail -1); [ -n "$last" ] && files+=("$last")
+    case " dae hdae_u " in *" $v "*) files+=("$r/checkpoint");; esac
+  done
+  tar czf "$W/pack.tgz" "${files[@]}" && split -b 15M -d "$W/pack.tgz" "$OUT/pack.tgz.part"
+} >>"$LOG" 2>&1
+cd - >/dev/null
+
+if [ "$BENCH" = 1 ]; then
+  for v in hdae_u dae; do
+    timeout 90 python3 -m hdae_core.cli bench --preset ffhq128 --variant "$v" --batch 32 --json >>"$OUT/bench.jsonl" 2>>"$LOG"
+  done
+  timeout 60 python3 -m hdae_core.cli bench --preset "$PRESET" --variant hdae_u --batch "$BATCH" --json >>"$OUT/bench.jsonl" 2>>"$LOG"
+fi
+date >>"$LOG"
