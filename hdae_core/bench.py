@@ -107,8 +107,8 @@ def bench_one(preset: str, variant: str, batch: int = 16, device: str | None = N
     }
     xb, cb = x[:ddim_batch], codes[:ddim_batch]
     for n in ddim_steps:
-        t_inv = _best(lambda: model.encode_stochastic(xb, cb, n), dev, 1)
-        t_dec = _best(lambda: model.decode(xb, cb, n), dev, 1)
+        t_inv = _best(lambda: model.encode_stochastic(xb, cb, n), dev, 2)
+        t_dec = _best(lambda: model.decode(xb, cb, n), dev, 2)
         out[f"ddim_invert_{n}_ms_per_img"] = 1000 * t_inv / ddim_batch
         out[f"ddim_decode_{n}_ms_per_img"] = 1000 * t_dec / ddim_batch
     # DDIM's overhead over its bare decoder passes at the same batch

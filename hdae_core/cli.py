@@ -16,7 +16,8 @@ def _train(args) -> int:
         model=ModelConfig.preset(args.preset, args.variant, **overrides),
         out=args.out, data=args.data, steps=args.steps, batch_size=args.batch, lr=args.lr,
         ema_decay=args.ema_decay, ema_warmup=not args.no_ema_warmup, seed=args.seed, amp=args.amp,
-        channels_last=args.channels_last, compile=args.compile, device=args.device,
+        channels_last=args.channels_last, compile=args.compile or args.compile_mode != "default",
+        compile_mode=args.compile_mode, device=args.device,
         num_workers=args.workers, log_every=args.log_every, eval_every=args.eval_every,
         eval_size=args.eval_size, ckpt_every=args.ckpt_every, progress=not args.no_progress,
         cache_data=args.cache_data, max_minutes=args.max_minutes,
@@ -69,7 +70,8 @@ def _bench(args) -> int:
 def _export(args) -> int:
     from .modelcard import export_run
 
-    info = export_run(args.run, args.dest, command=args.command, n_eval=args.n_eval, device=args.device)
+    info = export_run(args.run, args.dest, command=args.command, n_eval=args.n_eval, device=args.device,
+                      note=args.note)
     print(json.dumps(info["quality"], indent=2))
     return 0
 
@@ -92,7 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "none"])
     t.add_argument("--channels-last", default="auto", choices=["auto", "on", "off"])
-    t.add_argument("--compile", action="store_true")
+    t.add_argument("--compile", action="store_true", help="torch.compile the training step's forward")
+    t.add_argument("--compile-mode", default="default", choices=["default", "reduce-overhead", "max-autotune"],
+                   help="torch.compile mode (implies --compile unless default)")
     t.add_argument("--device", default=None)
     t.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (and for --cache-data)")
     t.add_argument("--cache-data", default="auto", choices=["auto", "on", "off"],
@@ -133,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--command", required=True, help="the training command, recorded in the model card")
     e.add_argument("--n-eval", type=int, default=256)
     e.add_argument("--device", default=None, help="where the quality check runs (default: cuda when available)")
+    e.add_argument("--note", default=None, help="a line for the model card, e.g. how the hardware was shared")
     e.set_defaults(func=_export)
 
     i = sub.add_parser("import-diffae", help="convert an official DiffAE checkpoint", add_help=False)

@@ -59,18 +59,23 @@ def eps_loss(eps_fn: EpsFn, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tens
     return (eps_fn(x_t, t).float() - noise.float()).pow(2).flatten(1).mean(1)
 
 
-def _x0_and_eps(eps_fn, x, t_int, a_t, clip):
-    """ε at x_t, x̂0 from it (clipped to [-1, 1] by default), and ε re-derived from the clipped x̂0."""
-    t = torch.full((x.shape[0],), t_int, device=x.device, dtype=torch.long)
+def _x0_and_eps(eps_fn, x, t, a_t, clip):
+    """ε at x_t, x̂0 from it (clipped to [-1, 1] by default), and ε re-derived from the clipped x̂0.
+    ``t`` is the batch's timestep tensor; the coefficients are Python floats (no per-step tensors)."""
     eps = eps_fn(x, t).to(x.dtype)
-    recip = (1.0 / a_t) ** 0.5
-    recipm1 = (1.0 / a_t - 1.0) ** 0.5
-    r, rm1 = torch.tensor(recip, dtype=x.dtype), torch.tensor(recipm1, dtype=x.dtype)
-    x0 = r * x - rm1 * eps
+    r = (1.0 / a_t) ** 0.5
+    rm1 = (1.0 / a_t - 1.0) ** 0.5
+    x0 = x * r - eps * rm1
     if clip:
         x0 = x0.clamp(-1, 1)
-        eps = (r * x - x0) / rm1
+        eps = (x * r - x0) / rm1
     return x0, eps
+
+
+def _t_batches(ts: list[int], x: torch.Tensor) -> list[torch.Tensor]:
+    """One [B] timestep tensor per step, built once before the loop."""
+    all_t = torch.tensor(ts, device=x.device, dtype=torch.long)
+    return list(all_t.view(-1, 1).repeat(1, x.shape[0]))
 
 
 def _timesteps_list(timesteps: Sequence[int] | torch.Tensor) -> list[int]:
@@ -97,10 +102,11 @@ def ddim_sample(eps_fn: EpsFn, x_T: torch.Tensor, alphas_cumprod: torch.Tensor,
     if progress:
         from tqdm.auto import tqdm
         steps = tqdm(steps, desc="DDIM sample", leave=False)
+    t_batch = _t_batches(ts, x)
     for n, i in enumerate(steps):
         a_t = ac[ts[i]]
         a_prev = ac[ts[i - 1]] if i > 0 else 1.0
-        x0, eps = _x0_and_eps(eps_fn, x, ts[i], a_t, clip_x0)
+        x0, eps = _x0_and_eps(eps_fn, x, t_batch[i], a_t, clip_x0)
         sigma = eta * ((1 - a_prev) / (1 - a_t)) ** 0.5 * (1 - a_t / a_prev) ** 0.5
         x = x0 * a_prev ** 0.5 + eps * max(1 - a_prev - sigma**2, 0.0) ** 0.5
         if sigma > 0 and i > 0:
@@ -125,9 +131,10 @@ def ddim_invert(eps_fn: EpsFn, x0: torch.Tensor, alphas_cumprod: torch.Tensor,
     if progress:
         from tqdm.auto import tqdm
         steps = tqdm(steps, desc="DDIM invert", leave=False)
+    t_batch = _t_batches(ts, x)
     for i in steps:
         a_t = ac[ts[i]]
         a_next = ac[ts[i + 1]] if i + 1 < len(ts) else 0.0
-        x0_hat, eps = _x0_and_eps(eps_fn, x, ts[i], a_t, clip_x0)
+        x0_hat, eps = _x0_and_eps(eps_fn, x, t_batch[i], a_t, clip_x0)
         x = x0_hat * a_next ** 0.5 + eps * (1 - a_next) ** 0.5
     return x

@@ -43,7 +43,7 @@ def quality_check(model, n: int = 256, seed: int = 10_000, batch_size: int = 64,
 
 
 def export_run(run_dir: str | Path, dest: str | Path, command: str, n_eval: int = 256, progress: bool = True,
-               device: str | None = None) -> dict:
+               device: str | None = None, note: str | None = None) -> dict:
     """Copy a run's EMA model, metrics CSV and a model card with the quality check into ``dest``."""
     run_dir, dest = Path(run_dir), Path(dest)
     meta = ck.read_config(run_dir / "checkpoint")
@@ -54,7 +54,7 @@ def export_run(run_dir: str | Path, dest: str | Path, command: str, n_eval: int 
     extra = meta["extra"]
     info = {"images_seen": extra["images"], "steps": extra["step"], "wall_s": extra["wall_s"],
             "hardware": extra.get("hardware") or describe_hardware(), "quality_check_on": describe_hardware(dev),
-            "command": command, "quality": q}
+            "command": command, "note": note, "quality": q}
     ck.save(model, dest, extra={"source_run": run_dir.name, **info, "train": extra.get("train")})
     shutil.copy(run_dir / "metrics.csv", dest / "metrics.csv")
     (dest / "quality.json").write_text(json.dumps(q, indent=2) + "\n")
@@ -70,7 +70,7 @@ Files: `config.json` + `model.safetensors` (the EMA weights), `metrics.csv` (the
 - wall time: {info['wall_s'] / 3600:.2f} h
 - hardware: {info['hardware']}
 - quality check run on: {info['quality_check_on']}
-
+{f"- note: {note}" + chr(10) if note else ""}
 ## Quality check ({q['n_images']} held-out shapes, seed 10000; MSE on the [-1, 1] scale)
 
 | measure | value |

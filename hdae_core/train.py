@@ -66,6 +66,7 @@ class TrainConfig:
     amp: str = "auto"  # auto (bf16 on CUDA, off on CPU) | bf16 | fp16 | none
     channels_last: str = "auto"  # auto (on for CUDA) | on | off
     compile: bool = False
+    compile_mode: str = "default"  # torch.compile mode: default | reduce-overhead (CUDA graphs) | max-autotune
     device: str | None = None
     num_workers: int = 0
     cache_data: str = "auto"  # auto (on for the built-in shapes on CUDA) | on | off: render the set once into device memory
@@ -366,7 +367,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     amp = _amp_dtype(cfg, device)
     scaler = torch.amp.GradScaler(device.type) if amp == torch.float16 else None
     net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None) if dist.is_dist() else model
-    step_fn = torch.compile(net) if cfg.compile else net
+    step_fn = torch.compile(net, mode=cfg.compile_mode) if cfg.compile else net
 
     if dist.rank() == 0:
         (out / "train.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")

@@ -10,7 +10,8 @@ def test_export_run_writes_card_weights_and_quality(tmp_path):
     run = tmp_path / "run"
     T.train(T.TrainConfig(model=ModelConfig.preset("tiny", "hdae_u"), out=str(run), steps=2, batch_size=2,
                           eval_every=0, progress=False, tensorboard=False))
-    info = export_run(run, tmp_path / "ship", command="hdae train ...", n_eval=4, progress=False)
+    info = export_run(run, tmp_path / "ship", command="hdae train ...", n_eval=4, progress=False,
+                      device="cpu", note="shared the machine with two other runs")
     ship = tmp_path / "ship"
     assert {"config.json", "model.safetensors", "metrics.csv", "quality.json", "README.md"} <= {p.name for p in ship.iterdir()}
     assert not (ship / "ema.safetensors").exists()  # only the EMA weights ship, as the model
@@ -18,5 +19,8 @@ def test_export_run_writes_card_weights_and_quality(tmp_path):
     assert q["n_images"] == 4 and 0 <= q["mse_mean_colour_baseline"] < 1
     # an untrained model cannot carry the content: it must fail the bar
     assert q["passes"] is False and info["images_seen"] == 4
-    assert "does not yet pass" in (ship / "README.md").read_text()
+    card = (ship / "README.md").read_text()
+    assert "does not yet pass" in card
+    assert "- note: shared the machine with two other runs" in card
+    assert "CPU cores" in info["hardware"]  # recorded by train() in the checkpoint
     load(ship)
