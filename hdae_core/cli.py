@@ -8,11 +8,12 @@ import sys
 from .config import PRESETS, VARIANTS, ModelConfig
 
 
-def _train(args) -> int:
-    from .train import TrainConfig, TrainingDiverged, train
+def train_config_from_args(args):
+    """The TrainConfig that `hdae train` runs for parsed ``args``."""
+    from .train import TrainConfig
 
     overrides = json.loads(args.model_json) if args.model_json else {}
-    cfg = TrainConfig(
+    return TrainConfig(
         model=ModelConfig.preset(args.preset, args.variant, **overrides),
         out=args.out, data=args.data, steps=args.steps, batch_size=args.batch, lr=args.lr,
         ema_decay=args.ema_decay, ema_warmup=not args.no_ema_warmup, seed=args.seed, amp=args.amp,
@@ -22,6 +23,12 @@ def _train(args) -> int:
         eval_size=args.eval_size, ckpt_every=args.ckpt_every, progress=not args.no_progress,
         cache_data=args.cache_data, max_minutes=args.max_minutes,
     )
+
+
+def _train(args) -> int:
+    from .train import TrainingDiverged, train
+
+    cfg = train_config_from_args(args)
     try:
         path = train(cfg, resume=args.resume)
     except TrainingDiverged as e:

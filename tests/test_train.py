@@ -172,3 +172,15 @@ def test_time_limit_stops_with_checkpoint_and_evaluation(tmp_path):
     assert rows[-1]["eval_mse_enc"] != ""
     meta = ck.read_config(tmp_path / "a" / "checkpoint")
     assert meta["extra"]["step"] == 2 and "CPU cores" in meta["extra"]["hardware"]
+
+
+def test_cli_maps_new_training_flags_to_the_config():
+    from hdae_core.cli import build_parser, train_config_from_args
+
+    args = build_parser().parse_args(["train", "--out", "x", "--compile-mode", "reduce-overhead",
+                                      "--cache-data", "on", "--max-minutes", "2.5"])
+    cfg = train_config_from_args(args)
+    assert cfg.compile and cfg.compile_mode == "reduce-overhead"
+    assert cfg.cache_data == "on" and cfg.max_minutes == 2.5
+    plain = train_config_from_args(build_parser().parse_args(["train", "--out", "x"]))
+    assert not plain.compile and plain.cache_data == "auto" and plain.max_minutes == 0
