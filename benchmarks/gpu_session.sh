@@ -3,10 +3,12 @@
 # ablation side by side on one GPU (each run time-limited and resumable), export the two demo
 # models with their 256-image quality check, pack everything into $OUT, then benchmark the CUDA
 # path at ffhq128.  Environment: OUT (results), MIN (training minutes per run, default 5.5),
-# BATCH (256), VARIANTS ("dae hdae_u dae_wide dae_u hdae_e"), PRESET (shapes32), BENCH (1).
+# BATCH (256), VARIANTS (default "dae hdae_u": the demo pair; "dae hdae_u dae_wide dae_u hdae_e"
+# adds the Fig. 5 ablation), PRESET (shapes32), BENCH (1), FROM (a folder of run folders to
+# continue, e.g. data/runs: each <preset>_<variant> in it is copied into W before --resume).
 set -u
 OUT=${OUT:-/tmp/hdae_gpu_out}; MIN=${MIN:-5.5}; BATCH=${BATCH:-256}; PRESET=${PRESET:-shapes32}
-VARIANTS=${VARIANTS:-"dae hdae_u dae_wide dae_u hdae_e"}; BENCH=${BENCH:-1}
+VARIANTS=${VARIANTS:-"dae hdae_u"}; BENCH=${BENCH:-1}
 W=${W:-/tmp/hdae_gpu_runs}
 export PYTHONPATH=.:.lp${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 mkdir -p "$OUT" "$W"
@@ -15,6 +17,11 @@ LOG=$OUT/session.log
   python3 -c "import torch, sys; print(sys.version.split()[0], torch.__version__, torch.cuda.is_available())"; } >>"$LOG" 2>&1
 
 CMD="hdae train --preset $PRESET --variant VARIANT --steps 1000000 --batch $BATCH --lr 3e-4 --ema-decay 0.999 --seed 0 --log-every ${LOG_EVERY:-100} --eval-every 1000 --eval-size 64 --ckpt-every 2000 --max-minutes $MIN --workers 2 --out runs/${PRESET}_VARIANT --resume --no-progress"
+if [ -n "${FROM:-}" ]; then
+  for v in $VARIANTS; do
+    [ -d "$FROM/${PRESET}_$v" ] && [ ! -d "$W/${PRESET}_$v" ] && cp -r "$FROM/${PRESET}_$v" "$W/"
+  done
+fi
 limit=$(python3 -c "print(int(float('$MIN') * 60 + 120))")
 for v in $VARIANTS; do
   c=${CMD//VARIANT/$v}
