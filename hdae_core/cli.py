@@ -13,6 +13,8 @@ def train_config_from_args(args):
     from .train import TrainConfig
 
     overrides = json.loads(args.model_json) if args.model_json else {}
+    if args.prediction:
+        overrides["prediction"] = args.prediction
     return TrainConfig(
         model=ModelConfig.preset(args.preset, args.variant, **overrides),
         out=args.out, data=args.data, steps=args.steps, batch_size=args.batch, lr=args.lr,
@@ -91,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--preset", default="shapes32", choices=list(PRESETS))
     t.add_argument("--variant", default="hdae_u", choices=list(VARIANTS))
     t.add_argument("--model-json", default=None, help="JSON of ModelConfig field overrides")
+    t.add_argument("--prediction", default=None, choices=["eps", "v"],
+                   help="decoder output: eps (DiffAE, the default) or v (its decoder follows the codes far sooner)")
     t.add_argument("--out", required=True, help="run folder (checkpoint, metrics.csv, grids)")
     t.add_argument("--data", default=None, help="image folder or DiffAE LMDB; default: built-in shapes")
     t.add_argument("--steps", type=int, default=1000)

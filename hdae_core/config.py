@@ -22,6 +22,9 @@ def _tuple(v):
     return tuple(v) if isinstance(v, (list, tuple)) else v
 
 
+PREDICTIONS = ("eps", "v")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """The autoencoder's architecture; field names follow DiffAE's where they mean the same."""
@@ -39,12 +42,17 @@ class ModelConfig:
     code_dim: int = 512  # width of one level's code; dae_wide's single code is L·code_dim wide
     dropout: float = 0.1
     variant: str = "hdae_u"
+    # what the decoder outputs: "eps" (ε, DiffAE's and the paper's choice) or "v" = √ᾱ ε − √(1−ᾱ) x0
+    # (Salimans & Ho 2022), whose identity path makes x̂0 at high noise a direct output of the network
+    prediction: str = "eps"
 
     def __post_init__(self):
         for name in ("channel_mult", "enc_channel_mult", "attention_resolutions"):
             object.__setattr__(self, name, _tuple(getattr(self, name)))
         if self.variant not in VARIANTS:
             raise ValueError(f"unknown variant {self.variant!r}; expected one of {', '.join(VARIANTS)}")
+        if self.prediction not in PREDICTIONS:
+            raise ValueError(f"unknown prediction {self.prediction!r}; expected one of {', '.join(PREDICTIONS)}")
         if len(self.channel_mult) < 2:
             raise ValueError(f"channel_mult {self.channel_mult} gives {len(self.channel_mult)} level; HDAE needs at least 2")
         if self.image_size % 2 ** (len(self.channel_mult) - 1):

@@ -59,6 +59,26 @@ def eps_loss(eps_fn: EpsFn, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tens
     return (eps_fn(x_t, t).float() - noise.float()).pow(2).flatten(1).mean(1)
 
 
+def v_target(x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    """v = √ᾱ_t ε − √(1 − ᾱ_t) x0, the velocity target (Salimans & Ho 2022)."""
+    ac = alphas_cumprod.double()
+    return _coef(ac.sqrt(), t, noise) * noise - _coef((1 - ac).sqrt(), t, x0) * x0
+
+
+def v_to_eps(v: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    """ε = √ᾱ_t v + √(1 − ᾱ_t) x_t: a v-predicting network as the ε function the samplers take."""
+    ac = alphas_cumprod.double()
+    return _coef(ac.sqrt(), t, x_t) * v.to(x_t.dtype) + _coef((1 - ac).sqrt(), t, x_t) * x_t
+
+
+def v_loss(v_fn: EpsFn, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
+           alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    """Per-sample ‖v − v_θ(x_t, t)‖² averaged over pixels; the caller reduces."""
+    x_t = q_sample(x0, t, noise, alphas_cumprod)
+    target = v_target(x0, t, noise, alphas_cumprod)
+    return (v_fn(x_t, t).float() - target.float()).pow(2).flatten(1).mean(1)
+
+
 def _x0_and_eps(eps_fn, x, t, a_t, clip):
     """ε at x_t, x̂0 from it (clipped to [-1, 1] by default), and ε re-derived from the clipped x̂0.
     ``t`` is the batch's timestep tensor; the coefficients are Python floats (no per-step tensors)."""

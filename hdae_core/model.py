@@ -78,6 +78,8 @@ class HDAE(nn.Module):
     def eps_fn(self, codes: torch.Tensor):
         """ε_θ(·, ·, codes) as the samplers take it; the codes are computed once, outside the loop."""
         self.check_codes(codes)
+        if self.config.prediction == "v":
+            return lambda x_t, t: diffusion.v_to_eps(self.decoder(x_t, t, codes), x_t, t, self.alphas_cumprod)
         return lambda x_t, t: self.decoder(x_t, t, codes)
 
     def timesteps(self, steps: int) -> list[int]:
@@ -110,8 +112,10 @@ class HDAE(nn.Module):
         return self.decode(x_T, codes, steps)
 
     def forward(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """Per-sample ε loss with codes from x0, encoder and decoder trained jointly (what DDP wraps)."""
+        """Per-sample ε (or v) loss with codes from x0, encoder and decoder trained jointly (what DDP wraps)."""
         codes = self.encoder(x0)
+        if self.config.prediction == "v":
+            return diffusion.v_loss(lambda x_t, tt: self.decoder(x_t, tt, codes), x0, t, noise, self.alphas_cumprod)
         return diffusion.eps_loss(lambda x_t, tt: self.decoder(x_t, tt, codes), x0, t, noise, self.alphas_cumprod)
 
     loss = forward

@@ -114,3 +114,40 @@ def test_clipping_default_on():
     out = D.ddim_sample(big, x_T, a, [0])
     assert out.abs().max() <= 1 + 1e-6
     assert D.ddim_sample(big, x_T, a, [0], clip_x0=False).abs().max() > 1.5
+
+
+def test_v_parameterisation_known_answers():
+    a = ac()
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.rand(4, 3, 8, 8, generator=g) * 2 - 1
+    noise = torch.randn(4, 3, 8, 8, generator=g)
+    t = torch.tensor([0, 250, 700, 999])
+    x_t = D.q_sample(x0, t, noise, a)
+    v = D.v_target(x0, t, noise, a)
+    # v = √ᾱ ε − √(1−ᾱ) x0, checked entry by entry at t = 700
+    s, c = a[700].sqrt().item(), (1 - a[700]).sqrt().item()
+    assert torch.allclose(v[2], s * noise[2] - c * x0[2], atol=1e-6)
+    # the exact v gives back the exact ε, and a perfect v-predictor has zero loss
+    assert torch.allclose(D.v_to_eps(v, x_t, t, a), noise, atol=1e-5)
+    assert D.v_loss(lambda xt, tt: D.v_target(x0, tt, noise, a), x0, t, noise, a).abs().max() < 1e-10
+    # at the last step v is almost −x0: x̂0 is the network's own output there
+    assert torch.allclose(v[3], -x0[3], atol=0.0064 * noise[3].abs().max().item() + 1e-3)
+
+
+def test_v_model_samples_through_its_eps_function():
+    from hdae_core import ModelConfig
+    from hdae_core.model import HDAE
+
+    torch.manual_seed(0)
+    m = HDAE(ModelConfig.preset("tiny", "hdae_u", prediction="v")).eval()
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    t = torch.tensor([10, 900])
+    with torch.no_grad():
+        codes = m.encode(x)
+        eps = m.eps_fn(codes)(x, t)
+        v = m.decoder(x, t, codes)
+    assert torch.allclose(eps, D.v_to_eps(v, x, t, m.alphas_cumprod), atol=1e-6)
+    noise = torch.randn_like(x)
+    assert torch.allclose(m(x, t, noise), D.v_loss(lambda xt, tt: m.decoder(xt, tt, codes), x, t, noise, m.alphas_cumprod))
+    with pytest.raises(ValueError, match="prediction"):
+        ModelConfig.preset("tiny", prediction="x0")
