@@ -27,6 +27,8 @@ if [ -n "${FROM:-}" ]; then
   done
 fi
 limit=$(python3 -c "print(int(float('$MIN') * 60 + 120))")
+# CMD is what the model cards record (a user's runs/ path); here the run goes to $W: argparse keeps
+# the last --out
 for v in $VARIANTS; do
   c=${CMD//VARIANT/$v}
   timeout -s INT "$limit" python3 -m hdae_core.cli ${c#hdae } --out "$W/${PRESET}_$v" >"$W/train_$v.log" 2>&1 &

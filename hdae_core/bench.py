@@ -8,7 +8,6 @@ import time
 
 import torch
 
-from . import diffusion
 from .config import VARIANTS, ModelConfig
 from .model import HDAE
 from .train import EMA, make_optimizer

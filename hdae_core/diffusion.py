@@ -52,13 +52,6 @@ def q_sample(x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, alphas_cump
     return _coef(ac.sqrt(), t, x0) * x0 + _coef((1 - ac).sqrt(), t, x0) * noise
 
 
-def eps_loss(eps_fn: EpsFn, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
-             alphas_cumprod: torch.Tensor) -> torch.Tensor:
-    """Per-sample ‖ε − ε_θ(x_t, t)‖² averaged over pixels (DDPM L_simple); the caller reduces."""
-    x_t = q_sample(x0, t, noise, alphas_cumprod)
-    return (eps_fn(x_t, t).float() - noise.float()).pow(2).flatten(1).mean(1)
-
-
 def v_target(x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, alphas_cumprod: torch.Tensor) -> torch.Tensor:
     """v = √ᾱ_t ε − √(1 − ᾱ_t) x0, the velocity target (Salimans & Ho 2022)."""
     ac = alphas_cumprod.double()
@@ -71,12 +64,25 @@ def v_to_eps(v: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, alphas_cumprod
     return _coef(ac.sqrt(), t, x_t) * v.to(x_t.dtype) + _coef((1 - ac).sqrt(), t, x_t) * x_t
 
 
+def loss(net_fn: EpsFn, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
+         alphas_cumprod: torch.Tensor, prediction: str = "eps") -> torch.Tensor:
+    """Per-sample ‖target − net(x_t, t)‖² averaged over pixels, the target being ε (DDPM L_simple) or
+    v as ``prediction`` says; the caller reduces."""
+    x_t = q_sample(x0, t, noise, alphas_cumprod)
+    target = noise if prediction == "eps" else v_target(x0, t, noise, alphas_cumprod)
+    return (net_fn(x_t, t).float() - target.float()).pow(2).flatten(1).mean(1)
+
+
+def eps_loss(eps_fn: EpsFn, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
+             alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    """The ε loss (DDPM L_simple) per sample."""
+    return loss(eps_fn, x0, t, noise, alphas_cumprod, "eps")
+
+
 def v_loss(v_fn: EpsFn, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
            alphas_cumprod: torch.Tensor) -> torch.Tensor:
-    """Per-sample ‖v − v_θ(x_t, t)‖² averaged over pixels; the caller reduces."""
-    x_t = q_sample(x0, t, noise, alphas_cumprod)
-    target = v_target(x0, t, noise, alphas_cumprod)
-    return (v_fn(x_t, t).float() - target.float()).pow(2).flatten(1).mean(1)
+    """The v loss per sample."""
+    return loss(v_fn, x0, t, noise, alphas_cumprod, "v")
 
 
 def _x0_and_eps(eps_fn, x, t, a_t, clip):

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .config import strict_from_dict
 from .nn import conv_block
-
 from .stats import LatentStats
 
 FORMAT = "hdae-layout-encoder"
@@ -68,10 +67,7 @@ class LayoutConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "LayoutConfig":
-        from .config import strict_from_dict
         return strict_from_dict(cls, d)
-
-
 
 
 class LayoutEncoder(nn.Module):

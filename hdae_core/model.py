@@ -114,8 +114,7 @@ class HDAE(nn.Module):
     def forward(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """Per-sample ε (or v) loss with codes from x0, encoder and decoder trained jointly (what DDP wraps)."""
         codes = self.encoder(x0)
-        if self.config.prediction == "v":
-            return diffusion.v_loss(lambda x_t, tt: self.decoder(x_t, tt, codes), x0, t, noise, self.alphas_cumprod)
-        return diffusion.eps_loss(lambda x_t, tt: self.decoder(x_t, tt, codes), x0, t, noise, self.alphas_cumprod)
+        return diffusion.loss(lambda x_t, tt: self.decoder(x_t, tt, codes), x0, t, noise, self.alphas_cumprod,
+                              self.config.prediction)
 
     loss = forward

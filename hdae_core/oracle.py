@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .config import strict_from_dict
 from .nn import conv_block
 
 FORMAT = "hdae-attribute-oracle"
@@ -45,10 +46,7 @@ class OracleConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "OracleConfig":
-        from .config import strict_from_dict
         return strict_from_dict(cls, d)
-
-
 
 
 class AttributeOracle(nn.Module):

@@ -5,7 +5,6 @@ import copy
 import csv
 import dataclasses
 import json
-import math
 import os
 import platform
 import time
@@ -13,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
@@ -351,8 +349,13 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels once
     hardware = describe_hardware(device)
-    if resume and start_step and meta["extra"].get("hardware", hardware) != hardware:
-        hardware = f"{meta['extra']['hardware']}; resumed on {hardware}"
+    if resume and start_step:
+        saved = meta["extra"].get("hardware", hardware)
+        # the machines the run has seen, in order; a resume on the same machine adds nothing
+        if saved.rsplit("; resumed on ", 1)[-1] != hardware:
+            hardware = f"{saved}; resumed on {hardware}"
+        else:
+            hardware = saved
     model.to(device).train()
     ema = EMA(model, cfg.ema_decay, cfg.ema_warmup, ema_updates)
     if opt_state is not None:
@@ -382,7 +385,6 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     x_eval = held_out_batch(cfg).to(device) if dist.rank() == 0 else None
     data = batches(make_dataset(cfg), cfg, start_step, device)
 
-    per_rank = cfg.batch_size // world
     rank = dist.rank()
     bar = None
     if cfg.progress and rank == 0:

@@ -184,3 +184,13 @@ def test_cli_maps_new_training_flags_to_the_config():
     assert cfg.cache_data == "on" and cfg.max_minutes == 2.5
     plain = train_config_from_args(build_parser().parse_args(["train", "--out", "x"]))
     assert not plain.compile and plain.cache_data == "auto" and plain.max_minutes == 0
+
+
+def test_hardware_names_each_machine_once_across_resumes(tmp_path, monkeypatch):
+    T.train(cfg(tmp_path / "a", steps=2))
+    monkeypatch.setattr(T, "describe_hardware", lambda device=None: "machine B")
+    T.train(cfg(tmp_path / "a", steps=4), resume=True)
+    T.train(cfg(tmp_path / "a", steps=6), resume=True)
+    hw = ck.read_config(tmp_path / "a" / "checkpoint")["extra"]["hardware"]
+    assert hw.endswith("CPU cores, torch " + torch.__version__ + "; resumed on machine B")
+    assert hw.count("resumed on") == 1
