@@ -148,9 +148,21 @@ def ddim_sample(eps_fn: EpsFn, x_T: torch.Tensor, alphas_cumprod: torch.Tensor,
 @torch.no_grad()
 def ddim_invert(eps_fn: EpsFn, x0: torch.Tensor, alphas_cumprod: torch.Tensor,
                 timesteps: Sequence[int] | torch.Tensor, clip_x0: bool = True,
-                progress: bool = False) -> torch.Tensor:
-    """Deterministic DDIM run backwards from x0 (the stochastic encoder); the last step goes to ᾱ = 0 as in DiffAE."""
+                progress: bool = False, refine: int = 0) -> torch.Tensor:
+    """Deterministic DDIM run backwards from x0 (the stochastic encoder).
+
+    ``refine = 0`` is DiffAE's inversion: each step reuses ε at the current point and the last step goes to
+    ᾱ = 0. It is only approximately undone by ``ddim_sample``, and the gap is the round-trip error.
+
+    ``refine = k > 0`` solves each step of the sampler backwards instead: it looks for the x_t whose DDIM step
+    (the one ``ddim_sample`` takes, clipping included) lands on the point below, by k residual corrections
+    ``x_t ← x_t − √(ᾱ_t/ᾱ_prev)·(step(x_t) − target)`` from the plain DDIM guess, one network call each, and ends
+    at the sampler's first level ᾱ_{t_max}. The round trip then shrinks towards zero as k grows (a fixed-point
+    inversion); k = 1 costs the same number of network calls as ``refine = 0``.
+    """
     ts = _timesteps_list(timesteps)
+    if refine < 0:
+        raise ValueError(f"refine must be >= 0, got {refine}")
     ac = alphas_cumprod.double().cpu().tolist()
     x = x0
     steps = range(len(ts))
@@ -158,9 +170,25 @@ def ddim_invert(eps_fn: EpsFn, x0: torch.Tensor, alphas_cumprod: torch.Tensor,
         from tqdm.auto import tqdm
         steps = tqdm(steps, desc="DDIM invert", leave=False)
     t_batch = _t_batches(ts, x)
+    if refine == 0:
+        for i in steps:
+            a_t = ac[ts[i]]
+            a_next = ac[ts[i + 1]] if i + 1 < len(ts) else 0.0
+            x0_hat, eps = _x0_and_eps(eps_fn, x, t_batch[i], a_t, clip_x0)
+            x = x0_hat * a_next ** 0.5 + eps * (1 - a_next) ** 0.5
+        return x
+    eps = None
     for i in steps:
         a_t = ac[ts[i]]
-        a_next = ac[ts[i + 1]] if i + 1 < len(ts) else 0.0
-        x0_hat, eps = _x0_and_eps(eps_fn, x, t_batch[i], a_t, clip_x0)
-        x = x0_hat * a_next ** 0.5 + eps * (1 - a_next) ** 0.5
+        a_prev = ac[ts[i - 1]] if i > 0 else 1.0
+        target = x
+        if eps is None:  # the very first guess needs one extra network call
+            _, eps = _x0_and_eps(eps_fn, target, t_batch[i], a_t, clip_x0)
+        # plain DDIM guess: x̂0 of the point below with the latest ε, renoised to ᾱ_t
+        x0_hat = (target - eps * (1 - a_prev) ** 0.5) / a_prev ** 0.5
+        x = x0_hat * a_t ** 0.5 + eps * (1 - a_t) ** 0.5
+        gain = (a_t / a_prev) ** 0.5
+        for _ in range(refine):
+            x0_k, eps = _x0_and_eps(eps_fn, x, t_batch[i], a_t, clip_x0)
+            x = x - gain * (x0_k * a_prev ** 0.5 + eps * (1 - a_prev) ** 0.5 - target)
     return x

@@ -44,9 +44,11 @@ def reconstruction_table(models: Mapping[str, torch.nn.Module], images: torch.Te
                          steps: Sequence[int] = (10, 20, 50, 100), batch_size: int = 32,
                          lpips_net: str | None = "alex", seed: int = 0, progress: bool = True,
                          x_T: Sequence[str] = ("encoded", "random"), baseline: bool = False):
-    """HDAE Table 1: a DataFrame with one row per (model, T, x_T ∈ {encoded, random}) and mean SSIM, LPIPS, MSE.
+    """HDAE Table 1: a DataFrame with one row per (model, T, x_T) and mean SSIM, LPIPS, MSE.
 
-    "encoded" decodes from the DDIM-inverted x_T (T steps each way), "random" from N(0, I) noise drawn
+    x_T ∈ {encoded, encoded_diffae, random}: "encoded" decodes from the DDIM-inverted x_T (T steps each way,
+    the model's default refined inversion), "encoded_diffae" from DiffAE's own inversion (what the paper's
+    table measures), "random" from N(0, I) noise drawn
     once from a generator seeded with ``seed`` and shared by every model and T, so the table is
     reproducible and the comparison paired. ``*_std`` columns hold the per-image standard deviation,
     ``n`` the number of images; ``baseline=True`` adds a "mean colour" row (T = 0, x_T "none").
@@ -56,9 +58,10 @@ def reconstruction_table(models: Mapping[str, torch.nn.Module], images: torch.Te
 
     if images.dim() != 4 or images.shape[0] < 1:
         raise ValueError(f"images: expected [N, C, H, W] with N >= 1, got {list(images.shape)}")
-    bad = [k for k in x_T if k not in ("encoded", "random")]
+    kinds = ("encoded", "encoded_diffae", "random")
+    bad = [k for k in x_T if k not in kinds]
     if bad or not x_T:
-        raise ValueError(f"x_T: expected a non-empty subset of ('encoded', 'random'), got {tuple(x_T)}")
+        raise ValueError(f"x_T: expected a non-empty subset of {kinds}, got {tuple(x_T)}")
     steps = [int(s) for s in steps]
     if not steps or min(steps) < 1:
         raise ValueError(f"steps: expected positive DDIM step counts, got {steps}")
@@ -81,8 +84,10 @@ def reconstruction_table(models: Mapping[str, torch.nn.Module], images: torch.Te
                 codes = model.encode(x0)  # the codes do not depend on T: encode once per batch
                 for T in steps:
                     for kind in x_T:
-                        xt = (model.encode_stochastic(x0, codes, T) if kind == "encoded"
-                              else noise[lo:hi].to(device=dev, dtype=dtype))
+                        if kind == "random":
+                            xt = noise[lo:hi].to(device=dev, dtype=dtype)
+                        else:
+                            xt = model.encode_stochastic(x0, codes, T, refine=0 if kind == "encoded_diffae" else 1)
                         rec = model.decode(xt, codes, T)
                         scores.setdefault((name, T, kind), []).append(_scores(rec.float(), x0.float(), lpips_net))
                     if bar is not None:

@@ -86,10 +86,17 @@ class HDAE(nn.Module):
         return diffusion.spaced_timesteps(self.diffusion_config.T, steps)
 
     @torch.no_grad()
-    def encode_stochastic(self, x0: torch.Tensor, codes: torch.Tensor, steps: int = 100, progress: bool = False) -> torch.Tensor:
-        """x_T by deterministic DDIM inversion of x0 given its codes (DiffAE's stochastic encoder)."""
+    def encode_stochastic(self, x0: torch.Tensor, codes: torch.Tensor, steps: int = 100, progress: bool = False,
+                          refine: int = 1) -> torch.Tensor:
+        """x_T by deterministic DDIM inversion of x0 given its codes (the stochastic encoder).
+
+        ``refine = 1`` (default) solves each sampler step backwards with one correction, at the same number of
+        network calls as DiffAE's inversion, so that ``decode(x_T, codes, steps)`` returns x0 far more exactly;
+        ``refine = 0`` is DiffAE's own inversion (what its checkpoints' golden outputs use). See ``diffusion.ddim_invert``.
+        """
         self.check_images(x0)
-        return diffusion.ddim_invert(self.eps_fn(codes), x0, self.alphas_cumprod, self.timesteps(steps), progress=progress)
+        return diffusion.ddim_invert(self.eps_fn(codes), x0, self.alphas_cumprod, self.timesteps(steps),
+                                     progress=progress, refine=refine)
 
     @torch.no_grad()
     def decode(self, x_T: torch.Tensor, codes: torch.Tensor, steps: int = 100, eta: float = 0.0,

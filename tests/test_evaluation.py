@@ -36,3 +36,16 @@ def test_reconstruction_table_rows_columns_and_reproducibility():
     rand = df[df["x_T"] == "random"].reset_index(drop=True)
     assert again["MSE"].tolist() == pytest.approx(rand["MSE"].tolist(), rel=1e-5)
     assert again["LPIPS"].isna().all()
+
+
+def test_reconstruction_table_encoded_diffae_kind():
+    """'encoded_diffae' scores DiffAE's inversion beside the default one; an unknown kind names the valid ones."""
+    torch.manual_seed(0)
+    models = {"dae": HDAE(ModelConfig.preset("tiny", "dae")).eval()}
+    images = torch.rand(2, 3, 16, 16) * 2 - 1
+    df = reconstruction_table(models, images, steps=(5,), lpips_net=None, progress=False,
+                              x_T=("encoded", "encoded_diffae"))
+    mse = df.set_index("x_T")["MSE"]
+    assert list(mse.index) == ["encoded", "encoded_diffae"] and mse["encoded"] < mse["encoded_diffae"]
+    with pytest.raises(ValueError, match="encoded_diffae"):
+        reconstruction_table(models, images, steps=(5,), lpips_net=None, progress=False, x_T=("inverted",))

@@ -18,9 +18,10 @@ def test_export_run_writes_card_weights_and_quality(tmp_path):
     q = json.loads((ship / "quality.json").read_text())
     assert q["n_images"] == 4 and 0 <= q["mse_mean_colour_baseline"] < 1
     # an untrained model cannot carry the content: it must fail the bar
-    assert q["passes"] is False and info["images_seen"] == 4
+    assert q["passes"] is False and q["passes_with_diffae_inversion"] is False and info["images_seen"] == 4
+    assert 0 <= q["mse_encoded_T100"] and 0 <= q["mse_encoded_T100_diffae_inversion"]
     card = (ship / "README.md").read_text()
-    assert "does not yet pass" in card
+    assert "does not yet pass" in card and "DiffAE's inversion" in card
     assert "- note: shared the machine with two other runs" in card
     assert "CPU cores" in info["hardware"]  # recorded by train() in the checkpoint
     load(ship)

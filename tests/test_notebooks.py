@@ -155,11 +155,13 @@ def test_03_reconstruction(smoke):
     m = _check_common(*smoke, "03_reconstruction", figures=["table1_bars.png", "reconstructions_T3.png"],
                       tables=["table1.csv", "table1_wide.csv"])
     t = pd.read_csv(smoke[1] / "03_reconstruction" / "table1.csv")
-    assert len(t) == 2 * 2 * 2 + 1  # models × T × x_T, + the mean-colour row
+    assert len(t) == 2 * 2 * 3 + 1  # models × T × x_T (encoded, encoded_diffae, random), + the mean-colour row
     assert t["SSIM"].between(-1, 1).all() and (t["LPIPS"] >= 0).all() and t["MSE"].between(0, 4).all()
     assert 0 < m["mean_colour_mse"] < 4
-    for key in ("DAE.encoded", "DAE.random", "HDAE(U).encoded", "HDAE(U).random"):
+    for key in ("DAE.encoded", "DAE.encoded_diffae", "DAE.random", "HDAE(U).encoded", "HDAE(U).random"):
         assert set(m[key]) == {"SSIM", "LPIPS", "MSE"}
+    # the default refined inversion reconstructs at least as well as DiffAE's on the same images
+    assert m["HDAE(U).encoded"]["MSE"] <= m["HDAE(U).encoded_diffae"]["MSE"] * 1.01
 
 
 def test_04_hierarchy(smoke):
