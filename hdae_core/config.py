@@ -120,10 +120,12 @@ PRESETS: dict[str, ModelConfig] = {
         image_size=16, model_channels=32, channel_mult=(1, 2), enc_channel_mult=(1, 2, 2),
         attention_resolutions=(8,), num_res_blocks=1, embed_channels=64, code_dim=32, dropout=0.0,
     ),
-    # the shipped demo models on the built-in shapes
+    # the shipped demo models on the built-in shapes. They predict v, not ε as DiffAE and HDAE do: at this
+    # scale an ε decoder never learns to follow its codes from a random x_T (README, "ε or v prediction")
     "shapes32": ModelConfig(
         image_size=32, model_channels=16, channel_mult=(1, 2, 2, 2), enc_channel_mult=(1, 2, 2, 2, 2),
         attention_resolutions=(8,), num_res_blocks=1, embed_channels=256, code_dim=128, dropout=0.0,
+        prediction="v",
     ),
     # DiffAE's architecture at 32 px: the speed comparison's reference
     "diffae32": ModelConfig(

@@ -64,9 +64,12 @@ def export_run(run_dir: str | Path, dest: str | Path, command: str, n_eval: int 
     shutil.copy(run_dir / "metrics.csv", dest / "metrics.csv")
     (dest / "quality.json").write_text(json.dumps(q, indent=2) + "\n")
     cfg = model.config
+    prediction = ("The decoder predicts **v** (the paper's models predict ε; see the README, \"ε or v prediction\")."
+                  if cfg.prediction == "v" else "The decoder predicts **ε**, as the paper's models do.")
     card = f"""# {dest.name}
 
 Variant `{cfg.variant}` at preset `shapes32` ({cfg.image_size} px), trained on the built-in `Shapes(size={cfg.image_size}, seed=0)`.
+{prediction}
 Files: `config.json` + `model.safetensors` (the EMA weights), `metrics.csv` (the training log),
 `quality.json` (the check below).
 
