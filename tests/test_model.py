@@ -78,6 +78,9 @@ def test_every_preset_has_two_levels_and_dae_is_one_code():
     assert ModelConfig.preset("ffhq64").channel_mult == (1, 2, 4, 8)
     d = ModelConfig.preset("diffae32")
     assert (d.model_channels, d.channel_mult, d.enc_channel_mult, d.attention_resolutions, d.num_heads) == (32, (1, 2, 2), (1, 2, 2, 2), (16,), 1)
+    # the demo preset predicts v; DiffAE's architectures keep ε (the paper's, and what the DiffAE import needs)
+    assert {n: ModelConfig.preset(n).prediction for n in PRESETS} == {
+        "tiny": "eps", "shapes32": "v", "diffae32": "eps", "ffhq64": "eps", "ffhq128": "eps", "ffhq256": "eps"}
 
 
 def test_config_errors_and_json_round_trip():
