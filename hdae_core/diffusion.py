@@ -41,27 +41,30 @@ def spaced_timesteps(T: int, steps: int) -> list[int]:
     raise ValueError(f"cannot take exactly {steps} DDIM steps over T={T} with an integer stride; nearest valid counts: {near}")
 
 
-def _coef(values: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """Gather float64 coefficients at t and cast to the sample's dtype, shaped to broadcast."""
-    return values.to(like.device)[t].to(like.dtype).reshape(-1, *([1] * (like.dim() - 1)))
+def _roots(alphas_cumprod: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """√ᾱ_t and √(1 − ᾱ_t), gathered at t first (no whole-schedule work per call, e.g. per DDIM step),
+    computed in float64 and cast to the sample's dtype, shaped to broadcast."""
+    a = alphas_cumprod.to(like.device)[t].double()
+    shape = (-1, *([1] * (like.dim() - 1)))
+    return a.sqrt().to(like.dtype).reshape(shape), (1 - a).sqrt().to(like.dtype).reshape(shape)
 
 
 def q_sample(x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, alphas_cumprod: torch.Tensor) -> torch.Tensor:
     """x_t = √ᾱ_t x0 + √(1 − ᾱ_t) ε (DDPM Eq. 4)."""
-    ac = alphas_cumprod.double()
-    return _coef(ac.sqrt(), t, x0) * x0 + _coef((1 - ac).sqrt(), t, x0) * noise
+    sa, s1a = _roots(alphas_cumprod, t, x0)
+    return sa * x0 + s1a * noise
 
 
 def v_target(x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, alphas_cumprod: torch.Tensor) -> torch.Tensor:
     """v = √ᾱ_t ε − √(1 − ᾱ_t) x0, the velocity target (Salimans & Ho 2022)."""
-    ac = alphas_cumprod.double()
-    return _coef(ac.sqrt(), t, noise) * noise - _coef((1 - ac).sqrt(), t, x0) * x0
+    sa, s1a = _roots(alphas_cumprod, t, x0)
+    return sa * noise - s1a * x0
 
 
 def v_to_eps(v: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, alphas_cumprod: torch.Tensor) -> torch.Tensor:
     """ε = √ᾱ_t v + √(1 − ᾱ_t) x_t: a v-predicting network as the ε function the samplers take."""
-    ac = alphas_cumprod.double()
-    return _coef(ac.sqrt(), t, x_t) * v.to(x_t.dtype) + _coef((1 - ac).sqrt(), t, x_t) * x_t
+    sa, s1a = _roots(alphas_cumprod, t, x_t)
+    return sa * v.to(x_t.dtype) + s1a * x_t
 
 
 def loss(net_fn: EpsFn, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,

@@ -87,7 +87,8 @@ def reconstruction_table(models: Mapping[str, torch.nn.Module], images: torch.Te
                         if kind == "random":
                             xt = noise[lo:hi].to(device=dev, dtype=dtype)
                         else:
-                            xt = model.encode_stochastic(x0, codes, T, refine=0 if kind == "encoded_diffae" else 1)
+                            diffae = {"refine": 0} if kind == "encoded_diffae" else {}  # else the model's default
+                            xt = model.encode_stochastic(x0, codes, T, **diffae)
                         rec = model.decode(xt, codes, T)
                         scores.setdefault((name, T, kind), []).append(_scores(rec.float(), x0.float(), lpips_net))
                     if bar is not None:

@@ -34,8 +34,8 @@ def quality_check(model, n: int = 256, seed: int = 10_000, batch_size: int = 64,
         codes = model.encode(xb)
         for T in (20, 100):
             sums[f"mse_random_T{T}"] += (model.decode(nb, codes, T) - xb).pow(2).sum().item()
-        for key, refine in (("mse_encoded_T100", 1), ("mse_encoded_T100_diffae_inversion", 0)):
-            x_T = model.encode_stochastic(xb, codes, 100, refine=refine)
+        for key, inversion in (("mse_encoded_T100", {}), ("mse_encoded_T100_diffae_inversion", {"refine": 0})):
+            x_T = model.encode_stochastic(xb, codes, 100, **inversion)
             sums[key] += (model.decode(x_T, codes, 100) - xb).pow(2).sum().item()
     out = {k: v / x.numel() for k, v in sums.items()}
     out["mse_mean_colour_baseline"] = mean_colour_mse(x).mean().item()
