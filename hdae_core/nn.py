@@ -27,6 +27,13 @@ def normalization(channels: int) -> GroupNorm32:
     return GroupNorm32(math.gcd(32, channels), channels)
 
 
+def set_norm_groups(module: nn.Module, groups: int) -> None:
+    """Give every GroupNorm32 in ``module`` gcd(groups, C) groups (its weights are per channel, so unchanged)."""
+    for m in module.modules():
+        if isinstance(m, GroupNorm32):
+            m.num_groups = math.gcd(groups, m.num_channels)
+
+
 def zero_module(module: nn.Module) -> nn.Module:
     """Zero a module's parameters so a residual branch starts as the identity."""
     for p in module.parameters():

@@ -7,6 +7,8 @@ import dataclasses
 import json
 import os
 import platform
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -324,6 +326,41 @@ def held_out_batch(cfg: TrainConfig) -> torch.Tensor:
     return torch.stack([ds[i]["image"] for i in idx])
 
 
+class StopSignal:
+    """SIGTERM / SIGINT ask the run to stop after the current step, with a checkpoint, instead of dying.
+
+    A second signal stops at once (KeyboardInterrupt). Installed only in the main thread; the
+    previous handlers come back on exit. SIGINT is taken over even where the parent shell started
+    the run with it ignored (a background job), so that ``timeout -s INT`` stops it cleanly.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self):
+        self.received: int | None = None
+        self._old = {}
+
+    def _handle(self, signum, frame):
+        if self.received is not None:
+            raise KeyboardInterrupt(f"second signal {signal.Signals(signum).name}: stopping at once")
+        self.received = signum
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        return False
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.received).name if self.received is not None else ""
+
+
 def train(cfg: TrainConfig, resume: bool = False) -> Path:
     """Train, writing checkpoints, ``metrics.csv`` and grids to ``cfg.out``; returns the checkpoint folder."""
     device = dist.init(cfg.device)
@@ -413,6 +450,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         ckpt.save(model, ck_dir, ema=ema.model, extra=extra,
                   tensors={"optimizer.safetensors": optimizer_tensors(model, opt)})
 
+    stop = StopSignal().__enter__()
     try:
         for step in range(start_step, cfg.steps):
             x0 = next(data)
@@ -451,13 +489,21 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
             done = step + 1
             if bar is not None:
                 bar.update(1)
-            time_up = False
-            if cfg.max_minutes and done % cfg.log_every == 0:
-                # decided at log steps and shared, so every rank stops at the same step
-                over = torch.tensor(float(time.time() - t_start >= 60 * cfg.max_minutes), device=device)
-                time_up = bool(dist.all_reduce_mean(over).item() > 0)
-            last = done == cfg.steps or time_up
-            is_eval = bool(cfg.eval_every) and (done % cfg.eval_every == 0 or last)
+            time_up = signalled = False
+            if dist.is_dist():
+                if done % cfg.log_every == 0:
+                    # decided at log steps and shared, so every rank stops at the same step
+                    flags = torch.tensor([float(bool(cfg.max_minutes) and time.time() - t_start >= 60 * cfg.max_minutes),
+                                          float(stop.received is not None)], device=device)
+                    flags = dist.all_reduce_mean(flags)
+                    time_up, signalled = bool(flags[0].item() > 0), bool(flags[1].item() > 0)
+            else:
+                signalled = stop.received is not None
+                if cfg.max_minutes and done % cfg.log_every == 0:
+                    time_up = time.time() - t_start >= 60 * cfg.max_minutes
+            last = done == cfg.steps or time_up or signalled
+            # a signal wants the checkpoint soon: it skips the closing evaluation
+            is_eval = bool(cfg.eval_every) and (done % cfg.eval_every == 0 or (last and not signalled))
             if done % cfg.log_every == 0 or last or is_eval:
                 l = dist.all_reduce_mean(loss_acc / max(n_acc, 1)).item()
                 now = time.time()
@@ -483,7 +529,12 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
             if time_up:
                 dist.print0(f"time limit of {cfg.max_minutes} min reached at step {done}; checkpoint saved in {ck_dir}")
                 break
+            if signalled:
+                dist.print0(f"stopped by {stop.name or 'a signal on another rank'} at step {done}; checkpoint saved "
+                            f"in {ck_dir} (--resume continues)")
+                break
     finally:
+        stop.__exit__(None, None, None)
         if bar is not None:
             bar.close()
         if tb is not None:

@@ -1,3 +1,4 @@
+import math
 import pytest
 import torch
 
@@ -146,3 +147,37 @@ def test_encode_stochastic_refined_by_default():
     default = (m.decode(m.encode_stochastic(x, codes, 10), codes, 10) - x).pow(2).mean().item()
     print("tiny round trip by refine:", err)
     assert default == err[1] and err[1] < err[0] / 10
+
+
+def test_norm_groups_sets_every_groupnorm_and_defaults_to_diffae():
+    from hdae_core.nn import GroupNorm32
+
+    def groups(m):
+        return {(g.num_channels, g.num_groups) for g in m.modules() if isinstance(g, GroupNorm32)}
+
+    base = HDAE(ModelConfig.preset("shapes32", "dae"))
+    assert groups(base) == {(c, math.gcd(32, c)) for c, _ in groups(base)}  # DiffAE's rule
+    narrow = HDAE(ModelConfig.preset("shapes32", "dae", norm_groups=8))
+    assert groups(narrow) == {(c, math.gcd(8, c)) for c, _ in groups(base)}
+    # the weights are per channel, so a checkpoint's tensors fit either way
+    assert {k: v.shape for k, v in base.state_dict().items()} == {k: v.shape for k, v in narrow.state_dict().items()}
+    # a config written before the field existed loads with DiffAE's 32
+    d = ModelConfig.preset("shapes32", "dae").to_dict()
+    del d["norm_groups"]
+    assert ModelConfig.from_dict(d).norm_groups == 32
+    with pytest.raises(ValueError, match="norm_groups"):
+        ModelConfig.preset("tiny", norm_groups=0)
+
+
+def test_one_channel_per_group_hides_channel_means_from_the_pooled_code():
+    # why narrow models want fewer groups: with gcd(32, 32) = 32 groups on 32 channels the pooling
+    # head is blind to a per-channel offset of its input (e.g. a global colour); with 8 it is not
+    from hdae_core.nn import PoolHead, set_norm_groups
+
+    torch.manual_seed(0)
+    head = PoolHead(32, 16)
+    h = torch.randn(4, 32, 2, 2)
+    shift = torch.randn(1, 32, 1, 1)
+    torch.testing.assert_close(head(h + shift), head(h), atol=1e-5, rtol=0)
+    set_norm_groups(head, 8)
+    assert (head(h + shift) - head(h)).abs().max() > 1e-2

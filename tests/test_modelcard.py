@@ -25,3 +25,19 @@ def test_export_run_writes_card_weights_and_quality(tmp_path):
     assert "- note: shared the machine with two other runs" in card
     assert "CPU cores" in info["hardware"]  # recorded by train() in the checkpoint
     load(ship)
+
+
+def test_export_records_every_command_of_a_resumed_run(tmp_path):
+    import pytest
+
+    run = tmp_path / "run"
+    T.train(T.TrainConfig(model=ModelConfig.preset("tiny", "dae"), out=str(run), steps=1, batch_size=2,
+                          eval_every=0, progress=False, tensorboard=False))
+    cmds = ["hdae train --batch 32 --steps 8000", "hdae train --batch 256 --steps 9700"]
+    info = export_run(run, tmp_path / "ship", command=cmds, n_eval=2, progress=False, device="cpu")
+    card = (tmp_path / "ship" / "README.md").read_text()
+    assert "- commands, in order" in card
+    assert card.index(f"1. `{cmds[0]}`") < card.index(f"2. `{cmds[1]}`")
+    assert info["command"] == cmds and load(tmp_path / "ship") is not None
+    with pytest.raises(ValueError, match="command"):
+        export_run(run, tmp_path / "ship2", command=[], n_eval=2, progress=False, device="cpu")

@@ -225,3 +225,32 @@ def test_optimizer_state_follows_parameter_layout_on_resume():
     by_name = dict(model.named_parameters())
     for name, p in resumed.named_parameters():
         torch.testing.assert_close(opt2.state[p]["exp_avg"], opt.state[by_name[name]]["exp_avg"])
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_signal_stops_with_a_checkpoint_at_the_current_step(tmp_path, sig):
+    # what `timeout`, a cluster scheduler or Ctrl-C sends: the run ends cleanly and loses no step.
+    # Started the way a background shell starts it, with SIGINT ignored, which the run takes over.
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-c",
+           "import signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+           "from hdae_core.cli import main; sys.exit(main(sys.argv[1:]))",
+           "train", "--preset", "tiny", "--variant", "dae", "--steps", "100000", "--batch", "2",
+           "--log-every", "1", "--eval-every", "0", "--ckpt-every", "100000", "--no-progress", "--out", str(out)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    p = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and len(losses(out) if (out / "metrics.csv").exists() else []) < 3:
+            time.sleep(0.2)
+        p.send_signal(getattr(signal, sig))
+        log, _ = p.communicate(timeout=120)
+    finally:
+        p.kill()
+    assert p.returncode == 0, log
+    assert f"stopped by {sig}" in log
+    step = ck.read_config(out / "checkpoint")["extra"]["step"]
+    assert step >= 3 and step == losses(out)[-1][0]
