@@ -155,14 +155,16 @@ def test_norm_groups_sets_every_groupnorm_and_defaults_to_diffae():
     def groups(m):
         return {(g.num_channels, g.num_groups) for g in m.modules() if isinstance(g, GroupNorm32)}
 
-    base = HDAE(ModelConfig.preset("shapes32", "dae"))
+    assert ModelConfig().norm_groups == 32 and ModelConfig.preset("ffhq128").norm_groups == 32
+    base = HDAE(ModelConfig.preset("shapes32", "dae", norm_groups=32))
     assert groups(base) == {(c, math.gcd(32, c)) for c, _ in groups(base)}  # DiffAE's rule
-    narrow = HDAE(ModelConfig.preset("shapes32", "dae", norm_groups=8))
+    narrow = HDAE(ModelConfig.preset("shapes32", "dae"))  # the demo preset norms in 8 groups
     assert groups(narrow) == {(c, math.gcd(8, c)) for c, _ in groups(base)}
+    assert groups(narrow) != groups(base)
     # the weights are per channel, so a checkpoint's tensors fit either way
     assert {k: v.shape for k, v in base.state_dict().items()} == {k: v.shape for k, v in narrow.state_dict().items()}
     # a config written before the field existed loads with DiffAE's 32
-    d = ModelConfig.preset("shapes32", "dae").to_dict()
+    d = ModelConfig.preset("diffae32", "dae").to_dict()
     del d["norm_groups"]
     assert ModelConfig.from_dict(d).norm_groups == 32
     with pytest.raises(ValueError, match="norm_groups"):
