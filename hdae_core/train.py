@@ -329,9 +329,9 @@ def held_out_batch(cfg: TrainConfig) -> torch.Tensor:
 class StopSignal:
     """SIGTERM / SIGINT ask the run to stop after the current step, with a checkpoint, instead of dying.
 
-    A second signal stops at once (KeyboardInterrupt). Installed only in the main thread; the
-    previous handlers come back on exit. SIGINT is taken over even where the parent shell started
-    the run with it ignored (a background job), so that ``timeout -s INT`` stops it cleanly.
+    A second signal stops at once (KeyboardInterrupt). ``install`` acts only in the main thread;
+    ``restore`` puts the previous handlers back. SIGINT is taken over even where the parent shell
+    started the run with it ignored (a background job), so that ``timeout -s INT`` stops it cleanly.
     """
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -345,16 +345,16 @@ class StopSignal:
             raise KeyboardInterrupt(f"second signal {signal.Signals(signum).name}: stopping at once")
         self.received = signum
 
-    def __enter__(self):
+    def install(self) -> "StopSignal":
         if threading.current_thread() is threading.main_thread():
             for sig in self.SIGNALS:
                 self._old[sig] = signal.signal(sig, self._handle)
         return self
 
-    def __exit__(self, *exc):
+    def restore(self) -> None:
         for sig, old in self._old.items():
             signal.signal(sig, old)
-        return False
+        self._old.clear()
 
     @property
     def name(self) -> str:
@@ -450,7 +450,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         ckpt.save(model, ck_dir, ema=ema.model, extra=extra,
                   tensors={"optimizer.safetensors": optimizer_tensors(model, opt)})
 
-    stop = StopSignal().__enter__()
+    stop = StopSignal().install()
     try:
         for step in range(start_step, cfg.steps):
             x0 = next(data)
@@ -489,18 +489,15 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
             done = step + 1
             if bar is not None:
                 bar.update(1)
-            time_up = signalled = False
+            log_step = done % cfg.log_every == 0
+            time_up = bool(cfg.max_minutes) and log_step and time.time() - t_start >= 60 * cfg.max_minutes
+            signalled = stop.received is not None
             if dist.is_dist():
-                if done % cfg.log_every == 0:
-                    # decided at log steps and shared, so every rank stops at the same step
-                    flags = torch.tensor([float(bool(cfg.max_minutes) and time.time() - t_start >= 60 * cfg.max_minutes),
-                                          float(stop.received is not None)], device=device)
-                    flags = dist.all_reduce_mean(flags)
+                # decided at log steps and shared, so every rank stops at the same step
+                signalled = signalled and log_step
+                if log_step:
+                    flags = dist.all_reduce_mean(torch.tensor([float(time_up), float(signalled)], device=device))
                     time_up, signalled = bool(flags[0].item() > 0), bool(flags[1].item() > 0)
-            else:
-                signalled = stop.received is not None
-                if cfg.max_minutes and done % cfg.log_every == 0:
-                    time_up = time.time() - t_start >= 60 * cfg.max_minutes
             last = done == cfg.steps or time_up or signalled
             # a signal wants the checkpoint soon: it skips the closing evaluation
             is_eval = bool(cfg.eval_every) and (done % cfg.eval_every == 0 or (last and not signalled))
@@ -534,7 +531,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
                             f"in {ck_dir} (--resume continues)")
                 break
     finally:
-        stop.__exit__(None, None, None)
+        stop.restore()
         if bar is not None:
             bar.close()
         if tb is not None:
