@@ -59,7 +59,7 @@ def _params(args) -> int:
 
 
 def _import_diffae(args, rest) -> int:
-    from .diffae import main as diffae_main
+    from .diffae_import import main as diffae_main
 
     return diffae_main(rest)
 

@@ -82,12 +82,6 @@ def eps_loss(eps_fn: EpsFn, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tens
     return loss(eps_fn, x0, t, noise, alphas_cumprod, "eps")
 
 
-def v_loss(v_fn: EpsFn, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
-           alphas_cumprod: torch.Tensor) -> torch.Tensor:
-    """The v loss per sample."""
-    return loss(v_fn, x0, t, noise, alphas_cumprod, "v")
-
-
 def _x0_and_eps(eps_fn, x, t, a_t, clip):
     """ε at x_t, x̂0 from it (clipped to [-1, 1] by default), and ε re-derived from the clipped x̂0.
     ``t`` is the batch's timestep tensor; the coefficients are Python floats (no per-step tensors)."""

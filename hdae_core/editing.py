@@ -4,21 +4,21 @@ HDAE §3.3: a linear classifier per attribute on the standardised, flattened cod
 gives an edit direction n; *truncated features* (Eq. 1–2) keep its k most important entries;
 an edit moves the standardised code by α·√(D·L)·n′/‖n′‖ and decodes with the image's own x_T.
 Level indices are 0-based (index 0 = z¹, the finest level; the paper's z^l is index l−1).
-Directions are ``AttributeDirections`` (``hdae_core.diffae``): one format for imported DiffAE
+Directions are ``AttributeDirections`` (``hdae_core.directions``): one format for imported DiffAE
 classifiers and the ones trained here, saved as ``directions.safetensors`` + ``directions.json``.
 """
 from __future__ import annotations
 
 import math
 import numbers
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
 
-from .diffae import AttributeDirections
+from .directions import AttributeDirections
+from .model import inference, model_device
 from .stats import LatentStats
 
 __all__ = [
@@ -31,40 +31,26 @@ __all__ = [
 # ---------------------------------------------------------------- helpers
 
 
-@contextmanager
-def _inference(model: torch.nn.Module):
-    """eval() + no_grad for the duration, restoring the caller's train/eval mode afterwards."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            yield model
-    finally:
-        model.train(was_training)
-
-
-def _device(model: torch.nn.Module) -> torch.device:
-    p = next(model.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
-
-
 def _check_codes(codes: torch.Tensor, name: str = "codes") -> None:
     if not isinstance(codes, torch.Tensor) or codes.dim() != 3:
         got = list(codes.shape) if isinstance(codes, torch.Tensor) else type(codes).__name__
         raise ValueError(f"{name}: expected codes [B, L, D], got {got}")
 
 
-def _levels(levels: int | Iterable[int], L: int, name: str = "levels") -> list[int]:
-    """Validated 0-based level indices (an int or an iterable of ints), in the order given."""
+def check_levels(levels: int | Iterable[int], num_levels: int, name: str = "levels") -> list[int]:
+    """Validated, distinct 0-based level indices (an int or an iterable of ints), in the order given."""
     items = [levels] if isinstance(levels, numbers.Integral) else list(levels)
+    valid = f"0..{num_levels - 1} (0 = z¹, the finest; {num_levels - 1} = z^L, the coarsest)"
     out = []
     for lv in items:
         if isinstance(lv, bool) or not isinstance(lv, numbers.Integral):
-            raise ValueError(f"{name}: expected 0-based integer level indices in [0, {L - 1}], got {lv!r}")
-        if not 0 <= int(lv) < L:
-            raise ValueError(f"{name}: level {int(lv)} out of range; codes have L={L} levels, valid indices "
-                             f"are 0..{L - 1} (0 = z¹, the finest)")
+            raise ValueError(f"{name}: expected 0-based integer level indices in {valid}, got {lv!r}")
+        if not 0 <= int(lv) < num_levels:
+            raise ValueError(f"{name}: level {int(lv)} out of range; codes have L={num_levels} levels, "
+                             f"valid indices are {valid}")
         out.append(int(lv))
+    if len(set(out)) != len(out):
+        raise ValueError(f"{name} {out}: indices must be distinct, each in {valid}")
     return out
 
 
@@ -105,13 +91,13 @@ def encode_dataset(model, data, n: int | None = None, batch_size: int = 64, with
         raise ValueError(f"n: expected 1..{total} (the data set's length), got {n}")
     if batch_size < 1:
         raise ValueError(f"batch_size: expected a positive integer, got {batch_size}")
-    device = _device(model)
+    device = model_device(model)
     codes, attrs = [], []
     bar = None
     if progress:
         from tqdm.auto import tqdm
         bar = tqdm(total=n, desc="encode", unit="img", leave=False)
-    with _inference(model):
+    with inference(model):
         for b in _batches(data, n, batch_size):
             x0 = b["image"].to(device=device, dtype=next(model.parameters()).dtype)
             codes.append(model.encode(x0).float().cpu())
@@ -275,7 +261,7 @@ def _edit_direction(direction: torch.Tensor, L: int, D: int, k: int | None, leve
                          f"got {list(d.shape)}")
     d = d.reshape(L, D)
     if levels is not None:
-        lv = _levels(levels, L)
+        lv = check_levels(levels, L)
         if not lv:
             raise ValueError("levels: empty; give at least one level index, or None for every level")
         mask = torch.zeros(L, 1, dtype=torch.bool, device=d.device)
@@ -322,7 +308,7 @@ def edit_images(model, x0: torch.Tensor, direction: torch.Tensor, alpha, stats: 
                 levels: int | Sequence[int] | None = None, steps: int = 100, x_T: torch.Tensor | None = None,
                 codes: torch.Tensor | None = None) -> torch.Tensor:
     """Edited images (HDAE §3.3): ``manipulate`` the codes, decode with the image's own x_T (inverted once if not given)."""
-    with _inference(model):
+    with inference(model):
         codes = model.encode(x0) if codes is None else codes
         if x_T is None:
             x_T = model.encode_stochastic(x0, codes, steps)
@@ -340,7 +326,7 @@ def mix_levels(codes_a: torch.Tensor, codes_b: torch.Tensor, levels: int | Itera
     if tuple(codes_b.shape[1:]) != (L, D) or (Ba != Bb and 1 not in (Ba, Bb)):
         raise ValueError(f"codes_b: expected [B, {L}, {D}] like codes_a {list(codes_a.shape)} (or a batch of 1), "
                          f"got {list(codes_b.shape)}")
-    lv = _levels(levels, L)
+    lv = check_levels(levels, L)
     B = max(Ba, Bb)
     out = codes_a.expand(B, L, D).clone()
     if lv:
@@ -358,7 +344,7 @@ def style_mix_grid(model, x_a: torch.Tensor, x_b: torch.Tensor, steps: int = 100
     """
     if order not in ("low_to_high", "high_to_low"):
         raise ValueError(f"order: expected 'low_to_high' or 'high_to_low', got {order!r}")
-    with _inference(model):
+    with inference(model):
         codes_a, codes_b = model.encode(x_a), model.encode(x_b)
         if isinstance(x_T, str):
             if x_T not in ("a", "b"):
@@ -432,7 +418,7 @@ def interpolate(codes_a: torch.Tensor, codes_b: torch.Tensor, x_T_a: torch.Tenso
     L = ca.shape[1]
     single = isinstance(path, (tuple, list)) and len(path) == 2 and path[0] == "level"
     if single:
-        stages = [_levels([path[1]], L, "path level")]
+        stages = [check_levels([path[1]], L, "path level")]
     elif path == "low_to_high":
         stages = [[lv] for lv in range(L)]
     elif path == "high_to_low":
@@ -475,7 +461,7 @@ def interpolate_images(model, x_a: torch.Tensor, x_b: torch.Tensor, n_frames: in
                        steps: int = 100, x_T_path: str | None = None) -> torch.Tensor:
     """Frames [F, C, H, W] of ``interpolate`` between two images (each [C, H, W] or [1, C, H, W]), decoded with DDIM."""
     x_a, x_b = _one(x_a, 3, "x_a"), _one(x_b, 3, "x_b")
-    with _inference(model):
+    with inference(model):
         codes = model.encode(torch.cat([x_a, x_b]))
         x_T = model.encode_stochastic(torch.cat([x_a, x_b]), codes, steps)
         c, xt = interpolate(codes[:1], codes[1:], x_T[:1], x_T[1:], n_frames, path, x_T_path)

@@ -11,7 +11,7 @@ from typing import Mapping, Sequence
 import torch
 
 from . import metrics
-from .editing import _device, _inference
+from .model import inference, model_device
 
 __all__ = ["mean_colour", "mean_colour_mse", "reconstruction_table", "METRIC_COLUMNS"]
 
@@ -76,9 +76,9 @@ def reconstruction_table(models: Mapping[str, torch.nn.Module], images: torch.Te
         from tqdm.auto import tqdm
         bar = tqdm(total=len(models) * len(batches) * len(steps), desc="reconstruction", leave=False)
     for name, model in models.items():
-        dev = _device(model)
+        dev = model_device(model)
         dtype = next(model.parameters()).dtype
-        with _inference(model):
+        with inference(model):
             for lo, hi in batches:
                 x0 = images[lo:hi].to(device=dev, dtype=dtype)
                 codes = model.encode(x0)  # the codes do not depend on T: encode once per batch

@@ -10,7 +10,10 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 
+from . import editing
+from .checkpoint import load_module_weights, read_module_meta, save_module
 from .config import strict_from_dict
 from .nn import conv_block
 from .stats import LatentStats
@@ -26,21 +29,13 @@ def default_levels(num_levels: int) -> list[int]:
     return list(range(num_levels - k, num_levels))
 
 
-def check_levels(levels: Sequence[int] | None, num_levels: int) -> list[int]:
-    """Validated 0-based level indices (None: ``default_levels``); a clear ValueError otherwise."""
+def check_levels(levels: Sequence[int] | int | None, num_levels: int) -> list[int]:
+    """The levels a layout encoder predicts: ``editing.check_levels``'s rules, at least one (None: the default)."""
     if levels is None:
         return default_levels(num_levels)
-    if isinstance(levels, int):
-        levels = [levels]
-    out = [int(l) for l in levels]
-    valid = f"0..{num_levels - 1} (0 = z¹, the finest; {num_levels - 1} = z^L, the coarsest)"
+    out = editing.check_levels(levels, num_levels)
     if not out:
-        raise ValueError(f"levels: need at least one level index in {valid}")
-    bad = [l for l in out if not 0 <= l < num_levels]
-    if bad:
-        raise ValueError(f"levels {bad} out of range: this model has {num_levels} code levels, valid indices are {valid}")
-    if len(set(out)) != len(out):
-        raise ValueError(f"levels {out}: indices must be distinct, each in {valid}")
+        raise ValueError(f"levels: need at least one level index in 0..{num_levels - 1}")
     return out
 
 
@@ -209,7 +204,6 @@ def train_layout_encoder(model, dataset, levels: Sequence[int] | None = None, n_
     init_mse, _ = evaluate(held_sl)
     it = range(steps)
     if progress:
-        from tqdm.auto import tqdm
         it = tqdm(it, desc="layout encoder", leave=False)
     enc.train()
     for _ in it:
@@ -259,13 +253,34 @@ def synthesize(model, layout_encoder: LayoutEncoder, label_map: torch.Tensor, im
 
 def save(layout_encoder: LayoutEncoder, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
     """Write ``path/layout_config.json`` + ``layout.safetensors`` (the code statistics are buffers in it)."""
-    from .checkpoint import save_module
     meta = {"format": FORMAT, "config": layout_encoder.config.to_dict(), "extra": extra or {}}
     return save_module(layout_encoder, path, CONFIG_FILE, WEIGHTS_FILE, meta)
 
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> LayoutEncoder:
     """Rebuild a layout encoder written by ``save``."""
-    from .checkpoint import load_module_weights, read_module_meta
     meta = read_module_meta(path, CONFIG_FILE, FORMAT, "hdae_core.layout")
     return load_module_weights(LayoutEncoder(LayoutConfig.from_dict(meta["config"])), path, WEIGHTS_FILE, map_location)
+
+
+def control_agreement(probs: torch.Tensor, layout_attributes: torch.Tensor, image_attributes: torch.Tensor,
+                      names: Sequence[str], groups: dict[str, Sequence[str]]) -> dict[str, float]:
+    """How often images synthesised from (layout i, image j) show layout i's factor rather than image j's.
+
+    ``probs`` [n_layouts, n_images, A] are an oracle's attribute probabilities of the synthesised images,
+    ``layout_attributes`` [n_layouts, A] and ``image_attributes`` [n_images, A] the true 0/1 attributes.
+    A group of several attributes is one categorical factor (compared by argmax, e.g. the shape class), a group
+    of one a binary factor (compared at 0.5). Returns ``<group>_matches_layout`` / ``<group>_matches_image``.
+    """
+    n_layouts, n_images = probs.shape[:2]
+    out = {}
+    for group, attrs in groups.items():
+        idx = [list(names).index(a) for a in attrs]
+        p, lay, img = probs[..., idx], layout_attributes[:, idx], image_attributes[:, idx]
+        if len(idx) > 1:
+            pred, lay, img = p.argmax(-1), lay.argmax(-1)[:, None], img.argmax(-1)[None, :]
+        else:
+            pred, lay, img = p[..., 0] > 0.5, lay[:, None, 0] > 0.5, img[None, :, 0] > 0.5
+        out[f"{group}_matches_layout"] = float((pred == lay.expand(n_layouts, n_images)).float().mean())
+        out[f"{group}_matches_image"] = float((pred == img.expand(n_layouts, n_images)).float().mean())
+    return out

@@ -1,6 +1,8 @@
 """HDAE = semantic encoder + conditional UNet decoder, routed per variant."""
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 from torch import nn
 
@@ -9,6 +11,23 @@ from .config import DiffusionConfig, ModelConfig
 from .decoder import Decoder
 from .encoders import HalfUNetEncoder, UNetEncoder
 from .nn import set_norm_groups
+
+
+@contextmanager
+def inference(model: torch.nn.Module):
+    """eval() + no_grad for the duration, restoring the caller's train/eval mode afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield model
+    finally:
+        model.train(was_training)
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
 
 
 def build_encoder(cfg: ModelConfig) -> nn.Module:

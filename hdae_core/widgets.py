@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from . import editing
-from .diffae import DIRECTIONS_FILE, AttributeDirections, load_directions
+from .directions import DIRECTIONS_FILE, AttributeDirections, load_directions
 from .plots import image_grid
 from .stats import STATS_FILE, LatentStats
 

@@ -49,7 +49,7 @@ def _checkpoint(folder: Path) -> Path:
     from hdae_core import HDAE, ModelConfig
     from hdae_core import checkpoint as ck
     from hdae_core.data import Shapes
-    from hdae_core.diffae import AttributeDirections
+    from hdae_core.directions import AttributeDirections
     from hdae_core.stats import LatentStats
 
     torch.manual_seed(0)

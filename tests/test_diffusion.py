@@ -129,7 +129,7 @@ def test_v_parameterisation_known_answers():
     assert torch.allclose(v[2], s * noise[2] - c * x0[2], atol=1e-6)
     # the exact v gives back the exact ε, and a perfect v-predictor has zero loss
     assert torch.allclose(D.v_to_eps(v, x_t, t, a), noise, atol=1e-5)
-    assert D.v_loss(lambda xt, tt: D.v_target(x0, tt, noise, a), x0, t, noise, a).abs().max() < 1e-10
+    assert D.loss(lambda xt, tt: D.v_target(x0, tt, noise, a), x0, t, noise, a, "v").abs().max() < 1e-10
     # at the last step v is almost −x0: x̂0 is the network's own output there
     assert torch.allclose(v[3], -x0[3], atol=0.0064 * noise[3].abs().max().item() + 1e-3)
 
@@ -148,7 +148,8 @@ def test_v_model_samples_through_its_eps_function():
         v = m.decoder(x, t, codes)
     assert torch.allclose(eps, D.v_to_eps(v, x, t, m.alphas_cumprod), atol=1e-6)
     noise = torch.randn_like(x)
-    assert torch.allclose(m(x, t, noise), D.v_loss(lambda xt, tt: m.decoder(xt, tt, codes), x, t, noise, m.alphas_cumprod))
+    assert torch.allclose(m(x, t, noise), D.loss(lambda xt, tt: m.decoder(xt, tt, codes), x, t, noise, m.alphas_cumprod,
+                                                  "v"))
     with pytest.raises(ValueError, match="prediction"):
         ModelConfig.preset("tiny", prediction="x0")
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from hdae_core import HDAE, ModelConfig
-from hdae_core.diffae import load_directions
+from hdae_core.directions import load_directions
 from hdae_core.editing import (
     AttributeClassifiers, LatentStats, edit_images, encode_dataset, interpolate, load_classifiers, manipulate,
     mix_levels, normalized_weights, slerp, style_mix_grid, train_classifiers, truncate,

@@ -229,7 +229,7 @@ def test_from_checkpoint_trains_or_loads_directions(tmp_path):
     with pytest.raises(KeyError, match="not shapes attributes"):
         Editor.from_checkpoint(tmp_path, n_images=2, n_stats=8, attribute_names=["smiling"])
     # directions + statistics in the folder (as `hdae import-diffae` writes them) are used as they are
-    from hdae_core.diffae import AttributeDirections
+    from hdae_core.directions import AttributeDirections
     stats = LatentStats(torch.zeros(2, 32), torch.full((2, 32), 2.0))
     AttributeDirections({"smile": torch.randn(2, 32)}, ["smile"], stats, torch.zeros(1)).save(tmp_path / "checkpoint")
     stats.save(tmp_path / "checkpoint")

@@ -1,6 +1,7 @@
 """Importing official DiffAE checkpoints: golden parity, architecture reading, stats, classifiers, safety."""
 from __future__ import annotations
 
+import argparse
 import contextlib
 import enum
 import json
@@ -14,9 +15,10 @@ import torch
 
 from hdae_core import HDAE, ModelConfig
 from hdae_core import checkpoint as ckpt_io
-from hdae_core.diffae import (
+from hdae_core.directions import load_directions
+from hdae_core.diffae_import import (
     CELEBA_ATTRIBUTES, DiffAEImportError, config_from_diffae, diffae_to_hdae, hdae_to_diffae, import_classifier,
-    import_diffae, import_diffae_folder, import_latent_stats, load_directions, main, read_diffae_checkpoint,
+    import_diffae, import_diffae_folder, import_latent_stats, main, read_diffae_checkpoint,
 )
 from hdae_core.safe_pickle import UnsafeCheckpointError, safe_load
 from hdae_core.stats import LatentStats
@@ -342,14 +344,13 @@ def _fake_class(module, name, base):
 
 
 def test_lightning_objects_become_plain_data(tmp_path):
-    mods = ["pytorch_lightning.utilities.parsing", "pytorch_lightning.callbacks.model_checkpoint", "my_ns", "choices"]
+    mods = ["pytorch_lightning.utilities.parsing", "pytorch_lightning.callbacks.model_checkpoint", "choices"]
     with _fake_modules(*mods) as fake:
         ModelName = enum.Enum("ModelName", {"beatgans_autoenc": "beatgans_autoenc"}, module="choices")
         sys.modules["choices"].ModelName = ModelName
         AttributeDict = fake(mods[0], "AttributeDict", dict)
         ModelCheckpoint = fake(mods[1], "ModelCheckpoint", object)
-        Namespace = fake(mods[2], "Namespace", object)
-        ns = Namespace()
+        ns = argparse.Namespace()
         ns.lr = 0.1
         cb = ModelCheckpoint()
         cb.best_model_score = torch.tensor(1.5)
