@@ -160,6 +160,20 @@ def evaluate_oracle(oracle: AttributeOracle, images: torch.Tensor, attributes: t
     return _accuracy_report(_proba(oracle, images).cpu(), attributes.float().cpu(), oracle.attribute_names)
 
 
+@torch.no_grad()
+def attribute_auroc(oracle: nn.Module, images: torch.Tensor, attributes: torch.Tensor,
+                    names: Sequence[str] | None = None) -> dict[str, float]:
+    """Held-out AUROC per attribute of the oracle's probabilities (0.5 = chance, 1 = perfect ranking)."""
+    from sklearn.metrics import roc_auc_score
+
+    names = list(names or getattr(oracle, "attribute_names"))
+    p = _proba(oracle, images).double().cpu().numpy()
+    y = attributes.cpu().numpy()
+    if p.shape[1] != len(names) or y.shape != p.shape:
+        raise ValueError(f"{p.shape[1]} outputs, {len(names)} names and attributes {list(y.shape)} must agree")
+    return {n: float(roc_auc_score(y[:, i], p[:, i])) for i, n in enumerate(names)}
+
+
 def _proba(oracle: nn.Module, images: torch.Tensor) -> torch.Tensor:
     if hasattr(oracle, "predict_proba"):
         return oracle.predict_proba(images)

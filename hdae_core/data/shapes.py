@@ -23,17 +23,18 @@ PALETTE = np.array(
     ],
     dtype=np.float32,
 )
-SHAPE_NAMES = ("circle", "square", "triangle", "star")
+SHAPE_NAMES = ("ellipse", "square", "triangle", "star")
 LABEL_NAMES = ("background",) + SHAPE_NAMES + ("clutter",)
 CLUTTER_LABEL = len(LABEL_NAMES) - 1
 
-FACTOR_NAMES = (
-    # high level
-    "shape", "size", "pos_x", "pos_y", "rotation",
-    # low level
+# Two tiers, kept apart: every structure factor moves the object's silhouette, every appearance
+# factor changes colours and fine detail but never the silhouette.
+STRUCTURE_FACTORS = ("shape", "size", "pos_x", "pos_y", "rotation")
+APPEARANCE_FACTORS = (
     "color", "texture", "bg_hue", "bg_saturation", "bg_value",
     "light_angle", "light_strength", "bg_texture", "clutter",
 )
+FACTOR_NAMES = STRUCTURE_FACTORS + APPEARANCE_FACTORS
 
 # Binary "switch" attributes, each present with probability 1/2; only these can be correlated.
 SWITCH_ATTRIBUTES = (
@@ -41,24 +42,32 @@ SWITCH_ATTRIBUTES = (
     "large", "left_side", "top_side", "rotated",
 )
 ATTRIBUTE_NAMES = SWITCH_ATTRIBUTES + tuple(f"is_{s}" for s in SHAPE_NAMES)
-LOW_LEVEL_ATTRIBUTES = ("red", "striped", "bright_background", "lit_from_left", "cluttered")
-HIGH_LEVEL_ATTRIBUTES = tuple(a for a in ATTRIBUTE_NAMES if a not in LOW_LEVEL_ATTRIBUTES)
+APPEARANCE_ATTRIBUTES = ("red", "striped", "bright_background", "lit_from_left", "cluttered")
+STRUCTURE_ATTRIBUTES = tuple(a for a in ATTRIBUTE_NAMES if a not in APPEARANCE_ATTRIBUTES)
+# older names of the two tiers
+LOW_LEVEL_ATTRIBUTES, HIGH_LEVEL_ATTRIBUTES = APPEARANCE_ATTRIBUTES, STRUCTURE_ATTRIBUTES
 DEFAULT_PAIR = ("red", "large")
 
 # Factor ranges. Sizes are equal-area radii (fraction of the image side): every shape class of
-# size s covers about pi*s^2 of the image, so "large" means the same area for all classes.
-SIZE_SMALL, SIZE_LARGE, LARGE_THRESHOLD = (0.10, 0.14), (0.18, 0.24), 0.16
-POS_LOW, POS_HIGH = (0.30, 0.45), (0.55, 0.70)  # symmetric about 0.5, so x -> 1 - x flips side
+# size s covers about pi*s^2 of the image, so "large" means the same area for all classes. Objects
+# are big (a small one is about 12 px across at 32 px, a large one 17): changing the class, size or
+# rotation moves tens of pixels, so structure carries real weight in a pixel loss.
+SIZE_SMALL, SIZE_LARGE, LARGE_THRESHOLD = (0.17, 0.21), (0.25, 0.30), 0.23
+POS_LOW, POS_HIGH = (0.36, 0.44), (0.56, 0.64)  # symmetric about 0.5, so x -> 1 - x flips side
 ROT_SMALL, ROT_LARGE, ROTATED_THRESHOLD = 8.0, (18.0, 35.0), 12.5  # degrees; 35 < 36 = star symmetry / 2
 BG_DARK, BG_BRIGHT = (0.12, 0.40), (0.60, 0.88)  # symmetric about 0.5, so v -> 1 - v flips brightness
 BG_SATURATION = (0.10, 0.45)
 LIGHT_SPREAD = 60.0  # degrees either side of due left / due right
 LIGHT_STRENGTH = (0.20, 0.45)
 BG_TEXTURE = (0.03, 0.10)
-CLUTTER_COUNT = (3, 8)
+CLUTTER_COUNT = (4, 7)
 MAX_CLUTTER = CLUTTER_COUNT[1]
-CLUTTER_RADIUS = (0.02, 0.035)
-STAR_INNER = 0.5  # inner / outer radius; chunkier than a pentagram so it survives 32 px
+CLUTTER_CANDIDATES = 64  # dot positions tried per item; the first ones clear of the object are used
+CLUTTER_RADIUS = (0.045, 0.06)  # 3-4 px dots at 32 px
+CLUTTER_MARGIN = 0.04  # gap between a dot and the object's circumscribed circle
+CLUTTER_VALUE = (0.95, 0.05)  # dots are near-white on a dark background, near-black on a bright one
+ELLIPSE_ASPECT = 1.8  # major / minor axis: a visible orientation, so "rotated" is defined for every class
+STAR_INNER = 0.55  # inner / outer radius; chunky, so its arms survive 32 px
 NOISE_GRID = 6  # the smooth background texture is bilinear noise on a 6x6 grid
 
 _N_UNIFORM = 24  # uniforms per item for its factors, drawn before its detail
@@ -66,7 +75,7 @@ _SHAPE_ANGLES = {"square": 0.0, "triangle": math.pi / 2}  # edge-normal angle at
 _STAR_AREA = 5 * STAR_INNER * math.sin(math.pi / 5)
 # circumradius / equal-area radius per class
 _CIRCUMRADIUS = np.array(
-    [1.0, math.sqrt(math.pi / 2), math.sqrt(math.pi / (3 * math.sqrt(3) / 4)), math.sqrt(math.pi / _STAR_AREA)],
+    [math.sqrt(ELLIPSE_ASPECT), math.sqrt(math.pi / 2), math.sqrt(math.pi / (3 * math.sqrt(3) / 4)), math.sqrt(math.pi / _STAR_AREA)],
     dtype=np.float32,
 )
 _F = {name: i for i, name in enumerate(FACTOR_NAMES)}
@@ -238,11 +247,29 @@ def attributes_from_factors(factors) -> torch.Tensor:
 
 
 def _draw_detail(rng: np.random.Generator, size: int):
-    """Per-item fine detail: clutter dots [K, 6], coarse noise [G, G], pixel noise [H, W]."""
-    clutter = rng.random((MAX_CLUTTER, 6), dtype=np.float32)  # drawn first so it doesn't depend on size
+    """Per-item fine detail: clutter candidates [C, 3] (x, y, radius), coarse noise [G, G], pixel noise [H, W]."""
+    clutter = rng.random((CLUTTER_CANDIDATES, 3), dtype=np.float32)  # drawn first so it doesn't depend on size
     coarse = rng.standard_normal((NOISE_GRID, NOISE_GRID), dtype=np.float32)
     fine = rng.standard_normal((size, size), dtype=np.float32)
     return clutter, coarse, fine
+
+
+def clutter_dots(factors: np.ndarray, clutter: np.ndarray) -> np.ndarray:
+    """Which clutter candidates [N, C] are drawn: the first `clutter` ones clear of the object's circumcircle."""
+    f = np.asarray(factors, dtype=np.float64).reshape(-1, len(FACTOR_NAMES))
+    shape = np.rint(f[:, _F["shape"]]).astype(np.int64)
+    reach = f[:, _F["size"]] * _CIRCUMRADIUS[shape] + CLUTTER_MARGIN
+    x, y, r = _clutter_geometry(clutter)
+    clear = np.hypot(x - f[:, _F["pos_x"], None], y - f[:, _F["pos_y"], None]) > reach[:, None] + r
+    counts = np.rint(f[:, _F["clutter"]]).astype(np.int64)
+    return clear & (np.cumsum(clear, axis=1) <= counts[:, None])
+
+
+def _clutter_geometry(clutter: np.ndarray):
+    """Dot centres (unit = image side) and radii from the candidates' uniforms."""
+    c = np.asarray(clutter, dtype=np.float64)
+    r = _lerp(CLUTTER_RADIUS, c[..., 2])
+    return r + (1 - 2 * r) * c[..., 0], r + (1 - 2 * r) * c[..., 1], r
 
 
 @functools.lru_cache(maxsize=8)
@@ -267,15 +294,13 @@ def render(factors: np.ndarray, clutter: np.ndarray, coarse: np.ndarray, fine: n
     texture *= col("bg_texture")
     img = bg[:, :, None, None] + texture[:, None]
 
-    # clutter dots behind the object, blended only inside small windows (a dot covers a few pixels);
-    # dot k of every image in one step, so overlapping dots stack in order like a painter's
-    counts = np.rint(f[:, _F["clutter"]]).astype(np.int64)
-    item, dot = np.nonzero(np.arange(MAX_CLUTTER)[None] < counts[:, None])
+    # clutter dots in the free space around the object, blended only inside small windows (a dot
+    # covers a few pixels); dot k of every image in one step, so overlapping dots stack in order
     clutter_cov = np.zeros((n, h, h), dtype=np.float32)
+    item, dot = np.nonzero(clutter_dots(f, clutter))
     if item.size:
-        c = clutter[item, dot]
-        px, py = (0.05 + 0.9 * c[:, 0]) * h - 0.5, (0.05 + 0.9 * c[:, 1]) * h - 0.5  # pixel-index units
-        r = _lerp(CLUTTER_RADIUS, c[:, 2]) * h
+        x_, y_, r_ = _clutter_geometry(clutter[item, dot])
+        px, py, r = x_ * h - 0.5, y_ * h - 0.5, r_ * h  # pixel-index units
         half = int(math.ceil(CLUTTER_RADIUS[1] * h + 0.5))
         offsets = np.arange(-half, half + 1)
         cols = np.rint(px).astype(np.int64)[:, None, None] + offsets[None, None, :]
@@ -284,16 +309,18 @@ def render(factors: np.ndarray, clutter: np.ndarray, coarse: np.ndarray, fine: n
         valid = (cols >= 0) & (cols < h) & (rows >= 0) & (rows < h) & (cov > 0)
         shape3 = valid.shape
         which = np.broadcast_to(np.arange(item.size)[:, None, None], shape3)[valid]
-        it, kk = item[which], dot[which]
+        it = item[which]
+        rank = np.arange(item.size) - np.searchsorted(item, item)  # the dot's rank within its image
+        kk = rank[which]
         rr, cc_ = np.broadcast_to(rows, shape3)[valid], np.broadcast_to(cols, shape3)[valid]
         cv = cov[valid].astype(np.float32)
-        rgb = (0.15 + 0.8 * c[:, 3:6])[which]
-        for k in range(int(counts.max())):
+        value = np.where(f[:, _F["bg_value"]] > 0.5, CLUTTER_VALUE[1], CLUTTER_VALUE[0]).astype(np.float32)
+        for k in range(int(kk.max()) + 1 if kk.size else 0):
             sel = np.nonzero(kk == k)[0]
-            i_, r_, c_, v_ = it[sel], rr[sel], cc_[sel], cv[sel]
-            cur = img[i_, :, r_, c_]
-            img[i_, :, r_, c_] = cur + (rgb[sel] - cur) * v_[:, None]
-            clutter_cov[i_, r_, c_] = np.maximum(clutter_cov[i_, r_, c_], v_)
+            i_, r2, c2, v_ = it[sel], rr[sel], cc_[sel], cv[sel]
+            cur = img[i_, :, r2, c2]
+            img[i_, :, r2, c2] = cur + (value[i_][:, None] - cur) * v_[:, None]
+            clutter_cov[i_, r2, c2] = np.maximum(clutter_cov[i_, r2, c2], v_)
 
     # the object: signed distance (unit = image side, > 0 inside) in polar coordinates about its centre
     dx, dy = xx - col("pos_x"), yy - col("pos_y")
@@ -307,10 +334,15 @@ def render(factors: np.ndarray, clutter: np.ndarray, coarse: np.ndarray, fine: n
         if idx.size == 0:
             continue
         r_, R = rho[idx], radius[idx]
-        if name == "circle":
-            sd[idx] = R - r_
-            continue
         t_ = np.arctan2(dy[idx], dx[idx]) - rot[idx]
+        if name == "ellipse":
+            # first-order distance to the ellipse (major axis along the rotation): (1 - q) / |grad q|
+            a_, b_ = R, R / ELLIPSE_ASPECT
+            u_, v_ = r_ * np.cos(t_), r_ * np.sin(t_)
+            q = np.sqrt((u_ / a_) ** 2 + (v_ / b_) ** 2)
+            grad = np.sqrt((u_ / a_**2) ** 2 + (v_ / b_**2) ** 2) / np.maximum(q, 1e-6)
+            sd[idx] = (1 - q) / np.maximum(grad, 1e-6)
+            continue
         if name in _SHAPE_ANGLES:
             # fold the angle into one edge's sector; outside, the distance to that edge segment
             # (not its line) keeps corners from growing anti-aliasing spurs
@@ -377,8 +409,12 @@ class Shapes(Dataset):
     label_names = list(LABEL_NAMES)
     shape_names = list(SHAPE_NAMES)
     color_names = list(COLOR_NAMES)
-    low_level_attributes = list(LOW_LEVEL_ATTRIBUTES)
-    high_level_attributes = list(HIGH_LEVEL_ATTRIBUTES)
+    structure_attributes = list(STRUCTURE_ATTRIBUTES)
+    appearance_attributes = list(APPEARANCE_ATTRIBUTES)
+    structure_factors = list(STRUCTURE_FACTORS)
+    appearance_factors = list(APPEARANCE_FACTORS)
+    low_level_attributes = appearance_attributes  # older names of the two tiers
+    high_level_attributes = structure_attributes
 
     def __init__(self, size: int = 32, seed: int = 0, length: int = 100_000, correlation=0.8):
         if int(size) < 8:
