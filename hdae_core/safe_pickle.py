@@ -1,178 +1,238 @@
-"""Load torch checkpoints from outside without running their code: an allow-listed unpickler.
+"""Load torch checkpoints from outside without running their code.
 
-``torch.load(weights_only=True)`` refuses PyTorch-Lightning's ``AttributeDict`` (the type of
-every DiffAE checkpoint's ``hyper_parameters``), and ``weights_only=False`` runs whatever the
-pickle names. ``safe_load`` passes ``torch.load`` a ``pickle_module`` whose ``find_class``
-admits tensors, storages, dtypes and plain containers, turns attribute-dict / namespace
-classes into plain dicts and Lightning's own classes into inert records, and refuses every
-other global, so nothing outside the allow list is imported or called.
+Two locks, both by exact name. First a static scan of every pickle in the file refuses any global
+outside the allow list before anything is unpickled. Then ``torch.load(weights_only=True)`` reads the
+file with torch's own restricted unpickler, which admits the same exact names (the Lightning and
+DiffAE classes as inert stand-ins registered with ``torch.serialization.safe_globals``) and only
+``'storage'`` persistent ids, so a legacy ``('module', …)`` record never reaches torch's
+source-patch writer. Attribute dicts come back as plain dicts, framework objects as plain records.
 """
 from __future__ import annotations
 
 import _compat_pickle
 import collections
-import importlib
 import os
 import pickle
+import pickletools
+import re
+import tarfile
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-__all__ = ["UnsafeCheckpointError", "safe_load", "SafeUnpickler"]
+__all__ = ["UnsafeCheckpointError", "safe_load", "scan_globals", "ALLOWED_GLOBALS", "STAND_INS"]
 
 
 class UnsafeCheckpointError(pickle.UnpicklingError):
-    """A checkpoint whose pickle names a global outside the allow list; nothing of it was run."""
+    """A checkpoint that asks for code outside the allow list; nothing of it was imported or run."""
 
 
-# module -> names that are data constructors with no side effects
-_ALLOWED: dict[str, frozenset[str]] = {
-    "builtins": frozenset({"set", "frozenset", "list", "dict", "tuple", "int", "float", "complex",
-                           "bool", "str", "bytes", "bytearray", "slice", "range"}),
-    "collections": frozenset({"OrderedDict"}),
-    "_codecs": frozenset({"encode"}),  # protocol-2 pickles spell bytes as _codecs.encode(str, 'latin1')
-    "torch": frozenset({"Size", "Tensor", "device", "dtype", "finfo", "iinfo", "layout", "memory_format"}),
-    "torch._utils": frozenset({
+_STORAGES = ("Float", "Double", "Half", "BFloat16", "Long", "Int", "Short", "Char", "Byte", "Bool",
+             "ComplexFloat", "ComplexDouble", "QUInt8", "QInt8", "QInt32", "QUInt4x2", "QUInt2x4")
+_DTYPES = sorted(n for n in dir(torch) if isinstance(getattr(torch, n, None), torch.dtype))
+
+# the data constructors torch itself writes; torch's weights_only unpickler resolves these names to
+# the same objects (it admits a few more, such as legacy tensor classes, which the scan refuses)
+ALLOWED_GLOBALS: frozenset[str] = frozenset(
+    [f"torch._utils.{f}" for f in (
         "_rebuild_tensor", "_rebuild_tensor_v2", "_rebuild_tensor_v3", "_rebuild_parameter",
         "_rebuild_parameter_with_state", "_rebuild_sparse_tensor", "_rebuild_meta_tensor_no_storage",
         "_rebuild_wrapper_subclass", "_rebuild_qtensor", "_rebuild_device_tensor_from_numpy",
-        "_rebuild_nested_tensor",
-    }),
-    "torch._tensor": frozenset({"_rebuild_from_type_v2"}),
-    "torch.nn.parameter": frozenset({"Parameter"}),
-    "torch.serialization": frozenset({"_get_layout"}),
-    "numpy": frozenset({"ndarray", "dtype"}),
-    "numpy.core.multiarray": frozenset({"_reconstruct", "scalar"}),
-    "numpy._core.multiarray": frozenset({"_reconstruct", "scalar"}),
-}
-
-# classes that only hold attributes or items: rebuilt as plain dicts, their module never imported
-_DICT_LIKE_SUFFIXES = ("AttributeDict", "AttrDict", "EasyDict", "Namespace")
-# frameworks whose own objects (callback states, loop states, DiffAE's enums) are kept as inert records
-_INERT_PREFIXES = ("pytorch_lightning.", "lightning.", "lightning_fabric.", "choices.")
+        "_rebuild_device_tensor_from_cpu_tensor", "_rebuild_nested_tensor")]
+    + ["torch._tensor._rebuild_from_type_v2", "torch.nn.parameter.Parameter", "torch.serialization._get_layout",
+       "torch.Size", "torch.Tensor", "torch.device", "collections.OrderedDict", "_codecs.encode",
+       "builtins.set", "builtins.bytearray", "builtins.complex",
+       "torch.UntypedStorage", "torch.storage.UntypedStorage", "torch.storage.TypedStorage"]
+    + [f"torch.{s}Storage" for s in _STORAGES]
+    + [f"torch.{d}" for d in _DTYPES]
+    + [f"torch.{q}" for q in ("per_tensor_affine", "per_tensor_symmetric", "per_channel_affine",
+                              "per_channel_symmetric", "per_channel_affine_float_qparams")]
+)
 
 
-class _PlainDict(dict):
-    """Stand-in for an attribute-dict or namespace; replaced by a plain ``dict`` after loading."""
-
-    def __init__(self, *args, **kwargs):  # noqa: D107 - mirrors dict(...)
-        super().__init__()
-        if len(args) == 1 and isinstance(args[0], (dict, list, tuple)):
-            self.update(args[0])
-        self.update(kwargs)
-
-    def __setstate__(self, state):
-        # namespaces carry their fields as __dict__ state (sometimes as (dict, slots))
-        if isinstance(state, tuple) and len(state) == 2:
-            state = {**(state[0] or {}), **(state[1] or {})}
-        if isinstance(state, dict):
-            self.update(state)
-
-
-class _Inert(dict):
-    """An object of a framework class, kept as data: no method of the real class ever runs."""
+class _Record:
+    """An object of a framework class kept as data: none of the real class's code ever runs."""
 
     _global = "?"
     _args: tuple = ()  # NEWOBJ builds instances without calling __init__
     _state: Any = None
 
-    def __init__(self, *args, **kwargs):  # noqa: D107
-        super().__init__()
+    def __init__(self, *args, **kwargs):  # REDUCE: the class called with its pickled arguments
         self._args, self._state = args, kwargs or None
 
-    def __setstate__(self, state):
+    def __setstate__(self, state):  # BUILD
         self._state = state
 
-
-_inert_classes: dict[str, type] = {}
-
-
-def _inert_class(qualname: str) -> type:
-    if qualname not in _inert_classes:
-        _inert_classes[qualname] = type(qualname.rsplit(".", 1)[-1], (_Inert,), {"_global": qualname})
-    return _inert_classes[qualname]
+    def __hash__(self):
+        return id(self)
 
 
-def _is_dtype_name(module: str, name: str) -> bool:
-    return module == "torch" and isinstance(getattr(torch, name, None), torch.dtype)
+class _Namespace(_Record):
+    """argparse-style namespaces: their fields arrive as ``__dict__`` state; replaced by a plain dict."""
 
 
-def _resolve(module: str, name: str) -> Any:
-    """The allowed global ``module.name``, imported only after the name passed the allow list."""
-    if "Storage" in name and module in ("torch", "torch.storage"):
-        obj = getattr(importlib.import_module(module), name, None)
-        if isinstance(obj, type):
-            return obj
-    if _is_dtype_name(module, name) or name in _ALLOWED.get(module, ()):
-        if module.startswith("numpy"):
-            try:
-                return getattr(importlib.import_module(module), name)
-            except (ImportError, AttributeError):
-                pass
-        else:
-            return getattr(importlib.import_module(module), name)
-    if name.endswith(_DICT_LIKE_SUFFIXES):
-        return _PlainDict
-    if f"{module}.".startswith(_INERT_PREFIXES):
-        return _inert_class(f"{module}.{name}")
-    raise UnsafeCheckpointError(f"refused global '{module}.{name}'")
+def _plain_dict_class(qualname: str) -> type:
+    # a dict subclass pickles as NEWOBJ + SETITEMS; __new__ returning a plain dict lets torch's
+    # unpickler fill it (it sets items on exact dicts only) and leaves nothing to convert afterwards
+    return type(qualname.rsplit(".", 1)[-1], (), {"__new__": staticmethod(lambda cls, *a, **k: {})})
 
 
-class SafeUnpickler(pickle.Unpickler):
-    """``pickle.Unpickler`` whose globals come from the allow list only."""
+def _record_class(qualname: str, base: type = _Record) -> type:
+    return type(qualname.rsplit(".", 1)[-1], (base,), {"_global": qualname})
 
-    source = "checkpoint"
 
-    def find_class(self, module: str, name: str) -> Any:
-        # protocol < 3 pickles spell Python 3 names the Python 2 way (__builtin__.set, copy_reg, ...)
-        if (module, name) in _compat_pickle.NAME_MAPPING:
-            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+_DICT_CLASSES = (
+    "pytorch_lightning.utilities.parsing.AttributeDict",
+    "lightning_fabric.utilities.data.AttributeDict",
+    "lightning.fabric.utilities.data.AttributeDict",
+    "lightning.pytorch.utilities.parsing.AttributeDict",
+)
+_NAMESPACE_CLASSES = ("argparse.Namespace",)
+# what Lightning keeps of DiffAE's callbacks and loops, and DiffAE's own enums (its choices.py)
+_RECORD_CLASSES = tuple(
+    f"{pkg}.{mod}" for pkg in ("pytorch_lightning", "lightning.pytorch") for mod in (
+        "callbacks.model_checkpoint.ModelCheckpoint", "callbacks.lr_monitor.LearningRateMonitor",
+        "callbacks.early_stopping.EarlyStopping", "callbacks.progress.ProgressBar",
+        "callbacks.progress.tqdm_progress.TQDMProgressBar",
+    )
+) + tuple(f"choices.{c}" for c in (
+    "TrainMode", "ManipulateMode", "ModelType", "ModelName", "ModelMeanType", "ModelVarType", "LossType",
+    "GenerativeType", "OptimizerType", "Activation", "ManipulateLossType",
+))
+
+STAND_INS: dict[str, type] = {
+    **{n: _plain_dict_class(n) for n in _DICT_CLASSES},
+    **{n: _record_class(n, _Namespace) for n in _NAMESPACE_CLASSES},
+    **{n: _record_class(n) for n in _RECORD_CLASSES},
+}
+
+
+def _numpy_globals() -> dict[str, Any]:
+    """numpy arrays in latent statistics: the array rebuild, ndarray and dtype, by exact name."""
+    try:
+        import numpy as np
+    except ImportError:  # pragma: no cover - numpy ships with torch's wheels
+        return {}
+    reconstruct = getattr(np, "_core", np.core).multiarray._reconstruct
+    out = {"numpy.core.multiarray._reconstruct": reconstruct, "numpy._core.multiarray._reconstruct": reconstruct,
+           "numpy.ndarray": np.ndarray, "numpy.dtype": np.dtype}
+    # numpy 2 builds each dtype as an instance of its own class (numpy.dtypes.Float32DType, ...); numbers only
+    for code in "?bBhHiIlLqQefdgFDG":
+        cls = type(np.dtype(code))
+        if cls is not np.dtype:
+            out[f"numpy.dtypes.{cls.__name__}"] = cls
+    return out
+
+
+_NAME_OPS = {"STACK_GLOBAL", "INST", "OBJ", "EXT1", "EXT2", "EXT4"}
+_STRING_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINSTRING", "BINSTRING", "STRING"}
+
+
+def _python3_name(module: str, name: str) -> str:
+    # protocol-2 pickles spell Python 3 names the Python 2 way (__builtin__.set); mapped as torch maps them
+    if (module, name) in _compat_pickle.NAME_MAPPING:
+        module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+    else:
         module = _compat_pickle.IMPORT_MAPPING.get(module, module)
-        try:
-            return _resolve(module, name)
-        except UnsafeCheckpointError as e:
+    return f"{module}.{name}"
+
+
+def _scan_pickle(data, found: list[str], source: str) -> None:
+    """Append each global one pickle names to ``found``; refuse globals spelt any way but GLOBAL."""
+    strings: list[str] = []  # string pushes, to name what a STACK_GLOBAL would import
+    memo: dict[Any, str] = {}
+    n_memo, last = 0, None
+    for op, arg, _ in pickletools.genops(data):
+        pushed = None
+        if op.name == "GLOBAL":
+            found.append(_python3_name(*arg.split(" ", 1)))
+        elif op.name in _STRING_OPS:
+            pushed = arg if isinstance(arg, str) else repr(arg)
+        elif op.name in ("BINPUT", "LONG_BINPUT", "PUT", "MEMOIZE"):
+            key = n_memo if op.name == "MEMOIZE" else arg
+            n_memo += op.name == "MEMOIZE"
+            if last is not None:
+                memo[key] = last
+            pushed = last
+        elif op.name in ("BINGET", "LONG_BINGET", "GET") and arg in memo:
+            pushed = memo[arg]
+        elif op.name in _NAME_OPS:
+            if op.name == "INST":
+                name = _python3_name(*arg.split(" ", 1))
+            elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                name = ".".join(strings[-2:])
+            else:
+                name = f"<{op.name}>"
             raise UnsafeCheckpointError(
-                f"{self.source}: {e}; the pickle asks for code outside the allow list "
-                "(tensors, storages, dtypes and plain containers), so it was not loaded"
-            ) from None
+                f"{source}: refused global '{name}': the pickle names it with {op.name}, which this loader "
+                "never resolves (torch writes protocol-2 GLOBALs), so it was not loaded")
+        if pushed is not None and op.name not in ("BINPUT", "LONG_BINPUT", "PUT", "MEMOIZE"):
+            strings.append(pushed)
+        last = pushed
 
 
-class _PickleModule:
-    """What ``torch.load(pickle_module=...)`` needs: ``Unpickler`` and ``load``."""
+def scan_globals(path: str | os.PathLike) -> list[str]:
+    """Every global named by the pickles of a torch file (zip or legacy), read without unpickling anything."""
+    path = Path(path)
+    found: list[str] = []
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+            if any(n.endswith(("constants.pkl", "/code/")) or "/code/" in n for n in names):
+                raise UnsafeCheckpointError(f"{path}: refused global '<TorchScript archive>': a TorchScript "
+                                            "program, not a checkpoint of tensors")
+            for n in names:
+                if n.endswith(".pkl"):
+                    _scan_pickle(z.read(n), found, str(path))
+        return found
+    with open(path, "rb") as f:
+        # the legacy format: magic number, protocol, system info, the object, the storage keys
+        for _ in range(5):
+            _scan_pickle(f, found, str(path))
+    return found
 
-    def __init__(self, source: str):
-        self.Unpickler = type("SafeUnpickler", (SafeUnpickler,), {"source": source})
-        self.__name__ = "hdae_core.safe_pickle"
 
-    def load(self, file, **kwargs):
-        return self.Unpickler(file, **kwargs).load()
-
-    def loads(self, data, **kwargs):
-        import io
-
-        return self.Unpickler(io.BytesIO(data), **kwargs).load()
+def _check(path: Path) -> None:
+    if tarfile.is_tarfile(path) and not zipfile.is_zipfile(path):
+        raise ValueError(f"{path}: a torch < 0.4 tar checkpoint (or another tar archive); this loader reads "
+                         "zip and legacy-pickle checkpoints only")
+    allowed = ALLOWED_GLOBALS | set(STAND_INS) | set(_numpy_globals())
+    try:
+        names = scan_globals(path)
+    except UnsafeCheckpointError:
+        raise
+    except Exception as e:  # a stray text file, a truncated pickle, a zip with a broken member
+        raise ValueError(f"{path}: not a readable torch checkpoint ({type(e).__name__}: {e})") from None
+    for name in names:
+        if name not in allowed:
+            raise UnsafeCheckpointError(
+                f"{path}: refused global '{name}'; the pickle asks for code outside the allow list "
+                "(tensors, storages, dtypes, plain containers and inert stand-ins for Lightning's "
+                "attribute dicts and callbacks), so nothing of it was loaded")
 
 
 def _plain(obj: Any) -> Any:
     """Replace the stand-ins by plain dicts (recursively through containers)."""
-    if isinstance(obj, _Inert):
+    if isinstance(obj, _Namespace):
+        state = obj._state
+        if isinstance(state, tuple) and len(state) == 2:  # (dict, slots)
+            state = {**(state[0] or {}), **(state[1] or {})}
+        return {_plain_key(k): _plain(v) for k, v in (state or {}).items()} if isinstance(state, dict) else {}
+    if isinstance(obj, _Record):
         out: dict[str, Any] = {"__class__": obj._global}
         if obj._args:
             out["args"] = _plain(list(obj._args))
         if obj._state is not None:
             out["state"] = _plain(obj._state)
-        if len(obj):
-            out["items"] = {_plain_key(k): _plain(v) for k, v in obj.items()}
         return out
-    if isinstance(obj, _PlainDict) or type(obj) is dict:
+    if type(obj) is dict:
         return {_plain_key(k): _plain(v) for k, v in obj.items()}
     if type(obj) is collections.OrderedDict:
-        # state dicts: keep the type, only walk values that may hold stand-ins
         if all(isinstance(v, torch.Tensor) for v in obj.values()):
-            return obj
-        return collections.OrderedDict((_plain_key(k), _plain(v)) for k, v in obj.items())
+            return obj  # a state dict: keep it as it is
+        return type(obj)((_plain_key(k), _plain(v)) for k, v in obj.items())
     if type(obj) is list:
         return [_plain(v) for v in obj]
     if type(obj) is tuple:
@@ -182,31 +242,43 @@ def _plain(obj: Any) -> Any:
 
 def _plain_key(k: Any) -> Any:
     # Lightning < 1.5 keys callback states by the callback's class
-    if isinstance(k, type) and issubclass(k, _Inert):
+    if isinstance(k, type) and issubclass(k, _Record):
         return k._global
     return k
+
+
+_TORCH_GLOBAL = re.compile(r"GLOBAL (\S+) (?:was not an allowed global|whose module)")
+_TORCH_DETAIL = re.compile(r"WeightsUnpickler error:\s*(.*?)\s*(?:\n\n|$)", re.S)
+# what torch's weights-only unpickler says when it refuses rather than fails to read
+_TORCH_REFUSALS = ("Unsupported global", "Trying to load unsupported GLOBAL", "Only persistent_load of storage",
+                   "persistent_load id must be", "Can only", "Trying to call reduce", "Unsupported operand")
 
 
 def safe_load(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
     """``torch.load`` a checkpoint from an untrusted source; attribute dicts come back as plain dicts.
 
-    Raises ``UnsafeCheckpointError`` naming the refused global when the pickle would import or
-    call anything outside the allow list; nothing of the refused global is imported.
+    Raises ``UnsafeCheckpointError`` naming the refused global when the file would import or call
+    anything outside the allow list (checked before unpickling, and again by torch's weights-only
+    unpickler), ``ValueError`` when it is not a readable torch file.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: file not found")
-    if os.getenv("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "0").lower() in ("1", "y", "yes", "true"):
-        raise RuntimeError(
-            f"{path}: TORCH_FORCE_WEIGHTS_ONLY_LOAD is set, which forbids the allow-listed unpickler "
-            "this loader uses; unset it (the loader runs no code from the file either way)"
-        )
+    _check(path)
+    safe = [(cls, name) for name, cls in STAND_INS.items()] + [(obj, n) for n, obj in _numpy_globals().items()]
     try:
-        # memory-map zip checkpoints: optimizer states of big releases then cost no RAM until touched
-        obj = torch.load(path, map_location=map_location, pickle_module=_PickleModule(str(path)),
-                         weights_only=False, mmap=zipfile.is_zipfile(path))
-    except UnsafeCheckpointError:
-        raise
-    except Exception as e:  # a truncated zip, a stray text file, a pickle that builds nonsense
-        raise ValueError(f"{path}: not a readable torch checkpoint ({type(e).__name__}: {e})") from e
+        with torch.serialization.safe_globals(safe):
+            # memory-map zip checkpoints: optimizer states of big releases then cost no RAM until touched
+            obj = torch.load(path, map_location=map_location, weights_only=True, mmap=zipfile.is_zipfile(path))
+    except Exception as e:
+        text = str(e)
+        detail = _TORCH_DETAIL.search(text)
+        detail = detail.group(1) if detail else (text.splitlines() or [""])[0]
+        m = _TORCH_GLOBAL.search(text)
+        if m:
+            raise UnsafeCheckpointError(f"{path}: refused global '{m.group(1)}'; nothing of it was loaded") from None
+        if isinstance(e, pickle.UnpicklingError) and detail.startswith(_TORCH_REFUSALS):
+            raise UnsafeCheckpointError(f"{path}: refused: {detail}; nothing of it was loaded") from None
+        # a truncated zip, a storage record that names no storage type, a wrong-sized storage
+        raise ValueError(f"{path}: not a readable torch checkpoint ({type(e).__name__}: {detail})") from None
     return _plain(obj)
