@@ -10,7 +10,7 @@ import torch
 
 from .config import VARIANTS, ModelConfig
 from .model import HDAE
-from .train import EMA, make_optimizer
+from .optim import EMA, make_optimizer
 
 CPU_PRESETS = ("tiny", "shapes32", "diffae32")
 

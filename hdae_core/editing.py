@@ -23,7 +23,7 @@ from .stats import LatentStats
 
 __all__ = [
     "LatentStats", "AttributeDirections", "AttributeClassifiers", "encode_dataset", "train_classifiers",
-    "load_classifiers", "normalized_weights", "truncate", "manipulate", "edit_images", "mix_levels",
+    "load_classifiers", "load_or_train_classifiers", "check_levels", "style_mix_labels", "normalized_weights", "truncate", "manipulate", "edit_images", "mix_levels",
     "style_mix_grid", "slerp", "interpolate", "interpolate_images",
 ]
 
@@ -221,6 +221,22 @@ def load_classifiers(folder: str | Path) -> AttributeClassifiers:
     return AttributeClassifiers.load(folder)
 
 
+def load_or_train_classifiers(model, folder: str | Path | None, data, n_encode: int = 3000, C: float = 1.0,
+                              seed: int = 0) -> tuple[AttributeClassifiers, str]:
+    """(classifiers, where): those saved in ``folder`` when they fit the model's codes, else fitted on ``n_encode``
+    images of ``data``."""
+    if folder is not None and (Path(folder) / "directions.json").is_file():
+        clf = load_classifiers(folder)
+        if tuple(clf.stats.shape) == (model.num_levels, model.code_dim):
+            return clf, f"loaded from {folder}"
+        why = f"{folder} holds classifiers for codes {tuple(clf.stats.shape)}, not this model's"
+    else:
+        why = f"no classifiers in {folder}"
+    enc = encode_dataset(model, data, n=n_encode, progress=False)
+    clf = train_classifiers(enc["codes"], enc["attributes"], names=data.attribute_names, C=C, seed=seed)
+    return clf, f"{why}: fitted here on {n_encode} codes"
+
+
 # ---------------------------------------------------------------- truncated features (Eq. 1–2)
 
 
@@ -361,6 +377,16 @@ def style_mix_grid(model, x_a: torch.Tensor, x_b: torch.Tensor, steps: int = 100
         x_T_all = x_T.expand(B, *x_T.shape[1:]).repeat(L + 1, 1, 1, 1)
         out = model.decode(x_T_all, codes, steps)
     return out.reshape(L + 1, B, *out.shape[1:])
+
+
+def style_mix_labels(num_levels: int, order: str = "low_to_high") -> list[str]:
+    """Column labels of a style-mixing row: A, A's codes, the L − 1 partial mixes, all from B, B."""
+    L = num_levels
+    if order == "low_to_high":
+        mixes = ["z1 from B"] + [f"z1..z{j} from B" for j in range(2, L)]
+    else:
+        mixes = [f"z{L} from B"] + [f"z{L - j + 1}..z{L} from B" for j in range(2, L)]
+    return ["A", "A codes", *mixes, "all from B", "B"]
 
 
 # ---------------------------------------------------------------- interpolation

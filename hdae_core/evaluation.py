@@ -6,14 +6,17 @@ DiffAE/HDAE tables), averaged over the images.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Mapping, Sequence
 
+import pandas as pd
 import torch
 
 from . import metrics
 from .model import inference, model_device
 
-__all__ = ["mean_colour", "mean_colour_mse", "reconstruction_table", "METRIC_COLUMNS"]
+__all__ = ["mean_colour", "mean_colour_mse", "reconstruction_table", "read_training_logs", "last_evaluation",
+           "METRIC_COLUMNS"]
 
 METRIC_COLUMNS = ("SSIM", "LPIPS", "MSE")
 
@@ -54,8 +57,6 @@ def reconstruction_table(models: Mapping[str, torch.nn.Module], images: torch.Te
     ``n`` the number of images; ``baseline=True`` adds a "mean colour" row (T = 0, x_T "none").
     ``lpips_net=None`` skips LPIPS (NaN).
     """
-    import pandas as pd
-
     if images.dim() != 4 or images.shape[0] < 1:
         raise ValueError(f"images: expected [N, C, H, W] with N >= 1, got {list(images.shape)}")
     kinds = ("encoded", "encoded_diffae", "random")
@@ -112,3 +113,31 @@ def reconstruction_table(models: Mapping[str, torch.nn.Module], images: torch.Te
                                      *(f"{c}_std" for c in METRIC_COLUMNS), "n"])
     df.attrs.update(seed=seed, lpips_net=lpips_net, mse_scale="[-1, 1]")
     return df
+
+
+# ---------------------------------------------------------------- training curves (Fig. 5)
+
+
+def read_training_logs(folder: str | Path, names: Sequence[str], column: str = "eval_mse_enc"):
+    """({name: metrics.csv as a DataFrame}, [missing names]) for ``folder/<name>/metrics.csv``; a log without a
+    single ``column`` value counts as missing."""
+    runs, missing = {}, []
+    for name in names:
+        f = Path(folder) / name / "metrics.csv"
+        df = pd.read_csv(f) if f.is_file() else None
+        if df is None or column not in df or df[column].notna().sum() == 0:
+            missing.append(name)
+        else:
+            runs[name] = df
+    return runs, missing
+
+
+def last_evaluation(runs: Mapping[str, "pd.DataFrame"], columns: Sequence[str], key: str = "run"):
+    """One row per run: its last evaluated step and the ``columns`` there (NaN where a log lacks one)."""
+    rows = []
+    for name, df in runs.items():
+        ev = df.dropna(subset=[columns[0]])
+        last = ev.iloc[-1]
+        rows.append({key: name, "step": int(last["step"]),
+                     **{c: float(last[c]) if c in ev and pd.notna(last[c]) else float("nan") for c in columns}})
+    return pd.DataFrame(rows, columns=[key, "step", *columns])

@@ -2,18 +2,20 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import nn
+from tqdm.auto import tqdm
 
 from . import diffusion
+from .checkpoint import load_module_weights, read_module_meta, save_module
+from .metrics import frechet_distance
 from .nn import timestep_embedding
+from .optim import EMA
 from .stats import LatentStats
 
 FORMAT = "hdae-latent-ddim"
@@ -143,12 +145,10 @@ def train_latent(codes: torch.Tensor, stats: LatentStats | None = None, cfg: Lat
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     ema = None
     if ema_decay is not None:
-        from .train import EMA
         ema = EMA(model, ema_decay, warmup=True)
 
     it = range(steps)
     if progress:
-        from tqdm.auto import tqdm
         it = tqdm(it, desc="latent DDIM", leave=False)
     for _ in it:
         idx = torch.randint(0, n_codes, (min(batch_size, n_codes),), generator=g)
@@ -203,12 +203,8 @@ def sample_images(model, latent_model: LatentDDIM, n: int, stats: LatentStats, l
 def save(latent_model: LatentDDIM, path: str | Path, stats: LatentStats | None = None,
          extra: dict[str, Any] | None = None) -> Path:
     """Write ``path/latent_config.json`` + ``latent.safetensors`` (+ the code statistics when given)."""
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
     meta = {"format": FORMAT, "config": latent_model.config.to_dict(), "extra": extra or {}}
-    (path / CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-    state = {k: v.detach().cpu().contiguous().clone() for k, v in latent_model.state_dict().items()}
-    save_file(state, str(path / WEIGHTS_FILE), metadata={"format": FORMAT})
+    path = save_module(latent_model, path, CONFIG_FILE, WEIGHTS_FILE, meta)
     if stats is not None:
         stats.save(path)
     return path
@@ -216,16 +212,22 @@ def save(latent_model: LatentDDIM, path: str | Path, stats: LatentStats | None =
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> LatentDDIM:
     """Rebuild a latent DDIM written by ``save`` (its statistics: ``LatentStats.load(path)``)."""
-    path = Path(path)
-    cfg_file = path / CONFIG_FILE
-    if not cfg_file.is_file():
-        raise FileNotFoundError(f"{cfg_file}: missing; expected a folder written by hdae_core.latent.save")
-    meta = json.loads(cfg_file.read_text())
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{cfg_file}: not a latent DDIM config (format={meta.get('format')!r})")
-    model = LatentDDIM(LatentConfig.from_dict(meta["config"]))
-    from .checkpoint import validate_state
-    state = load_file(str(path / WEIGHTS_FILE))
-    validate_state(model, state, path / WEIGHTS_FILE)
-    model.load_state_dict(state)
-    return model.to(map_location).eval().requires_grad_(False)
+    meta = read_module_meta(path, CONFIG_FILE, FORMAT, "hdae_core.latent")
+    return load_module_weights(LatentDDIM(LatentConfig.from_dict(meta["config"])), path, WEIGHTS_FILE, map_location)
+
+
+def frechet_references(sampled: torch.Tensor, fit: torch.Tensor, ref: torch.Tensor, stats: LatentStats,
+                       generator: torch.Generator | None = None) -> dict[str, float]:
+    """Fréchet distances to held-out real codes ``ref`` (standardised, flattened): of the sampled codes, of the
+    codes the latent DDIM was fitted on (the floor) and of independent N(0, 1) codes (the baseline to beat)."""
+    def std(c):
+        return stats.standardize(c).flatten(1)
+
+    gauss = torch.randn((len(sampled), ref[0].numel()), generator=generator)
+    return {"latent_ddim": frechet_distance(std(sampled), std(ref)), "real_codes": frechet_distance(std(fit), std(ref)),
+            "independent_gaussian": frechet_distance(gauss, std(ref))}
+
+
+def nearest_codes(codes: torch.Tensor, pool: torch.Tensor, stats: LatentStats) -> torch.Tensor:
+    """Index of each code's nearest neighbour in ``pool`` by standardised distance (are samples copies?)."""
+    return torch.cdist(stats.standardize(codes).flatten(1), stats.standardize(pool).flatten(1)).argmin(1)

@@ -1,4 +1,4 @@
-"""Per-image reconstruction metrics: MSE, PSNR, SSIM, LPIPS.
+"""Per-image reconstruction metrics: MSE, PSNR, SSIM, LPIPS; the Fréchet distance between two sets of codes.
 
 Every function takes images in [-1, 1], shape [B, 3, H, W], and returns one value per image,
 a tensor [B] on the inputs' device. MSE is on the images' own [-1, 1] scale (divide by 4 for
@@ -182,3 +182,28 @@ def image_metrics(a: Tensor, b: Tensor, lpips_net: str = "alex") -> dict[str, Te
         "lpips": lpips(a, b, net=lpips_net),
     }
 
+
+
+# ---------------------------------------------------------------- Fréchet distance
+
+
+def _psd_sqrt(c: Tensor) -> Tensor:
+    w, v = torch.linalg.eigh(c)
+    return (v * w.clamp(min=0).sqrt()) @ v.T
+
+
+def gaussian_frechet(mu1: Tensor, cov1: Tensor, mu2: Tensor, cov2: Tensor) -> float:
+    """Fréchet distance of N(mu1, cov1) and N(mu2, cov2): ‖mu1 − mu2‖² + tr(C1 + C2 − 2 (C1^½ C2 C1^½)^½)."""
+    mu1, cov1, mu2, cov2 = (torch.as_tensor(x, dtype=torch.float64) for x in (mu1, cov1, mu2, cov2))
+    s1 = _psd_sqrt(cov1)
+    # tr (C1 C2)^½ = tr (C1^½ C2 C1^½)^½, and the latter is symmetric: eigh is exact where sqrtm is not
+    cross = torch.linalg.eigvalsh(s1 @ cov2 @ s1).clamp(min=0).sqrt().sum()
+    return float((mu1 - mu2).pow(2).sum() + torch.trace(cov1) + torch.trace(cov2) - 2 * cross)
+
+
+def frechet_distance(a: Tensor, b: Tensor) -> float:
+    """Fréchet distance between Gaussians fitted to two sets of flattened codes ``[N, F]`` (FID's formula)."""
+    if a.dim() != 2 or b.dim() != 2 or a.shape[1] != b.shape[1] or min(len(a), len(b)) < 2:
+        raise ValueError(f"frechet_distance: expected two [N >= 2, F] sets, got {list(a.shape)} and {list(b.shape)}")
+    a, b = a.double(), b.double()
+    return gaussian_frechet(a.mean(0), torch.cov(a.T), b.mean(0), torch.cov(b.T))

@@ -10,7 +10,7 @@ import torch
 from . import checkpoint as ck
 from .data import Shapes
 from .evaluation import mean_colour_mse
-from .train import describe_hardware
+from .hardware import describe_hardware
 
 
 @torch.no_grad()

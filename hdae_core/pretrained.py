@@ -1,9 +1,16 @@
 """The shipped demo models (``data/pretrained``) and the tiny stand-ins the smoke profile trains in their place."""
 from __future__ import annotations
 
+import time
 import warnings
 from pathlib import Path
 from typing import Callable
+
+import torch
+
+from . import checkpoint, oracle
+from .config import ModelConfig
+from .train import TrainConfig, train
 
 REPO_DIR = Path(__file__).resolve().parent.parent
 PRETRAINED_DIR = REPO_DIR / "data" / "pretrained"
@@ -70,10 +77,6 @@ def resolve(name_or_path: str | Path, pretrained_dir: str | Path | None = None) 
 
 def _train_smoke(key: str, workdir: Path, steps: int, progress: bool) -> Path:
     """Train (or reuse) the tiny stand-in for demo model ``key`` under ``workdir/smoke_models/key``."""
-    from . import checkpoint
-    from .config import ModelConfig
-    from .train import TrainConfig, train
-
     model = ModelConfig.preset(SMOKE_PRESET, key)
     run = workdir / "smoke_models" / key
     ck = run / "checkpoint"
@@ -87,8 +90,6 @@ def _train_smoke(key: str, workdir: Path, steps: int, progress: bool) -> Path:
     cfg = TrainConfig(model=model, out=str(run), steps=steps, batch_size=SMOKE_BATCH, lr=3e-4,
                       eval_every=steps, eval_size=8, eval_steps=5, ckpt_every=steps,
                       log_every=max(1, steps // 4), progress=progress, tensorboard=False)
-    import torch
-
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny convolutions: more threads only contend with whatever else runs
     try:
@@ -135,8 +136,34 @@ def find_oracle(size: int, pretrained_dir: str | Path | None = None) -> Path | N
     return p if (p / "oracle_config.json").is_file() else None
 
 
+def training_log(name_or_path: str | Path, pretrained_dir: str | Path | None = None) -> Path | None:
+    """The ``metrics.csv`` written beside a checkpoint (in its folder or the run folder above), if any."""
+    try:
+        ck = resolve(name_or_path, pretrained_dir)
+    except FileNotFoundError:
+        return None
+    found = [p / "metrics.csv" for p in (ck, ck.parent) if (p / "metrics.csv").is_file()]
+    return found[0] if found else None
+
+
+def load_oracle(size: int, cache_dir: str | Path, train_steps: int | None = None, seed: int = 0,
+                pretrained_dir: str | Path | None = None):
+    """(oracle, where): the shipped oracle for ``size`` px, else the one cached in ``cache_dir/size<px>``, else one
+    trained for ``train_steps`` and cached there; (None, why) when there is none and ``train_steps`` is None."""
+    shipped = find_oracle(size, pretrained_dir)
+    if shipped is not None:
+        return oracle.load(shipped), f"shipped {shipped}"
+    cache = repo_path(cache_dir) / f"size{size}"
+    if (cache / oracle.CONFIG_FILE).is_file():
+        return oracle.load(cache), f"cached {cache}"
+    if train_steps is None:
+        return None, f"no attribute oracle for {size} px shipped or cached in {cache}"
+    t0 = time.perf_counter()
+    orc, report = oracle.train_oracle(size=size, steps=train_steps, seed=seed, progress=False)
+    oracle.save(orc, cache, report)
+    return orc, f"trained here ({train_steps} steps, {time.perf_counter() - t0:.0f} s), cached in {cache}"
+
+
 def load(name_or_path: str | Path, pretrained_dir: str | Path | None = None, map_location="cpu"):
     """The model of ``resolve(name_or_path)`` with its EMA weights, in eval mode."""
-    from . import checkpoint
-
     return checkpoint.load(resolve(name_or_path, pretrained_dir), map_location=map_location)

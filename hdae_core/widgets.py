@@ -471,6 +471,23 @@ class Editor:
                 pass
 
 
+def example_edit(editor: Editor, attribute: str, alpha: float, path: str | Path) -> dict:
+    """Render one edit without widgets and write ``path`` (original | reconstruction | edited); its numbers."""
+    editor.reset()
+    base = editor.render()  # the α = 0 reconstruction; includes the one-off DDIM inversion
+    first_s = editor.last_seconds
+    editor.set_attribute(attribute, alpha)
+    edited = editor.render()
+    Path(path).write_bytes(png_bytes([editor.images[editor.index], base, edited], scale=editor.scale))
+    u8 = lambda x: ((x.clamp(-1, 1) + 1) * 127.5).round()  # noqa: E731
+    changed = float(((u8(edited) - u8(base)).abs().amax(0) > 2).float().mean())  # > 2 grey levels in any channel
+    cfg = editor.model.config
+    return {"variant": cfg.variant, "image_size": cfg.image_size, "attribute": attribute, "alpha": alpha,
+            "first_render_seconds": round(first_s, 3), "render_seconds": round(editor.last_seconds, 3),
+            "changed_pixel_fraction": round(changed, 4),
+            "mse_edit_vs_reconstruction": float(((edited - base) ** 2).mean())}
+
+
 def _css(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "-" for c in name)
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import codes_matter
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(600)]
 
@@ -54,10 +55,7 @@ def _checkpoint(folder: Path) -> Path:
 
     torch.manual_seed(0)
     m = HDAE(ModelConfig.preset("tiny", "hdae_u")).eval()
-    for mod in m.decoder.modules():  # zero-initialised output convs would make decodes ignore the codes
-        if getattr(mod, "out_layers", None) is not None:
-            torch.nn.init.normal_(mod.out_layers[3].weight, std=0.05)
-    torch.nn.init.normal_(m.decoder.out[2].weight, std=0.05)
+    codes_matter(m)
     ck.save(m, folder)
     with torch.no_grad():
         stats = LatentStats.from_codes(m.encode(Shapes(size=16, seed=1).batch(range(32))["image"]))

@@ -7,8 +7,10 @@ from hdae_core import HDAE, ModelConfig
 from hdae_core.directions import load_directions
 from hdae_core.editing import (
     AttributeClassifiers, LatentStats, edit_images, encode_dataset, interpolate, load_classifiers, manipulate,
-    mix_levels, normalized_weights, slerp, style_mix_grid, train_classifiers, truncate,
+    check_levels, load_or_train_classifiers, mix_levels, normalized_weights, slerp, style_mix_grid, style_mix_labels,
+    train_classifiers, truncate,
 )
+from conftest import codes_matter
 
 L, D = 3, 4
 
@@ -17,13 +19,7 @@ L, D = 3, 4
 @pytest.fixture(scope="module")
 def tiny():
     torch.manual_seed(0)
-    m = HDAE(ModelConfig.preset("tiny", "hdae_u")).eval()
-    # the zero-initialised output convs would make every decode ignore the codes
-    for mod in m.decoder.modules():
-        if getattr(mod, "out_layers", None) is not None:
-            torch.nn.init.normal_(mod.out_layers[3].weight, std=0.05)
-    torch.nn.init.normal_(m.decoder.out[2].weight, std=0.05)
-    return m
+    return codes_matter(HDAE(ModelConfig.preset("tiny", "hdae_u")).eval())
 
 
 def stats_for(codes):
@@ -220,3 +216,32 @@ def test_style_mix_grid_ends_are_a_and_b(tiny):
     assert torch.allclose(grid[0], tiny.decode(x_T, ca, 2), atol=1e-4)
     assert torch.allclose(grid[Lm], tiny.decode(x_T, cb, 2), atol=1e-4)
     assert torch.allclose(grid[1], tiny.decode(x_T, mix_levels(ca, cb, [0]), 2), atol=1e-4)
+
+
+def test_one_level_validator():
+    assert check_levels(2, 4) == [2] and check_levels([3, 0], 4) == [3, 0] and check_levels([], 4) == []
+    for bad, msg in (([4], "out of range"), ([1, 1], "distinct"), ([True], "integer"), ([0.5], "integer")):
+        with pytest.raises(ValueError, match=msg):
+            check_levels(bad, 4)
+    with pytest.raises(ValueError, match="distinct"):
+        mix_levels(torch.zeros(1, 3, 2), torch.ones(1, 3, 2), [0, 0])
+
+
+def test_style_mix_labels_name_the_levels_taken_from_b():
+    assert style_mix_labels(3) == ["A", "A codes", "z1 from B", "z1..z2 from B", "all from B", "B"]
+    assert style_mix_labels(3, "high_to_low") == ["A", "A codes", "z3 from B", "z2..z3 from B", "all from B", "B"]
+
+
+def test_load_or_train_classifiers_reuses_only_matching_ones(tiny, tmp_path):
+    from hdae_core.data import Shapes
+
+    data = Shapes(size=16, seed=0)
+    clf, where = load_or_train_classifiers(tiny, tmp_path / "none", data, n_encode=128)
+    assert "fitted here on 128 codes" in where and tuple(clf.stats.shape) == (tiny.num_levels, tiny.code_dim)
+    clf.save(tmp_path / "fits")
+    again, where = load_or_train_classifiers(tiny, tmp_path / "fits", data, n_encode=128)
+    assert where.startswith("loaded") and torch.equal(again.weight, clf.weight)
+    wrong = LatentStats.from_codes(torch.randn(8, tiny.num_levels + 1, tiny.code_dim))
+    type(clf)(clf.directions, clf.names, wrong, clf.bias).save(tmp_path / "other")
+    _, where = load_or_train_classifiers(tiny, tmp_path / "other", data, n_encode=128)
+    assert "not this model's" in where

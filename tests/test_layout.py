@@ -5,8 +5,8 @@ import torch
 from hdae_core import HDAE, ModelConfig
 from hdae_core import layout
 from hdae_core.data import Shapes
-from hdae_core.layout import (LayoutConfig, LayoutEncoder, compose_codes, default_levels, synthesize,
-                              train_layout_encoder)
+from hdae_core.layout import (LayoutConfig, LayoutEncoder, compose_codes, control_agreement, default_levels,
+                              synthesize, train_layout_encoder)
 
 
 
@@ -94,3 +94,18 @@ def test_training_refuses_size_mismatch():
     model = HDAE(ModelConfig.preset("tiny"))
     with pytest.raises(ValueError, match="16 px"):
         train_layout_encoder(model, Shapes(32), n_images=8, steps=1, progress=False)
+
+
+def test_control_agreement_counts_layout_and_image_factors():
+    names = ["is_circle", "is_square", "large"]
+    lay = torch.tensor([[1.0, 0, 1], [0, 1, 0]])  # layout 0: a large circle, layout 1: a small square
+    img = torch.tensor([[0.0, 1, 0], [0, 1, 1], [1, 0, 0]])
+    # each synthesised image shows its layout's shape, and image j's size
+    probs = torch.zeros(2, 3, 3)
+    probs[0, :, 0] = probs[1, :, 1] = 0.9
+    probs[:, :, 2] = img[None, :, 2] * 0.8 + 0.1
+    out = control_agreement(probs, lay, img, names, {"shape": ["is_circle", "is_square"], "large": ["large"]})
+    assert out["shape_matches_layout"] == 1.0
+    assert out["shape_matches_image"] == pytest.approx(3 / 6)  # (0, 2) and (1, 0), (1, 1) agree by chance
+    assert out["large_matches_image"] == 1.0
+    assert out["large_matches_layout"] == pytest.approx(3 / 6)

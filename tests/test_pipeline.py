@@ -1,6 +1,5 @@
 """The figure pipeline's pieces: plot helpers, parameter plumbing, the index, demo-model resolution."""
 import json
-import math
 import warnings
 
 import nbformat

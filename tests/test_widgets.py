@@ -12,23 +12,14 @@ from hdae_core import checkpoint as ck
 from hdae_core.data import Shapes
 from hdae_core.editing import LatentStats, manipulate
 from hdae_core.widgets import Editor, load_upload, png_bytes
+from conftest import codes_matter
 
 STEPS = 10  # a valid DDIM count (stride 100); a render of the tiny model takes ~0.1 s
 
 
-
-def _codes_matter(m: HDAE) -> HDAE:
-    # the zero-initialised output convs would make every decode ignore the codes
-    for mod in m.decoder.modules():
-        if getattr(mod, "out_layers", None) is not None:
-            torch.nn.init.normal_(mod.out_layers[3].weight, std=0.05)
-    torch.nn.init.normal_(m.decoder.out[2].weight, std=0.05)
-    return m.eval()
-
-
 def _tiny(variant="hdae_u"):
     torch.manual_seed(0)
-    return _codes_matter(HDAE(ModelConfig.preset("tiny", variant)))
+    return codes_matter(HDAE(ModelConfig.preset("tiny", variant))).eval()
 
 
 @pytest.fixture(scope="module")

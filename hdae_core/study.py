@@ -1,0 +1,73 @@
+"""What every study notebook shares: its report folder, its metrics, its figures and the closing ``metrics.json``."""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from IPython.display import Image, display
+
+from . import plots
+from .pretrained import repo_path
+
+METRICS_FILE = "metrics.json"
+
+
+def _plain(v: Any) -> Any:
+    if hasattr(v, "tolist") and not isinstance(v, (str, bytes)):
+        v = v.tolist()  # tensors and numpy arrays / scalars
+    if isinstance(v, dict):
+        return {str(k): _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    if isinstance(v, float) and (math.isnan(v) or math.isinf(v)):
+        return None
+    if isinstance(v, Path):
+        return str(v)
+    return v
+
+
+def save_metrics(out_dir: str | Path, metrics: dict[str, Any]) -> Path:
+    """Write ``out_dir/metrics.json`` (the headline numbers ``index.md`` shows): plain JSON, NaN/inf as null."""
+    path = Path(out_dir) / METRICS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(_plain(metrics), indent=2, allow_nan=False) + "\n")
+    return path
+
+
+class Study:
+    """One notebook's run: seeds and threads set, ``report`` folder made, ``metrics`` collected, timed."""
+
+    def __init__(self, out_dir: str | Path, profile: str = "full", seed: int = 0, threads: int = 1):
+        torch.set_num_threads(threads)  # the suite runs beside other jobs; small convolutions gain little from more
+        torch.manual_seed(seed)
+        self.report = repo_path(out_dir)  # relative paths are from the repository root, whatever the kernel's cwd
+        self.report.mkdir(parents=True, exist_ok=True)
+        self.seed = seed
+        self.metrics: dict[str, Any] = {"profile": profile}
+        self._t0 = time.perf_counter()
+
+    def path(self, name: str) -> Path:
+        return self.report / name
+
+    def show(self, name: str) -> Path:
+        """Display the PNG ``name`` of the report folder (figures are files first, so the index shows them too)."""
+        path = self.path(name)
+        display(Image(filename=str(path)))
+        return path
+
+    def grid(self, name: str, rows: Sequence[torch.Tensor], row_labels: Sequence[str] | None = None,
+             col_labels: Sequence[str] | None = None, scale: int = 1) -> Path:
+        """Save rows of images in [-1, 1] as the labelled grid ``name`` and display it."""
+        plots.save_labeled_grid(self.path(name), rows, row_labels=row_labels, col_labels=col_labels, scale=scale)
+        return self.show(name)
+
+    def finish(self) -> Path:
+        """Record the run time and write ``metrics.json``; prints the metrics."""
+        self.metrics["seconds"] = round(time.perf_counter() - self._t0, 1)
+        path = save_metrics(self.report, self.metrics)
+        print(json.dumps(_plain(self.metrics), indent=1)[:3000])
+        return path

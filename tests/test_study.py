@@ -1,0 +1,51 @@
+"""What the notebooks share: the Study run (report folder, figures, metrics.json) and the artefacts they look up."""
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from hdae_core import oracle, pretrained
+from hdae_core.study import Study
+
+
+def test_study_writes_figures_and_metrics(tmp_path):
+    study = Study(tmp_path / "report", profile="smoke", seed=3, threads=1)
+    assert study.report.is_dir() and torch.get_num_threads() == 1
+    a = torch.rand(3)
+    assert torch.equal(a, torch.rand(3, generator=torch.Generator().manual_seed(3)))  # the seed is set
+    path = study.grid("g.png", [torch.zeros(2, 3, 8, 8), torch.ones(1, 3, 8, 8)], row_labels=["a", "b"], scale=2)
+    with Image.open(path) as im:
+        assert im.width > 2 * 8 * 2
+    study.metrics.update(value=torch.tensor(0.5), bad=float("nan"))
+    m = json.loads(study.finish().read_text())
+    assert m["profile"] == "smoke" and m["value"] == 0.5 and m["bad"] is None and m["seconds"] >= 0
+
+
+def test_load_oracle_prefers_shipped_then_cached(tmp_path):
+    shipped = tmp_path / "pretrained"
+    none, why = pretrained.load_oracle(16, tmp_path / "cache", pretrained_dir=shipped)
+    assert none is None and "no attribute oracle" in why
+    orc = oracle.AttributeOracle(oracle.OracleConfig(image_size=16, channels=4))
+    oracle.save(orc, tmp_path / "cache" / "size16")
+    got, where = pretrained.load_oracle(16, tmp_path / "cache", pretrained_dir=shipped)
+    assert where.startswith("cached") and got.config == orc.config
+    oracle.save(orc, shipped / "shapes16_oracle")
+    _, where = pretrained.load_oracle(16, tmp_path / "cache", pretrained_dir=shipped)
+    assert where.startswith("shipped")
+
+
+def test_training_log_beside_a_checkpoint(tmp_path):
+    from hdae_core import HDAE, ModelConfig, checkpoint
+
+    run = tmp_path / "run"
+    checkpoint.save(HDAE(ModelConfig.preset("tiny", "dae")), run / "checkpoint")
+    assert pretrained.training_log(run / "checkpoint") is None
+    (run / "metrics.csv").write_text("step,loss\n1,0.5\n")
+    assert pretrained.training_log(run / "checkpoint") == run / "metrics.csv"
+    assert pretrained.training_log(tmp_path / "nowhere") is None
+
+
+@pytest.mark.parametrize("name", ["00_tour"])
+def test_repo_paths_are_from_the_repository_root(name):
+    assert pretrained.repo_path(f"notebooks/{name}.ipynb").is_file()
