@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -31,16 +32,36 @@ def _state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in module.state_dict().items()}
 
 
+def _fsync(path: Path) -> None:
+    # a rename is only as durable as what it renames: flush files and folders before and after
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems refuse fsync on folders
+        pass
+    finally:
+        os.close(fd)
+
+
 def save(model: HDAE, path: str | Path, ema: HDAE | None = None, extra: dict[str, Any] | None = None,
          tensors: dict[str, dict[str, torch.Tensor]] | None = None) -> Path:
     """Write ``path/`` atomically: a temporary sibling folder renamed into place, so a crash keeps the old one.
 
+    ``config.json`` is written last and lists every file with its size, so a folder is complete exactly
+    when its config is there and agrees with the files (``is_complete``). A kill at any point leaves a
+    complete checkpoint at ``path`` or in a hidden sibling, which ``recover`` puts back.
     ``tensors`` maps further file names (e.g. ``optimizer.safetensors``) to flat tensor dicts.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
+        save_file(_state(model), str(tmp / MODEL_FILE), metadata={"format": FORMAT})
+        if ema is not None:
+            save_file(_state(ema), str(tmp / EMA_FILE), metadata={"format": FORMAT})
+        for name, flat in (tensors or {}).items():
+            save_file({k: v.detach().cpu().contiguous() for k, v in flat.items()}, str(tmp / name))
+        files = {f.name: f.stat().st_size for f in tmp.iterdir()}
         meta = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -48,24 +69,90 @@ def save(model: HDAE, path: str | Path, ema: HDAE | None = None, extra: dict[str
             "diffusion": model.diffusion_config.to_dict(),
             "has_ema": ema is not None,
             "extra": extra or {},
+            "files": files,
         }
         (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-        save_file(_state(model), str(tmp / MODEL_FILE), metadata={"format": FORMAT})
-        if ema is not None:
-            save_file(_state(ema), str(tmp / EMA_FILE), metadata={"format": FORMAT})
-        for name, flat in (tensors or {}).items():
-            save_file({k: v.detach().cpu().contiguous() for k, v in flat.items()}, str(tmp / name))
+        for f in tmp.iterdir():
+            _fsync(f)
+        _fsync(tmp)
         old = None
         if path.exists():
-            old = path.with_name(f".{path.name}.old-{os.getpid()}")
+            old = path.with_name(f".{path.name}.old-{os.getpid()}-{time.time_ns()}")
             os.replace(path, old)
         os.replace(tmp, path)
+        _fsync(path.parent)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return path
+
+
+def _safetensors_complete(file: Path) -> bool:
+    """Whether a safetensors file holds all the bytes its header promises (a cut-off write does not)."""
+    try:
+        with open(file, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            if not 0 < n < 100 * 2**20:
+                return False
+            header = json.loads(f.read(n))
+        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+        return file.stat().st_size == 8 + n + end
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return False
+
+
+def is_complete(path: str | Path) -> bool:
+    """Whether ``path`` is a whole checkpoint folder: a valid config and every weights file written to its end."""
+    path = Path(path)
+    try:
+        meta = read_config(path)
+    except (OSError, ValueError):
+        return False
+    listed = meta.get("files")
+    if listed is None:  # folders written before the config listed its files
+        listed = {MODEL_FILE: None, **({EMA_FILE: None} if meta.get("has_ema") else {})}
+    for name, size in listed.items():
+        f = path / name
+        if not f.is_file() or (size is not None and f.stat().st_size != size):
+            return False
+        if name.endswith(".safetensors") and not _safetensors_complete(f):
+            return False
+    return True
+
+
+def _step(path: Path) -> int:
+    try:
+        return int(read_config(path).get("extra", {}).get("step", -1))
+    except (OSError, ValueError, TypeError):
+        return -1
+
+
+def recover(path: str | Path, log=print) -> bool:
+    """After a crash: put the newest complete checkpoint among ``path`` and its hidden siblings
+    (``.NAME.old-*`` moved aside by a save, ``.NAME.tmp-*`` not yet renamed) at ``path``, and delete
+    the rest. Returns whether ``path`` now holds a complete checkpoint."""
+    path = Path(path)
+    siblings = sorted(p for p in path.parent.glob(f".{path.name}.*-*")
+                      if p.is_dir() and p.name.startswith((f".{path.name}.old-", f".{path.name}.tmp-")))
+    candidates = ([path] if path.is_dir() else []) + siblings
+    complete = [c for c in candidates if is_complete(c)]
+    best = max(complete, key=lambda c: (_step(c), c == path), default=None)
+    if best is not None and best != path:
+        if path.exists():
+            aside = path.with_name(f".{path.name}.old-{os.getpid()}-{time.time_ns()}")
+            os.replace(path, aside)
+            siblings.append(aside)
+        os.replace(best, path)
+        _fsync(path.parent)
+        log(f"recovered the checkpoint of step {_step(path)} from {best.name} (a save was interrupted)")
+    removed = [p for p in siblings if p.exists() and p != best]
+    for p in removed:
+        shutil.rmtree(p, ignore_errors=True)
+    if removed:
+        log(f"removed {len(removed)} incomplete or superseded checkpoint folder(s) beside {path}")
+    return best is not None
 
 
 def read_config(path: str | Path) -> dict[str, Any]:
@@ -82,8 +169,19 @@ def read_config(path: str | Path) -> dict[str, Any]:
         meta = json.loads(cfg_path.read_text())
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{cfg_path}: not valid JSON ({e})") from e
-    if meta.get("format") != FORMAT or "model" not in meta:
-        raise CheckpointError(f"{cfg_path}: not an hdae checkpoint config (format={meta.get('format')!r})")
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or "model" not in meta:
+        fmt = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise CheckpointError(f"{cfg_path}: not an hdae checkpoint config (format={fmt!r})")
+    version = meta.get("format_version")
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise CheckpointError(f"{cfg_path}: field 'format_version' must be an integer, got {version!r}")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(f"{cfg_path}: format_version {version} is newer than this hdae reads "
+                              f"({FORMAT_VERSION}); update hdae to load it")
+    for key, kind in (("model", dict), ("diffusion", dict), ("extra", dict), ("has_ema", bool)):
+        if key in meta and not isinstance(meta[key], kind):
+            raise CheckpointError(f"{cfg_path}: field '{key}' must be a {'JSON object' if kind is dict else 'boolean'}, "
+                                  f"got {meta[key]!r}")
     return meta
 
 
@@ -117,15 +215,23 @@ def validate_state(model: torch.nn.Module, state: dict[str, torch.Tensor], file:
         )
 
 
+def configs(path: str | Path, meta: dict[str, Any] | None = None) -> tuple[ModelConfig, DiffusionConfig]:
+    """The model and diffusion configs of a checkpoint folder; a CheckpointError names the file and the field."""
+    path = Path(path)
+    meta = read_config(path) if meta is None else meta
+    if "diffusion" not in meta:
+        raise CheckpointError(f"{path / CONFIG_FILE}: required field 'diffusion' (the noise schedule) missing")
+    try:
+        return ModelConfig.from_dict(meta["model"]), DiffusionConfig.from_dict(meta["diffusion"])
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path / CONFIG_FILE}: invalid config ({e})") from None
+
+
 def load(path: str | Path, ema: bool = True, map_location: str | torch.device = "cpu") -> HDAE:
     """Rebuild the model from ``path/`` with EMA weights when present (``ema=False``: the raw weights)."""
     path = Path(path)
     meta = read_config(path)
-    try:
-        config = ModelConfig.from_dict(meta["model"])
-        dcfg = DiffusionConfig.from_dict(meta.get("diffusion", {}))
-    except (TypeError, ValueError) as e:
-        raise CheckpointError(f"{path / CONFIG_FILE}: invalid model config ({e})") from e
+    config, dcfg = configs(path, meta)
     model = HDAE(config, dcfg)
     file = path / (EMA_FILE if ema and meta.get("has_ema") else MODEL_FILE)
     state = _read_weights(file)

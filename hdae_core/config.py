@@ -5,16 +5,55 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 VARIANTS = ("dae", "dae_wide", "dae_u", "hdae_e", "hdae_u")
 
 
-def strict_from_dict(cls, d: dict[str, Any]):
-    """Build a config dataclass from JSON, refusing fields it does not know (a config from elsewhere)."""
-    unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+_SCALARS = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
+
+
+def _type_error(cls, name: str, want: str, value: Any) -> TypeError:
+    return TypeError(f"{cls.__name__} field '{name}': expected {want}, got {type(value).__name__} {value!r}")
+
+
+def check_field_type(cls, name: str, annotation: str, value: Any) -> None:
+    """Raise a TypeError naming the field unless a JSON value fits its annotation (int, float, str, bool,
+    tuple[X, ...] as a list, X | None). Bools are not numbers here, and 32.0 is not an int."""
+    ann = annotation.replace(" ", "")
+    if ann.endswith("|None"):
+        if value is None:
+            return
+        ann = ann[: -len("|None")]
+    if ann.startswith("tuple[") and ann.endswith(",...]"):
+        item = ann[len("tuple["):-len(",...]")]
+        if not isinstance(value, (list, tuple)):
+            raise _type_error(cls, name, f"a list of {item}", value)
+        for v in value:
+            if item in _SCALARS and (not isinstance(v, _SCALARS[item]) or (item != "bool" and isinstance(v, bool))):
+                raise _type_error(cls, name, f"a list of {item}", value)
+        return
+    if ann in _SCALARS:
+        if not isinstance(value, _SCALARS[ann]) or (ann != "bool" and isinstance(value, bool)):
+            raise _type_error(cls, name, ann, value)
+
+
+def strict_from_dict(cls, d: dict[str, Any], optional: Iterable[str] | None = None):
+    """Build a config dataclass from JSON, refusing fields it does not know (a config from elsewhere) and
+    values of the wrong type. With ``optional`` given, every other field is required: a config that
+    lacks one would otherwise load with today's default, which may not be what it was written with."""
+    if not isinstance(d, dict):
+        raise TypeError(f"{cls.__name__}: expected a JSON object, got {type(d).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(d) - set(fields)
     if unknown:
         raise ValueError(f"{cls.__name__}: unknown fields {sorted(unknown)}")
+    if optional is not None:
+        missing = sorted(set(fields) - set(d) - set(optional))
+        if missing:
+            raise ValueError(f"{cls.__name__}: required field(s) {missing} missing")
+    for name, value in d.items():
+        check_field_type(cls, name, str(fields[name].type), value)
     return cls(**d)
 
 
@@ -23,6 +62,7 @@ def _tuple(v):
 
 
 PREDICTIONS = ("eps", "v")
+BETA_SCHEDULES = ("linear",)
 
 
 @dataclass(frozen=True)
@@ -57,8 +97,17 @@ class ModelConfig:
             raise ValueError(f"unknown variant {self.variant!r}; expected one of {', '.join(VARIANTS)}")
         if self.prediction not in PREDICTIONS:
             raise ValueError(f"unknown prediction {self.prediction!r}; expected one of {', '.join(PREDICTIONS)}")
-        if self.norm_groups < 1:
-            raise ValueError(f"norm_groups must be at least 1, got {self.norm_groups}")
+        for name in ("image_size", "in_channels", "model_channels", "num_res_blocks", "num_heads",
+                     "embed_channels", "code_dim", "norm_groups"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("channel_mult", "enc_channel_mult"):
+            if not getattr(self, name) or min(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be a non-empty list of positive multipliers, got {list(getattr(self, name))}")
+        if self.enc_num_res_blocks is not None and self.enc_num_res_blocks < 1:
+            raise ValueError(f"enc_num_res_blocks must be at least 1 (or null), got {self.enc_num_res_blocks}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if len(self.channel_mult) < 2:
             raise ValueError(f"channel_mult {self.channel_mult} gives {len(self.channel_mult)} level; HDAE needs at least 2")
         if self.image_size % 2 ** (len(self.channel_mult) - 1):
@@ -100,9 +149,13 @@ class ModelConfig:
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
+    # fields added after format 1 whose default is what configs written before them meant
+    OPTIONAL_FIELDS = ("norm_groups",)
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
-        return strict_from_dict(cls, d)
+        """From JSON: every field but ``OPTIONAL_FIELDS`` required, each of its declared type."""
+        return strict_from_dict(cls, d, optional=cls.OPTIONAL_FIELDS)
 
 
 @dataclass(frozen=True)
@@ -112,12 +165,18 @@ class DiffusionConfig:
     T: int = 1000
     beta_schedule: str = "linear"
 
+    def __post_init__(self):
+        if self.beta_schedule not in BETA_SCHEDULES:
+            raise ValueError(f"unsupported beta_schedule {self.beta_schedule!r}; expected one of {', '.join(BETA_SCHEDULES)}")
+        if self.T < 1:
+            raise ValueError(f"T must be at least 1, got {self.T}")
+
     def to_dict(self):
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d):
-        return cls(**d)
+        return strict_from_dict(cls, d, optional=())
 
 
 PRESETS: dict[str, ModelConfig] = {

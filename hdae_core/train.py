@@ -236,8 +236,28 @@ def optimizer_tensors(model: nn.Module, opt: torch.optim.Optimizer) -> dict[str,
     return out
 
 
+ADAM_STATE = ("step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+
+
+def check_optimizer_tensors(params: dict[str, torch.Tensor], flat: dict[str, torch.Tensor],
+                            file: str = "optimizer.safetensors") -> None:
+    """Raise a CheckpointError unless every saved Adam entry names a parameter and has its shape
+    (a wrong-shaped moment would otherwise broadcast silently into the update)."""
+    for key, v in flat.items():
+        name, sep, k = key.partition("::")
+        if not sep or name not in params or k not in ADAM_STATE:
+            raise ckpt.CheckpointError(f"{file}: entry {key!r} is not Adam state of this model's parameters")
+        want = () if k == "step" else tuple(params[name].shape)
+        if tuple(v.shape) != want and not (k == "step" and v.numel() == 1):
+            raise ckpt.CheckpointError(f"{file}: {key} has shape {list(v.shape)}, the parameter needs "
+                                       f"{list(want)}; the optimizer state does not belong to this model")
+        if not v.is_floating_point():
+            raise ckpt.CheckpointError(f"{file}: {key} is {v.dtype}, expected a floating-point tensor")
+
+
 def load_optimizer_tensors(model: nn.Module, opt: torch.optim.Optimizer, flat: dict[str, torch.Tensor]) -> None:
     params = dict(model.named_parameters())
+    check_optimizer_tensors(params, flat)
     # fused and capturable Adam keep the step count beside the parameters, the others on the CPU
     # (as Optimizer.load_state_dict places it), so a CPU run resumes on CUDA and the other way round
     step_on_param = bool(opt.defaults.get("fused") or opt.defaults.get("capturable"))
@@ -378,9 +398,20 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     start_step, images, wall0 = 0, 0, 0.0
     opt_state = None
     ema_updates = 0
+    if resume:
+        if dist.rank() == 0:
+            # a kill during a save can leave the newest complete checkpoint in a hidden sibling folder
+            ckpt.recover(ck_dir, log=dist.print0)
+        dist.barrier()
     if resume and (ck_dir / ckpt.CONFIG_FILE).exists():
         meta = ckpt.read_config(ck_dir)
-        saved = TrainConfig.from_dict(meta["extra"]["train"])
+        extra = meta.get("extra", {})
+        if "train" not in extra or not (ck_dir / "optimizer.safetensors").is_file():
+            raise ckpt.CheckpointError(
+                f"{ck_dir}: holds a model without training state (an exported or imported model: no train config, "
+                "step or optimizer), so it can't be resumed; start a new run with another --out, or drop --resume "
+                "after moving that folder away")
+        saved = TrainConfig.from_dict(extra["train"])
         if saved.model != cfg.model:
             raise ValueError(f"{ck_dir}: checkpoint was trained with another model config; "
                              f"resume with the same preset and variant, or choose a new --out")
