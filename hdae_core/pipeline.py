@@ -1,9 +1,9 @@
 """Run the notebooks with papermill into ``reports/<name>/`` and write ``reports/index.md`` (``hdae figures``)."""
 from __future__ import annotations
 
-import ast
 import contextlib
 import json
+import logging
 import math
 import os
 import shutil
@@ -14,6 +14,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
 
+import nbformat
+import papermill
+from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+from tqdm.auto import tqdm
+
+from . import pretrained
 from .pretrained import REPO_DIR, repo_path
 
 NOTEBOOK_DIR = REPO_DIR / "notebooks"
@@ -23,64 +29,45 @@ NOTEBOOKS = (
 )
 WORK = "_tmp"  # reports/_tmp: models, oracles and runs the notebooks train, reused across runs
 
-# Per-profile notebook parameters. Strings may hold placeholders filled in by ``run``:
-# {out} the notebook's report folder, {reports} the reports folder, {work} reports/_tmp,
-# {hdae_u} / {dae} the demo checkpoint folders (shipped ones in 'full', tiny ones in 'smoke').
-_COMMON = {"out_dir": "{out}", "seed": 0, "threads": 1}
+KERNEL = "hdae"  # registered by `make venv` (ipykernel install --sys-prefix --name hdae)
+
+# Per-profile notebook parameters. "full" runs each notebook with its own defaults: it passes only where
+# things go (placeholders filled in by ``run``: {out} the notebook's report folder, {reports} the reports
+# folder, {work} reports/_tmp) and which models to load ({hdae_u} / {dae}: the shipped demo models, or
+# the stand-ins when they are missing). "smoke" shrinks every study to tiny 16 px models and 2–3 DDIM steps.
+_WHERE = {"out_dir": "{out}"}
+_MODELS = {"checkpoint_hdae": "{hdae_u}", "checkpoint_dae": "{dae}"}
+_FULL: dict[str, dict[str, Any]] = {
+    "00_tour": {"checkpoint_hdae": "{hdae_u}"},
+    "01_train": {"out": "{work}/01_train/run"},
+    "02_ablation": {"work_dir": "{work}/02_ablation"},
+    "03_reconstruction": _MODELS,
+    "04_hierarchy": {"checkpoint_hdae": "{hdae_u}"},
+    "05_directions": _MODELS,
+    "06_editing": {**_MODELS, "directions_dir": "{reports}/05_directions", "oracle_dir": "{work}/oracle"},
+    "07_editor": {"checkpoint": "{hdae_u}"},
+    "08_layout": {"checkpoint_hdae": "{hdae_u}", "oracle_dir": "{work}/oracle"},
+    "09_sampling": _MODELS,
+}
+_SMOKE: dict[str, dict[str, Any]] = {
+    "00_tour": {"n_images": 2, "steps": 3},
+    "01_train": {"preset": "tiny", "variant": "hdae_u", "steps": 4, "batch_size": 8, "eval_every": 2, "eval_size": 4,
+                 "eval_steps": 2, "log_every": 1, "reference": ""},
+    "02_ablation": {"retrain": True, "preset": "tiny", "steps": 2, "batch_size": 4, "eval_every": 1, "eval_size": 2,
+                    "eval_steps": 2},
+    "03_reconstruction": {"n_images": 6, "steps": [2, 3], "n_show": 4, "batch_size": 6},
+    "04_hierarchy": {"n_pairs": 2, "n_frames": 4, "steps": 2},
+    "05_directions": {"n_encode": 300},
+    "06_editing": {"n_encode": 300, "n_images": 3, "steps": 2, "attributes": ["red", "large"],
+                   "sweep_attributes": ["red"], "k_fractions": [1.0, 0.25, 0.05], "oracle_steps": 20},
+    "07_editor": {"steps": 2, "n_images": 2, "n_stats": 128},
+    "08_layout": {"n_train": 200, "layout_steps": 20, "layout_batch": 16, "n_layouts": 3, "n_images": 3, "steps": 2},
+    "09_sampling": {"n_encode": 300, "latent_steps": 40, "latent_width": 64, "latent_depth": 3, "n_samples": 6,
+                    "latent_sample_steps": 5, "steps": 2},
+}
 PROFILES: dict[str, dict[str, dict[str, Any]]] = {
-    # tiny 16 px models trained for a few steps, 2–3 DDIM steps: every code path in a few minutes
-    "smoke": {
-        "00_tour": {**_COMMON, "profile": "smoke", "checkpoint_hdae": "{hdae_u}", "n_images": 2, "steps": 3},
-        "01_train": {**_COMMON, "profile": "smoke", "preset": "tiny", "variant": "hdae_u", "steps": 4,
-                     "batch_size": 8, "eval_every": 2, "eval_size": 4, "eval_steps": 2, "log_every": 1,
-                     "out": "{work}/01_train/run", "reference": ""},
-        "02_ablation": {**_COMMON, "profile": "smoke", "retrain": True, "preset": "tiny", "steps": 2,
-                        "batch_size": 4, "eval_every": 1, "eval_size": 2, "eval_steps": 2,
-                        "work_dir": "{work}/02_ablation"},
-        "03_reconstruction": {**_COMMON, "profile": "smoke", "checkpoint_hdae": "{hdae_u}", "checkpoint_dae": "{dae}",
-                              "n_images": 6, "steps": [2, 3], "n_show": 4, "batch_size": 6},
-        "04_hierarchy": {**_COMMON, "profile": "smoke", "checkpoint_hdae": "{hdae_u}", "n_pairs": 2, "n_frames": 4,
-                         "steps": 2},
-        "05_directions": {**_COMMON, "profile": "smoke", "checkpoint_hdae": "{hdae_u}", "checkpoint_dae": "{dae}",
-                          "n_encode": 300},
-        "06_editing": {**_COMMON, "profile": "smoke", "checkpoint_hdae": "{hdae_u}", "checkpoint_dae": "{dae}",
-                       "directions_dir": "{reports}/05_directions", "n_encode": 300, "n_images": 3, "steps": 2,
-                       "attributes": ["red", "large"], "sweep_attributes": ["red"],
-                       "k_fractions": [1.0, 0.25, 0.05], "oracle_dir": "{work}/oracle", "oracle_steps": 20},
-        "07_editor": {"out_dir": "{out}", "threads": 1, "checkpoint": "{hdae_u}", "steps": 2, "n_images": 2,
-                      "n_stats": 128},
-        "08_layout": {**_COMMON, "profile": "smoke", "checkpoint_hdae": "{hdae_u}", "n_train": 200,
-                      "layout_steps": 20, "layout_batch": 16, "n_layouts": 3, "n_images": 3, "steps": 2, "oracle_dir": "{work}/oracle"},
-        "09_sampling": {**_COMMON, "profile": "smoke", "checkpoint_hdae": "{hdae_u}", "checkpoint_dae": "{dae}",
-                        "n_encode": 300, "latent_steps": 40, "latent_width": 64, "latent_depth": 3,
-                        "n_samples": 6, "latent_sample_steps": 5, "steps": 2},
-    },
-    # the shipped 32 px demo models; sized to finish within 20 minutes on 2 CPU cores
-    "full": {
-        "00_tour": {**_COMMON, "profile": "full", "checkpoint_hdae": "{hdae_u}", "n_images": 4, "steps": 20},
-        "01_train": {**_COMMON, "profile": "full", "preset": "tiny", "variant": "hdae_u", "steps": 100,
-                     "batch_size": 16, "eval_every": 50, "eval_size": 16, "eval_steps": 10, "log_every": 10,
-                     "out": "{work}/01_train/run", "reference": "shapes32_hdae_u"},
-        "02_ablation": {**_COMMON, "profile": "full", "retrain": False, "ablation_dir": "data/ablation"},
-        "03_reconstruction": {**_COMMON, "profile": "full", "checkpoint_hdae": "{hdae_u}", "checkpoint_dae": "{dae}",
-                              "n_images": 32, "steps": [10, 20, 50], "n_show": 8, "batch_size": 32},
-        "04_hierarchy": {**_COMMON, "profile": "full", "checkpoint_hdae": "{hdae_u}", "n_pairs": 3, "n_frames": 7,
-                         "steps": 20},
-        "05_directions": {**_COMMON, "profile": "full", "checkpoint_hdae": "{hdae_u}", "checkpoint_dae": "{dae}",
-                          "n_encode": 3000},
-        "06_editing": {**_COMMON, "profile": "full", "checkpoint_hdae": "{hdae_u}", "checkpoint_dae": "{dae}",
-                       "directions_dir": "{reports}/05_directions", "n_encode": 3000, "n_images": 10, "steps": 10,
-                       "attributes": ["red", "large", "striped", "left_side"], "sweep_attributes": ["red", "large"],
-                       "k_fractions": [1.0, 0.3, 0.1, 0.03], "oracle_dir": "{work}/oracle", "oracle_steps": 400},
-        "07_editor": {"out_dir": "{out}", "threads": 1, "checkpoint": "{hdae_u}", "steps": 10, "n_images": 8,
-                      "n_stats": 512},
-        "08_layout": {**_COMMON, "profile": "full", "checkpoint_hdae": "{hdae_u}", "n_train": 3000,
-                      "layout_steps": 600, "layout_batch": 32, "n_layouts": 4, "n_images": 4, "steps": 20,
-                      "oracle_dir": "{work}/oracle"},
-        "09_sampling": {**_COMMON, "profile": "full", "checkpoint_hdae": "{hdae_u}", "checkpoint_dae": "{dae}",
-                        "n_encode": 2000, "latent_steps": 2000, "latent_width": 256, "latent_depth": 4,
-                        "latent_batch": 64, "n_samples": 16, "latent_sample_steps": 50, "steps": 20},
-    },
+    "smoke": {n: {**_WHERE, "profile": "smoke", **_FULL[n], **_SMOKE[n]} for n in NOTEBOOKS},
+    "full": {n: {**_WHERE, "profile": "full", **_FULL[n]} for n in NOTEBOOKS},
 }
 # notebooks that load the demo models (the others train their own)
 _NEEDS_MODELS = {n for n in NOTEBOOKS if n not in ("01_train", "02_ablation")}
@@ -95,8 +82,6 @@ def notebook_path(name: str, notebook_dir: str | Path | None = None) -> Path:
 
 def parameters_cell(path: str | Path):
     """The first code cell of a notebook, which must be tagged ``parameters`` (ValueError otherwise)."""
-    import nbformat
-
     nb = nbformat.read(str(path), as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code"]
     if not code:
@@ -107,19 +92,10 @@ def parameters_cell(path: str | Path):
     return cell
 
 
-def notebook_parameters(path: str | Path) -> dict[str, Any]:
-    """Names assigned in the ``parameters`` cell → their default values (the source text when not a literal)."""
-    src = parameters_cell(path).source
-    out = {}
-    for node in ast.parse(src).body:
-        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
-        for t in targets:
-            if isinstance(t, ast.Name) and getattr(node, "value", None) is not None:
-                try:
-                    out[t.id] = ast.literal_eval(node.value)
-                except ValueError:
-                    out[t.id] = ast.get_source_segment(src, node.value)
-    return out
+def notebook_parameters(path: str | Path) -> dict[str, str]:
+    """Names assigned in the ``parameters`` cell → their default values' source text (``papermill.inspect_notebook``)."""
+    parameters_cell(path)
+    return {name: p["default"] for name, p in papermill.inspect_notebook(str(path)).items()}
 
 
 def check_parameters(profiles: Iterable[str] | None = None, notebook_dir: str | Path | None = None,
@@ -211,33 +187,65 @@ def _error_summary(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}".strip()
 
 
+class UnknownParameterWarning(UserWarning):
+    """papermill was passed a parameter the notebook's parameters cell does not define (an error in the tests)."""
+
+
+class _UnknownParameters(logging.Handler):
+    """Collects papermill's "Passed unknown parameter" log records, which it only logs."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "unknown parameter" in record.getMessage():
+            self.messages.append(record.getMessage())
+
+
+def kernel_python(kernel: str = KERNEL) -> str:
+    """The interpreter the Jupyter kernel ``kernel`` runs (ValueError naming the fix when it is not registered)."""
+    try:
+        return KernelSpecManager().get_kernel_spec(kernel).argv[0]
+    except NoSuchKernel:
+        raise ValueError(f"no Jupyter kernel named {kernel!r}: `make venv` registers 'hdae' for this environment "
+                         f"(or pass --kernel with one of: {', '.join(sorted(KernelSpecManager().find_kernel_specs()))})"
+                         ) from None
+
+
 def execute(name: str, params: dict[str, Any], out_dir: Path, notebook_dir: str | Path | None = None,
-            timeout: float | None = None) -> dict[str, Any]:
+            timeout: float | None = None, kernel: str = KERNEL) -> dict[str, Any]:
     """Run one notebook into ``out_dir/<name>.ipynb``; a result dict (status ok | failed | missing, seconds, error)."""
     src = notebook_path(name, notebook_dir)
     res: dict[str, Any] = {"status": "missing", "seconds": 0.0, "error": None, "notebook": None}
     if not src.is_file():
         res["error"] = f"notebook {src} not found"
         return res
-    import papermill as pm
 
     if out_dir.exists():
         shutil.rmtree(out_dir)  # stale figures from an earlier run must not be listed
     out_dir.mkdir(parents=True, exist_ok=True)
     out_nb = out_dir / f"{name}.ipynb"
     t0 = time.perf_counter()
+    unknown = _UnknownParameters()
+    logging.getLogger("papermill").addHandler(unknown)
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # papermill's own chatter; errors still raise
-            pm.execute_notebook(str(src), str(out_nb), parameters=params, kernel_name="python3",
-                                progress_bar=False, log_output=False, cwd=str(REPO_DIR),
-                                execution_timeout=timeout,
-                                # the kernel's own start-up chatter (e.g. "running over TCP without encryption")
-                                extra_arguments=["--IPKernelApp.log_level=CRITICAL"])
+            # the kernel machinery's deprecation chatter; papermill's "Passed unknown parameter" still warns
+            warnings.simplefilter("ignore", DeprecationWarning)
+            papermill.execute_notebook(str(src), str(out_nb), parameters=params, kernel_name=kernel,
+                                       progress_bar=False, log_output=False, cwd=str(REPO_DIR),
+                                       execution_timeout=timeout,
+                                       # the kernel's own start-up chatter ("running over TCP without encryption")
+                                       extra_arguments=["--IPKernelApp.log_level=CRITICAL"])
         res["status"] = "ok"
     except Exception as e:  # noqa: BLE001 - one failing notebook must not stop the others
         res["status"] = "failed"
         res["error"] = _error_summary(e)
+    finally:
+        logging.getLogger("papermill").removeHandler(unknown)
+    for msg in unknown.messages:
+        warnings.warn(f"{name}: {msg}", UnknownParameterWarning, stacklevel=2)
     res["seconds"] = round(time.perf_counter() - t0, 1)
     res["notebook"] = str(out_nb) if out_nb.exists() else None
     return res
@@ -340,10 +348,11 @@ def write_index(reports: Path, summary: dict[str, Any]) -> Path:
 
 def run(profile: str = "full", only: Iterable[str] | None = None, reports: str | Path = "reports",
         progress: bool = True, notebook_dir: str | Path | None = None, pretrained_dir: str | Path | None = None,
-        timeout: float | None = None) -> dict[str, Any]:
+        timeout: float | None = None, kernel: str = KERNEL) -> dict[str, Any]:
     """Run the notebooks (all, or ``only``) with the profile's parameters; returns the summary (``summary['ok']``)."""
     if profile not in PROFILES:
         raise ValueError(f"profile: expected one of {', '.join(PROFILES)}, got {profile!r}")
+    kernel_python(kernel)  # a clear error before any work when the kernel is missing
     names = select(only)
     t0 = time.perf_counter()
     reports = Path(reports).expanduser().resolve()
@@ -357,7 +366,6 @@ def run(profile: str = "full", only: Iterable[str] | None = None, reports: str |
     models: dict[str, Path] = {}
     model_error = None
     if _NEEDS_MODELS & set(names):
-        from . import pretrained
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", pretrained.PretrainedMissingWarning)
@@ -391,7 +399,6 @@ def run(profile: str = "full", only: Iterable[str] | None = None, reports: str |
         summary["index"] = str(write_index(reports, summary))
         return summary
 
-    from tqdm.auto import tqdm
     bar = tqdm(names, desc="notebooks", unit="nb", disable=not progress, file=sys.stderr)
     threads = int(PROFILES[profile][names[0]].get("threads", 1)) if names else 1
     with _kernel_env(threads):
@@ -404,7 +411,7 @@ def run(profile: str = "full", only: Iterable[str] | None = None, reports: str |
             if name in _NEEDS_MODELS and model_error:
                 res = {"status": "failed", "seconds": 0.0, "error": model_error, "notebook": None}
             else:
-                res = execute(name, params, out_dir, notebook_dir, timeout)
+                res = execute(name, params, out_dir, notebook_dir, timeout, kernel)
             res["parameters"] = params
             res["parameter_problems"] = problems
             res["metrics"] = _read_metrics(out_dir) if out_dir.is_dir() else None
@@ -422,7 +429,7 @@ def main(args) -> int:
     try:
         summary = run(profile=getattr(args, "profile", "full"), only=getattr(args, "only", None),
                       reports=getattr(args, "reports", "reports"), progress=not getattr(args, "no_progress", False),
-                      pretrained_dir=getattr(args, "pretrained_dir", None))
+                      pretrained_dir=getattr(args, "pretrained_dir", None), kernel=getattr(args, "kernel", None) or KERNEL)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -434,28 +441,3 @@ def main(args) -> int:
     if failed:
         print(f"{len(failed)} notebook(s) failed: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0
-
-
-# ---------------------------------------------------------------- for the notebooks
-
-
-def _plain(v: Any) -> Any:
-    if hasattr(v, "tolist") and not isinstance(v, (str, bytes)):
-        v = v.tolist()  # tensors and numpy arrays / scalars
-    if isinstance(v, dict):
-        return {str(k): _plain(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_plain(x) for x in v]
-    if isinstance(v, float) and (math.isnan(v) or math.isinf(v)):
-        return None
-    if isinstance(v, Path):
-        return str(v)
-    return v
-
-
-def save_metrics(out_dir: str | Path, metrics: dict[str, Any]) -> Path:
-    """Write ``out_dir/metrics.json`` (the headline numbers ``index.md`` shows): plain JSON, NaN/inf as null."""
-    path = Path(out_dir) / "metrics.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_plain(metrics), indent=2, allow_nan=False) + "\n")
-    return path

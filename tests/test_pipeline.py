@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from hdae_core import pipeline, plots, pretrained
+from hdae_core.study import save_metrics
 
 
 def _png_size(path):
@@ -161,8 +162,10 @@ def test_notebook_parameters_and_check(tmp_path):
     cell = nbformat.v4.new_code_cell('out_dir = "x"\nsteps = 3  # DDIM\nks: list = [1, 2]\nn = 2 * 3\n')
     cell.metadata["tags"] = ["parameters"]
     nb.cells = [nbformat.v4.new_markdown_cell("# t"), cell]
+    nb.metadata["kernelspec"] = {"name": "hdae", "display_name": "Python (hdae)", "language": "python"}
     nbformat.write(nb, tmp_path / "00_tour.ipynb")
-    assert pipeline.notebook_parameters(tmp_path / "00_tour.ipynb") == {"out_dir": "x", "steps": 3, "ks": [1, 2],
+    # papermill's own reading of the cell: the defaults' source text
+    assert pipeline.notebook_parameters(tmp_path / "00_tour.ipynb") == {"out_dir": '"x"', "steps": "3", "ks": "[1, 2]",
                                                                          "n": "2 * 3"}
     problems = pipeline.check_parameters(["smoke"], notebook_dir=tmp_path)
     assert problems and all(p.startswith("smoke/00_tour: passes") for p in problems)
@@ -175,7 +178,7 @@ def test_notebook_parameters_and_check(tmp_path):
 
 
 def test_save_metrics_is_strict_json(tmp_path):
-    p = pipeline.save_metrics(tmp_path, {"a": torch.tensor(0.5), "b": np.float32(2), "c": float("nan"),
+    p = save_metrics(tmp_path, {"a": torch.tensor(0.5), "b": np.float32(2), "c": float("nan"),
                                          "d": {"e": [1, np.int64(2)], "f": float("inf")}, "g": torch.arange(2)})
     assert json.loads(p.read_text()) == {"a": 0.5, "b": 2.0, "c": None, "d": {"e": [1, 2], "f": None}, "g": [0, 1]}
 
@@ -208,7 +211,7 @@ def _tiny_notebook(path, body):
     p = nbformat.v4.new_code_cell('out_dir = "unused"\nvalue = 0')
     p.metadata["tags"] = ["parameters"]
     nb.cells = [p, nbformat.v4.new_code_cell(body)]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["kernelspec"] = {"name": "hdae", "display_name": "Python (hdae)", "language": "python"}
     nbformat.write(nb, path)
 
 
