@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import sys
 
@@ -85,8 +86,16 @@ def _export(args) -> int:
     return 0
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("hdae")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="hdae", description="Hierarchical Diffusion Autoencoders")
+    ap.add_argument("--version", action="version", version=f"hdae {_version()}")
     sub = ap.add_subparsers(dest="cmd", required=True)
 
     t = sub.add_parser("train", help="train a model (built-in shapes by default)")
@@ -132,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--reports", default="reports")
     f.add_argument("--no-progress", action="store_true")
     f.add_argument("--pretrained-dir", default=None, help="folder of the demo models (default data/pretrained)")
+    f.add_argument("--kernel", default="hdae", help="Jupyter kernel the notebooks run with (make venv registers 'hdae')")
     f.set_defaults(func=_figures)
 
     b = sub.add_parser("bench", help="speed benchmark")

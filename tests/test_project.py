@@ -41,3 +41,12 @@ def test_ci_runs_the_readme_test_command():
     assert "make test" in (ROOT / ".ci" / "run").read_text()
     readme = (ROOT / "README.md").read_text()
     assert "make test" in readme and "make figures" in readme
+
+
+def test_version_and_module_entry_point():
+    import subprocess
+    import sys
+
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    r = subprocess.run([sys.executable, "-m", "hdae_core", "--version"], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0 and r.stdout.strip() == f"hdae {version}", r.stderr
