@@ -1,12 +1,10 @@
 """One training loop for every variant: AMP, EMA, gradient clipping, atomic checkpoints, exact resume, DDP."""
 from __future__ import annotations
 
-import copy
 import csv
 import dataclasses
 import json
 import os
-import platform
 import signal
 import threading
 import time
@@ -23,26 +21,12 @@ from torch.utils.data.distributed import DistributedSampler
 from . import checkpoint as ckpt
 from . import dist
 from .config import ModelConfig
+from .hardware import describe_hardware
 from .model import HDAE
+from .optim import EMA, make_optimizer
 
 CSV_FIELDS = ["step", "images", "wall_s", "loss", "img_s", "lr",
               "eval_mse_enc", "eval_mse_rand", "eval_lpips_enc", "eval_lpips_rand"]
-
-
-def describe_hardware(device: torch.device | None = None) -> str:
-    """CPU model and core count, the GPU's name when ``device`` is CUDA, and the torch version."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    text = f"{cpu}, {os.cpu_count()} CPU cores"
-    if device is not None and device.type == "cuda":
-        text = f"{torch.cuda.get_device_name(device)} ({text})"
-    return f"{text}, torch {torch.__version__}"
 
 
 class TrainingDiverged(RuntimeError):
@@ -191,40 +175,11 @@ def batches(dataset, cfg: TrainConfig, start_step: int, device: torch.device) ->
                 step += 1
 
 
-class EMA:
-    """Exponential moving average of the weights, updated in place with one fused lerp."""
-
-    def __init__(self, model: nn.Module, decay: float, warmup: bool, updates: int = 0):
-        self.model = copy.deepcopy(model).eval().requires_grad_(False)
-        self.decay, self.warmup, self.updates = decay, warmup, updates
-
-    def current_decay(self) -> float:
-        if not self.warmup:
-            return self.decay
-        return min(self.decay, (1 + self.updates) / (10 + self.updates))
-
-    @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        d = self.current_decay()
-        ema_p = [p for p in self.model.parameters()]
-        src = [p.detach() for p in model.parameters()]
-        torch._foreach_lerp_(ema_p, src, 1.0 - d)
-        self.updates += 1
-
-
 def _amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
     mode = cfg.amp
     if mode == "auto":
         mode = "bf16" if device.type == "cuda" else "none"
     return {"bf16": torch.bfloat16, "fp16": torch.float16, "none": None}[mode]
-
-
-def make_optimizer(model: nn.Module, lr: float) -> torch.optim.Optimizer:
-    """Adam, fused where the device supports it."""
-    try:
-        return torch.optim.Adam(model.parameters(), lr=lr, fused=True)
-    except (RuntimeError, TypeError):
-        return torch.optim.Adam(model.parameters(), lr=lr, foreach=True)
 
 
 def optimizer_tensors(model: nn.Module, opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
