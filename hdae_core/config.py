@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Iterable
 
 VARIANTS = ("dae", "dae_wide", "dae_u", "hdae_e", "hdae_u")
@@ -212,17 +210,3 @@ PRESETS: dict[str, ModelConfig] = {
         attention_resolutions=(16,), num_res_blocks=2, embed_channels=512, code_dim=512, dropout=0.1,
     ),
 }
-
-
-def write_json(path: str | Path, data: dict) -> None:
-    Path(path).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-
-
-def read_json(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: file not found")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from e
