@@ -1,23 +1,138 @@
-"""The ``hdae`` command: thin argument parsing around the library."""
+"""The ``hdae`` command: thin argument parsing around the library.
+
+Every numeric and path argument is checked while parsing; a user error prints one line
+``hdae: error: …`` naming the argument and what it allows, and exits 2. ``--debug`` (anywhere on the
+line) or ``HDAE_DEBUG=1`` shows the traceback instead.
+"""
 from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import dataclasses
 import json
+import math
+import os
 import sys
+import tempfile
+from pathlib import Path
 
-from .config import PRESETS, VARIANTS, ModelConfig
+from .config import PRESETS, VARIANTS, ModelConfig, check_field_type
+
+
+class UserError(Exception):
+    """A mistake in the command line or its inputs: reported in one line, exit status 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line, ``hdae: error: …``, exit 2 (subcommand parsers included)."""
+
+    def error(self, message):
+        raise UserError(message)
+
+
+def _number(kind, lo=None, hi=None, lo_open=False, hi_open=False, what=None):
+    """An argparse type: a finite ``kind`` in the given range, its message saying what is allowed."""
+    lo_s = "" if lo is None else (f"> {lo}" if lo_open else f">= {lo}")
+    hi_s = "" if hi is None else (f"< {hi}" if hi_open else f"<= {hi}")
+    allowed = what or f"{'an integer' if kind is int else 'a number'} {' and '.join(x for x in (lo_s, hi_s) if x)}".strip()
+
+    def parse(text):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {allowed}, got {text!r}") from None
+        if (kind is float and not math.isfinite(v)) or (lo is not None and (v <= lo if lo_open else v < lo)) \
+                or (hi is not None and (v >= hi if hi_open else v > hi)):
+            raise argparse.ArgumentTypeError(f"expected {allowed}, got {text!r}")
+        return v
+
+    parse.__name__ = allowed  # argparse names the type in some messages
+    return parse
+
+
+POSITIVE_INT = _number(int, 1, what="a positive integer")
+COUNT = _number(int, 0, what="an integer >= 0")
+POSITIVE_FLOAT = _number(float, 0, lo_open=True, what="a finite number > 0")
+
+
+def _out_folder(text: str) -> str:
+    """A folder the run can write to: created now, so a mistake shows before any work starts."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a file; expected a folder to write the run into")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".hdae-write-test-"):
+            pass
+    except OSError as e:
+        raise argparse.ArgumentTypeError(f"can't write to {text} ({e.strerror or e}); expected a writable folder") from None
+    return text
+
+
+def _existing(text: str) -> str:
+    if not Path(text).exists():
+        raise argparse.ArgumentTypeError(f"{text} does not exist")
+    return text
+
+
+def _data(text: str) -> str:
+    if text.lower() == "shapes" or Path(text).exists():
+        return text
+    raise argparse.ArgumentTypeError(f"{text} does not exist; expected 'shapes', an image folder or an LMDB folder")
+
+
+def _device(text: str) -> str:
+    import torch
+
+    try:
+        dev = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(f"expected cpu, cuda, cuda:N or mps, got {text!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"{text}: CUDA is not available on this machine (torch {torch.__version__}); use cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise argparse.ArgumentTypeError(f"{text}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise argparse.ArgumentTypeError(f"{text}: MPS is not available on this machine; use cpu")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise argparse.ArgumentTypeError(f"expected cpu, cuda, cuda:N or mps, got {text!r}")
+    return text
+
+
+def _model_json(text: str) -> dict:
+    """ModelConfig field overrides as a JSON object, each field known and of its type."""
+    try:
+        d = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({e.msg} at character {e.pos}); "
+                                         'expected an object such as \'{"model_channels": 32}\'') from None
+    if not isinstance(d, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object of ModelConfig fields, got {type(d).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(ModelConfig)}
+    unknown = sorted(set(d) - set(fields))
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown field(s) {unknown}; ModelConfig has {', '.join(fields)}")
+    for k, v in d.items():
+        try:
+            check_field_type(ModelConfig, k, str(fields[k].type), v)
+        except TypeError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    return d
 
 
 def train_config_from_args(args):
     """The TrainConfig that `hdae train` runs for parsed ``args``."""
     from .train import TrainConfig
 
-    overrides = json.loads(args.model_json) if args.model_json else {}
+    overrides = dict(args.model_json or {})
     if args.prediction:
         overrides["prediction"] = args.prediction
+    try:
+        model = ModelConfig.preset(args.preset, args.variant, **overrides)
+    except (TypeError, ValueError) as e:
+        raise UserError(f"argument --model-json: {e}") from None
     return TrainConfig(
-        model=ModelConfig.preset(args.preset, args.variant, **overrides),
+        model=model,
         out=args.out, data=args.data, steps=args.steps, batch_size=args.batch, lr=args.lr,
         ema_decay=args.ema_decay, ema_warmup=not args.no_ema_warmup, seed=args.seed, amp=args.amp,
         channels_last=args.channels_last, compile=args.compile or args.compile_mode != "default",
@@ -25,6 +140,7 @@ def train_config_from_args(args):
         num_workers=args.workers, log_every=args.log_every, eval_every=args.eval_every,
         eval_size=args.eval_size, ckpt_every=args.ckpt_every, progress=not args.no_progress,
         cache_data=args.cache_data, max_minutes=args.max_minutes,
+        on_bad_image=args.on_bad_image, convert_images=args.convert_images,
     )
 
 
@@ -35,8 +151,7 @@ def _train(args) -> int:
     try:
         path = train(cfg, resume=args.resume)
     except TrainingDiverged as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        raise UserError(str(e)) from None
     print(f"checkpoint: {path}")
     return 0
 
@@ -94,41 +209,46 @@ def _version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="hdae", description="Hierarchical Diffusion Autoencoders")
+    ap = Parser(prog="hdae", description="Hierarchical Diffusion Autoencoders")
     ap.add_argument("--version", action="version", version=f"hdae {_version()}")
     sub = ap.add_subparsers(dest="cmd", required=True)
 
     t = sub.add_parser("train", help="train a model (built-in shapes by default)")
     t.add_argument("--preset", default="shapes32", choices=list(PRESETS))
     t.add_argument("--variant", default="hdae_u", choices=list(VARIANTS))
-    t.add_argument("--model-json", default=None, help="JSON of ModelConfig field overrides")
+    t.add_argument("--model-json", default=None, type=_model_json, help="JSON of ModelConfig field overrides")
     t.add_argument("--prediction", default=None, choices=["eps", "v"],
                    help="decoder output: eps (DiffAE, the default) or v (its decoder follows the codes far sooner)")
-    t.add_argument("--out", required=True, help="run folder (checkpoint, metrics.csv, grids)")
-    t.add_argument("--data", default=None, help="image folder or DiffAE LMDB; default: built-in shapes")
-    t.add_argument("--steps", type=int, default=1000)
-    t.add_argument("--batch", type=int, default=32, help="global batch size")
-    t.add_argument("--lr", type=float, default=1e-4)
-    t.add_argument("--ema-decay", type=float, default=0.9999)
+    t.add_argument("--out", required=True, type=_out_folder, help="run folder (checkpoint, metrics.csv, grids)")
+    t.add_argument("--data", default=None, type=_data, help="image folder or DiffAE LMDB; default: built-in shapes")
+    t.add_argument("--steps", type=POSITIVE_INT, default=1000)
+    t.add_argument("--batch", type=POSITIVE_INT, default=32, help="global batch size")
+    t.add_argument("--lr", type=POSITIVE_FLOAT, default=1e-4)
+    t.add_argument("--ema-decay", type=_number(float, 0, 1, hi_open=True), default=0.9999)
     t.add_argument("--no-ema-warmup", action="store_true")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=COUNT, default=0)
     t.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "none"])
     t.add_argument("--channels-last", default="auto", choices=["auto", "on", "off"])
     t.add_argument("--compile", action="store_true", help="torch.compile the training step's forward")
     t.add_argument("--compile-mode", default="default", choices=["default", "reduce-overhead", "max-autotune"],
                    help="torch.compile mode (implies --compile unless default)")
-    t.add_argument("--device", default=None)
-    t.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (and for --cache-data)")
+    t.add_argument("--device", default=None, type=_device)
+    t.add_argument("--workers", type=COUNT, default=0, help="DataLoader worker processes (and for --cache-data)")
     t.add_argument("--cache-data", default="auto", choices=["auto", "on", "off"],
                    help="render the built-in data set once into device memory (auto: on CUDA)")
-    t.add_argument("--max-minutes", type=float, default=0.0,
+    t.add_argument("--max-minutes", type=_number(float, 0), default=0.0,
                    help="stop after this much wall time with a checkpoint and an evaluation (0: no limit)")
-    t.add_argument("--log-every", type=int, default=50)
-    t.add_argument("--eval-every", type=int, default=1000)
-    t.add_argument("--eval-size", type=int, default=64)
-    t.add_argument("--ckpt-every", type=int, default=1000)
+    t.add_argument("--log-every", type=POSITIVE_INT, default=50)
+    t.add_argument("--eval-every", type=COUNT, default=1000, help="0: no evaluation")
+    t.add_argument("--eval-size", type=POSITIVE_INT, default=64)
+    t.add_argument("--ckpt-every", type=POSITIVE_INT, default=1000)
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint when present")
     t.add_argument("--no-progress", action="store_true")
+    t.add_argument("--on-bad-image", default="error", choices=["error", "skip"],
+                   help="an undecodable or non-RGB image in --data: stop with its name (error) or skip it and "
+                        "count it (skip)")
+    t.add_argument("--convert-images", action="store_true",
+                   help="convert grayscale, RGBA and palette images in --data to RGB instead of refusing them")
     t.set_defaults(func=_train)
 
     p = sub.add_parser("params", help="print the parameter count table (presets × variants)")
@@ -147,19 +267,19 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="speed benchmark")
     b.add_argument("--preset", default=None)
     b.add_argument("--variant", default=None)
-    b.add_argument("--batch", type=int, default=16)
+    b.add_argument("--batch", type=POSITIVE_INT, default=16)
     b.add_argument("--json", action="store_true")
-    b.add_argument("--device", default=None)
+    b.add_argument("--device", default=None, type=_device)
     b.set_defaults(func=_bench)
 
     e = sub.add_parser("export", help="ship a run as a demo model (EMA weights, metrics, quality check, card)")
-    e.add_argument("run", help="run folder written by `hdae train`")
+    e.add_argument("run", type=_existing, help="run folder written by `hdae train`")
     e.add_argument("dest", help="destination, e.g. data/pretrained/shapes32_hdae_u")
     e.add_argument("--command", required=True, action="append",
                    help="the training command, recorded in the model card; repeat it, in order, for a run "
                         "resumed with other settings")
-    e.add_argument("--n-eval", type=int, default=256)
-    e.add_argument("--device", default=None, help="where the quality check runs (default: cuda when available)")
+    e.add_argument("--n-eval", type=POSITIVE_INT, default=256)
+    e.add_argument("--device", default=None, type=_device, help="where the quality check runs (default: cuda when available)")
     e.add_argument("--note", default=None, help="a line for the model card, e.g. how the hardware was shared")
     e.set_defaults(func=_export)
 
@@ -170,10 +290,39 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "import-diffae":
-        return _import_diffae(None, argv[1:])
-    args = build_parser().parse_args(argv)
-    return args.func(args)
+    debug = "--debug" in argv or os.environ.get("HDAE_DEBUG", "").lower() in ("1", "true", "yes")
+    argv = [a for a in argv if a != "--debug"]
+    try:
+        if argv and argv[0] == "import-diffae":
+            return _import_diffae(None, argv[1:])
+        args = build_parser().parse_args(argv)
+        return args.func(args)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("hdae: interrupted", file=sys.stderr)
+        return 130
+    except UserError as e:
+        if debug:
+            raise
+        print(f"hdae: error: {e}", file=sys.stderr)
+        return 2
+    except (ValueError, TypeError, OSError) as e:
+        # bad inputs found after parsing: a checkpoint, a data set, a config file
+        if debug:
+            raise
+        print(f"hdae: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except Exception as e:  # a bug: still one line, the traceback on request
+        if debug:
+            raise
+        print(f"hdae: error: {type(e).__name__}: {_one_line(e)} (run with --debug for the traceback)", file=sys.stderr)
+        return 1
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if not isinstance(e, OSError) or e.filename is None or str(e.filename) in text else f"{e.filename}: {text}"
 
 
 if __name__ == "__main__":

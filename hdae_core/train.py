@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import math
 import os
 import signal
 import threading
@@ -63,6 +64,25 @@ class TrainConfig:
     grid_every: int = 0  # 0: at every evaluation
     progress: bool = True
     tensorboard: bool = True
+    on_bad_image: str = "error"  # error | skip: what an undecodable or non-RGB image in `data` does
+    convert_images: bool = False  # convert grayscale / RGBA / palette images to RGB instead of refusing them
+    diverge_factor: float = 1000.0  # a loss this many times its running level stops the run (0: only non-finite)
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "log_every", "ckpt_every", "eval_size", "eval_steps"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        for name in ("eval_every", "num_workers", "grid_every", "seed"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {v!r}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a finite number > 0, got {self.lr!r}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay!r}")
+        if not (math.isfinite(self.max_minutes) and self.max_minutes >= 0):
+            raise ValueError(f"max_minutes must be a finite number >= 0, got {self.max_minutes!r}")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -142,7 +162,7 @@ def batches(dataset, cfg: TrainConfig, start_step: int, device: torch.device) ->
     per_rank = cfg.batch_size // world
     n = len(dataset)
     steps_per_epoch = (n // world) // per_rank
-    if steps_per_epoch == 0:
+    if per_rank < 1 or steps_per_epoch <= 0:
         raise ValueError(f"data set of {n} images is smaller than one batch of {cfg.batch_size}")
     cache = None
     if _use_cache(dataset, cfg, device):
@@ -284,11 +304,14 @@ def _eval_and_grid(ema_model: HDAE, x_eval: torch.Tensor, cfg: TrainConfig, out:
 
 def make_dataset(cfg: TrainConfig):
     """The training set: the built-in shapes unless ``cfg.data`` names a folder or LMDB."""
-    if cfg.data is None:
+    if cfg.data is None or str(cfg.data).lower() == "shapes":
         from .data import Shapes
         return Shapes(size=cfg.model.image_size, seed=cfg.seed)
     from .data import make_dataset as _make
-    return _make(cfg.data, cfg.model.image_size)
+    if cfg.on_bad_image not in ("error", "skip"):
+        raise ValueError(f"on_bad_image must be error or skip, got {cfg.on_bad_image!r}")
+    return _make(cfg.data, cfg.model.image_size, on_error="raise" if cfg.on_bad_image == "error" else "skip",
+                 convert_mode=cfg.convert_images)
 
 
 def held_out_batch(cfg: TrainConfig) -> torch.Tensor:
@@ -417,7 +440,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         except ImportError:
             pass
     x_eval = held_out_batch(cfg).to(device) if dist.rank() == 0 else None
-    data = batches(make_dataset(cfg), cfg, start_step, device)
+    dataset = make_dataset(cfg)
+    data = batches(dataset, cfg, start_step, device)
 
     rank = dist.rank()
     bar = None
@@ -436,6 +460,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         ckpt.save(model, ck_dir, ema=ema.model, extra=extra,
                   tensors={"optimizer.safetensors": optimizer_tensors(model, opt)})
 
+    level = None  # running level of the loss, for the explosion check
     stop = StopSignal().install()
     try:
         for step in range(start_step, cfg.steps):
@@ -450,11 +475,18 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
             torch.manual_seed(_step_seed(cfg.seed, step) + rank)  # dropout
             with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
                 loss = step_fn(x0, t, noise).mean()
-            if not torch.isfinite(loss.detach()).all():
+            lv = loss.detach().float().item()
+            if not math.isfinite(lv):
                 raise TrainingDiverged(
-                    f"non-finite loss ({loss.item()}) at step {step}; the last good checkpoint in {ck_dir} is kept. "
+                    f"non-finite loss ({lv}) at step {step}; the last good checkpoint in {ck_dir} is kept. "
                     "Lower --lr, use --amp none, or check the data for NaNs."
                 )
+            if cfg.diverge_factor and level is not None and lv > cfg.diverge_factor * level and lv > 10.0:
+                raise TrainingDiverged(
+                    f"loss exploded at step {step}: {lv:.3g}, {lv / level:.2g} times its running level {level:.3g}; "
+                    f"the last good checkpoint in {ck_dir} is kept. Lower --lr (it is {cfg.lr:g})."
+                )
+            level = lv if level is None else 0.9 * level + 0.1 * lv
             opt.zero_grad(set_to_none=True)
             if scaler is not None:
                 scaler.scale(loss).backward()
@@ -522,4 +554,19 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
             bar.close()
         if tb is not None:
             tb.close()
+        _report_data(dataset, cfg)
     return ck_dir
+
+
+def _report_data(dataset, cfg: TrainConfig) -> None:
+    """Say how many images were skipped or upscaled (counted in this process; workers log their own)."""
+    where = " in the main process (DataLoader workers log their own)" if cfg.num_workers else ""
+    skipped = getattr(dataset, "skipped", None)
+    if skipped:
+        dist.print0(f"skipped {len(skipped)} unusable image(s) met in training{where}, "
+                    f"e.g. {next(iter(skipped.values()))}")
+    upscaled = getattr(dataset, "upscaled", None)
+    if upscaled:
+        smallest = min(upscaled.values(), key=lambda wh: wh[0] * wh[1])
+        dist.print0(f"warning: {len(upscaled)} image(s) smaller than {cfg.model.image_size} px were upscaled{where} "
+                    f"(smallest {smallest[0]}x{smallest[1]})")

@@ -105,6 +105,8 @@ class _ImageSource(Dataset):
         self.epoch = 0
         # path or key -> reason, for every item this process skipped (DataLoader workers keep their own)
         self.skipped: dict[str, str] = {}
+        # name -> (width, height) of every image this process had to upscale to `size`
+        self.upscaled: dict[str, tuple[int, int]] = {}
         self._bad: set[int] = set()
 
     def __len__(self) -> int:
@@ -128,7 +130,15 @@ class _ImageSource(Dataset):
     def load_image(self, index: int) -> Image.Image:
         """Item `index` decoded, centre-cropped and resized (no flip); raises BadImageError when unusable."""
         data, name = self._load(index)
-        return center_crop_resize(decode_image(data, name, self.convert_mode), self.size)
+        img = decode_image(data, name, self.convert_mode)
+        if min(img.size) < self.size and name not in self.upscaled:
+            self.upscaled[name] = img.size
+            # the first one warns at once; the count follows with each power of two, not once per image
+            n = len(self.upscaled)
+            if n & (n - 1) == 0:
+                log.warning("%d image(s) smaller than %d px upscaled so far, e.g. %s (%dx%d)",
+                            n, self.size, name, *img.size)
+        return center_crop_resize(img, self.size)
 
     def _skip(self, name: str, reason: str) -> None:
         if name not in self.skipped:
