@@ -35,12 +35,22 @@ def _check_codes(codes: torch.Tensor, name: str = "codes") -> None:
     if not isinstance(codes, torch.Tensor) or codes.dim() != 3:
         got = list(codes.shape) if isinstance(codes, torch.Tensor) else type(codes).__name__
         raise ValueError(f"{name}: expected codes [B, L, D], got {got}")
+    if not codes.is_floating_point():
+        raise TypeError(f"{name}: expected floating-point codes, got {codes.dtype}")
+    if not bool(torch.isfinite(codes).all()):
+        raise ValueError(f"{name}: contains NaN or infinite values")
 
 
 def check_levels(levels: int | Iterable[int], num_levels: int, name: str = "levels") -> list[int]:
     """Validated, distinct 0-based level indices (an int or an iterable of ints), in the order given."""
-    items = [levels] if isinstance(levels, numbers.Integral) else list(levels)
     valid = f"0..{num_levels - 1} (0 = z¹, the finest; {num_levels - 1} = z^L, the coarsest)"
+    if isinstance(levels, numbers.Integral):
+        items = [levels]
+    elif isinstance(levels, (str, bytes)) or not hasattr(levels, "__iter__"):
+        raise TypeError(f"{name}: expected a 0-based integer level index or a list of them, each in {valid}, "
+                        f"got {type(levels).__name__} {levels!r}")
+    else:
+        items = list(levels)
     out = []
     for lv in items:
         if isinstance(lv, bool) or not isinstance(lv, numbers.Integral):

@@ -78,18 +78,49 @@ class HDAE(nn.Module):
         """D of the codes tensor (L·code_dim for dae_wide)."""
         return self.config.code_width
 
-    def check_images(self, x: torch.Tensor, name: str = "x0") -> None:
-        """Raise a clear error unless x is [B, C, H, W] at the model's resolution."""
+    def _dtype(self) -> torch.dtype:
+        p = next(self.parameters(), None)
+        return p.dtype if p is not None else torch.float32
+
+    def check_images(self, x: torch.Tensor, name: str = "x0", pixel_range: bool = True) -> None:
+        """Raise a clear error unless x is a finite float [B, C, H, W] at the model's resolution and dtype
+        (and, with ``pixel_range``, plausibly in [-1, 1]: [0, 255] images are refused, not rescaled)."""
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{name}: expected a tensor, got {type(x).__name__}")
         c = self.config
         want = (c.in_channels, c.image_size, c.image_size)
         if x.dim() != 4 or tuple(x.shape[1:]) != want:
             raise ValueError(f"{name}: expected images of shape [B, {', '.join(map(str, want))}], got {list(x.shape)}")
+        if not x.is_floating_point():
+            raise TypeError(f"{name}: expected a floating-point tensor in [-1, 1], got {x.dtype}"
+                            + ("; for uint8 images pass x.float() / 127.5 - 1" if x.dtype == torch.uint8 else ""))
+        if x.dtype != self._dtype():
+            raise TypeError(f"{name}: dtype {x.dtype}, but the model computes in {self._dtype()}; "
+                            f"pass {name}.to({self._dtype()})")
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError(f"{name}: contains NaN or infinite values")
+        if pixel_range and x.numel():
+            lo, hi = (v.item() for v in torch.aminmax(x))
+            if lo < -1.5 or hi > 1.5:
+                raise ValueError(f"{name}: values span [{lo:.4g}, {hi:.4g}], but images must be in [-1, 1] "
+                                 "(for [0, 255] images pass x / 127.5 - 1, for [0, 1] images 2 * x - 1)")
 
-    def check_codes(self, codes: torch.Tensor) -> None:
-        """Raise a clear error unless codes are [B, L, D] for this model."""
+    def check_codes(self, codes: torch.Tensor, batch: int | None = None, against: str = "x_T") -> None:
+        """Raise a clear error unless codes are finite [B, L, D] for this model, in its dtype, with one code per
+        image of a batch of ``batch`` (or a single code for all of them)."""
+        if not isinstance(codes, torch.Tensor):
+            raise TypeError(f"codes: expected a tensor [B, L, D], got {type(codes).__name__}")
         want = (self.num_levels, self.code_dim)
         if codes.dim() != 3 or tuple(codes.shape[1:]) != want:
             raise ValueError(f"codes: expected shape [B, {want[0]}, {want[1]}] for variant {self.config.variant!r}, got {list(codes.shape)}")
+        if codes.dtype != self._dtype():
+            raise TypeError(f"codes: dtype {codes.dtype}, but the model computes in {self._dtype()}; "
+                            f"pass codes.to({self._dtype()})")
+        if batch is not None and codes.shape[0] not in (batch, 1):
+            raise ValueError(f"codes: a batch of {codes.shape[0]} codes for {against}'s batch of {batch} images; "
+                             "give one code per image (or a single code for all)")
+        if not bool(torch.isfinite(codes).all()):
+            raise ValueError("codes: contains NaN or infinite values")
 
     def encode(self, x0: torch.Tensor) -> torch.Tensor:
         """Semantic codes [B, L, D] of images in [-1, 1]."""
@@ -116,6 +147,7 @@ class HDAE(nn.Module):
         ``refine = 0`` is DiffAE's own inversion (what its checkpoints' golden outputs use). See ``diffusion.ddim_invert``.
         """
         self.check_images(x0)
+        self.check_codes(codes, batch=x0.shape[0], against="x0")
         return diffusion.ddim_invert(self.eps_fn(codes), x0, self.alphas_cumprod, self.timesteps(steps),
                                      progress=progress, refine=refine)
 
@@ -123,7 +155,8 @@ class HDAE(nn.Module):
     def decode(self, x_T: torch.Tensor, codes: torch.Tensor, steps: int = 100, eta: float = 0.0,
                generator: torch.Generator | None = None, progress: bool = False) -> torch.Tensor:
         """x0 by DDIM from x_T given the codes."""
-        self.check_images(x_T, "x_T")
+        self.check_images(x_T, "x_T", pixel_range=False)
+        self.check_codes(codes, batch=x_T.shape[0])
         return diffusion.ddim_sample(self.eps_fn(codes), x_T, self.alphas_cumprod, self.timesteps(steps),
                                      eta=eta, generator=generator, progress=progress)
 
