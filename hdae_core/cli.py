@@ -12,6 +12,7 @@ import dataclasses
 import json
 import math
 import os
+import pickle
 import sys
 import tempfile
 from pathlib import Path
@@ -307,7 +308,7 @@ def main(argv=None) -> int:
             raise
         print(f"hdae: error: {e}", file=sys.stderr)
         return 2
-    except (ValueError, TypeError, OSError) as e:
+    except (ValueError, TypeError, OSError, pickle.UnpicklingError) as e:
         # bad inputs found after parsing: a checkpoint, a data set, a config file
         if debug:
             raise

@@ -307,3 +307,14 @@ def test_environment_cannot_switch_the_loader_off(sandbox, monkeypatch):
     got = safe_load(_write(sandbox, "ok.pt", torch_save_bytes({"w": torch.ones(2)}, legacy=False)))
     assert torch.equal(got["w"], torch.ones(2))
     assert os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] == "1"
+
+
+def test_hdae_import_diffae_refuses_in_one_line(sandbox, capsys):
+    from hdae_core.cli import main
+
+    payload, refused = _payloads(sandbox["marker"])["metaclass_patch_writer"]
+    path = _write(sandbox, "last.ckpt", legacy_file(payload))
+    rc = main(["import-diffae", str(path), "--out", str(sandbox["files"] / "out")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("hdae: error: ") and f"refused global '{refused}'" in err, err
+    assert not (sandbox["files"] / "out").exists()
