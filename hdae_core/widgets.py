@@ -305,12 +305,6 @@ class Editor:
         """Truncate every direction to its top k entries (None: all)."""
         self.k_text.value = "all" if k is None else str(int(k))
 
-    def set_levels(self, levels: Sequence[int] | None) -> None:
-        """Edit only these 0-based levels (None: all)."""
-        chosen = set(range(self.L)) if levels is None else {int(v) for v in levels}
-        for i, b in enumerate(self.level_boxes):
-            b.value = i in chosen
-
     def set_partner(self, index: int | None, levels: Sequence[int] = ()) -> None:
         """Style-mix with partner ``index`` (None: no partner), taking its 0-based ``levels``."""
         self.partner_select.value = -1 if index is None else int(index)
