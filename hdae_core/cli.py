@@ -271,6 +271,18 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--batch", type=POSITIVE_INT, default=16)
     b.add_argument("--json", action="store_true")
     b.add_argument("--device", default=None, type=_device)
+    b.add_argument("--amp", default="auto", choices=["auto", "bf16", "none"],
+                   help="autocast dtype (auto: bf16 on CUDA, fp32 on CPU, as train())")
+    b.add_argument("--channels-last", default="auto", choices=["auto", "on", "off"],
+                   help="memory format (auto: on for CUDA, as train())")
+    b.add_argument("--compile", action="store_true", help="torch.compile the training step")
+    b.add_argument("--threads", type=POSITIVE_INT, default=None, help="torch CPU threads")
+    b.add_argument("--repeats", type=POSITIVE_INT, default=3, help="timed calls per measurement")
+    b.add_argument("--warmup", type=int, default=1, help="untimed calls before them")
+    b.add_argument("--timing", default="best", choices=["best", "mean"],
+                   help="best of the repeats, or their mean (as the DiffAE peer's benchmark)")
+    b.add_argument("--ddim-steps", default="20,100", help="DDIM step counts to time, comma-separated; 'none' skips DDIM")
+    b.add_argument("--no-flops", action="store_true", help="skip FLOP counting and the matmul peak")
     b.set_defaults(func=_bench)
 
     e = sub.add_parser("export", help="ship a run as a demo model (EMA weights, metrics, quality check, card)")
