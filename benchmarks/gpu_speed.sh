@@ -8,18 +8,18 @@
 #   OUT [/tmp/hdae_speed]  PEERS [.peers] (a copy of ../shared/peers: bench_diffae.py + diffae/)
 #   PRESET [ffhq128]  BATCH [64]  STEPS [4] timed steps after 2 warm-up steps, mean (as the peer)
 #   VARIANTS ["dae hdae_u"]  AMP [bf16] (bf16 | none)  DDIM [20] DDIM steps for the sampler
-#   overhead ("none" skips)  LIMIT [30] seconds per measurement  DEVICE [cuda] (cpu: a dry run)
+#   overhead ("none" skips)  LIMIT [28] seconds per measurement  DEVICE [cuda] (cpu: a dry run)
 set -u
 OUT=${OUT:-/tmp/hdae_speed}; PEERS=${PEERS:-.peers}; PRESET=${PRESET:-ffhq128}
 BATCH=${BATCH:-64}; STEPS=${STEPS:-4}; VARIANTS=${VARIANTS:-"dae hdae_u"}; AMP=${AMP:-bf16}
-DDIM=${DDIM:-20}; LIMIT=${LIMIT:-30}; DEVICE=${DEVICE:-cuda}; PY=${PY:-python3}
+DDIM=${DDIM:-20}; LIMIT=${LIMIT:-28}; DEVICE=${DEVICE:-cuda}; PY=${PY:-python3}
 export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 mkdir -p "$OUT"
 J=$OUT/speed.jsonl; LOG=$OUT/speed.log
 start=$(date +%s)
 
 # the machine, and the peer's architecture read from the preset
-timeout 30 "$PY" - "$PRESET" "$DEVICE" >>"$J" 2>>"$LOG" <<'EOF'
+timeout 15 "$PY" - "$PRESET" "$DEVICE" >>"$J" 2>>"$LOG" <<'EOF'
 import json, sys
 import torch
 from hdae_core.config import ModelConfig
