@@ -22,6 +22,7 @@ FORMAT = "hdae-latent-ddim"
 CONFIG_FILE = "latent_config.json"
 WEIGHTS_FILE = "latent.safetensors"
 BETA_SCHEDULES = ("linear", "const0.008")
+PREDICTIONS = ("eps", "v")
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,9 @@ class LatentConfig:
     dropout: float = 0.0
     T: int = 1000
     beta_schedule: str = "linear"  # "linear" as the image model, or DiffAE's latent "const0.008"
+    # v, not ε: latents are not clipped, and an ε network turns an error δ at t ≈ T into δ·√((1 − ᾱ_T)/ᾱ_T)
+    # (≈ 150 for linear β) in every sampled coordinate; v keeps x̂0's error the size of the network's
+    prediction: str = "v"
 
     def __post_init__(self):
         if self.code_levels < 1 or self.code_dim < 1:
@@ -44,6 +48,8 @@ class LatentConfig:
             raise ValueError(f"LatentConfig: depth must be at least 2 (hidden layers + the output layer), got {self.depth}")
         if self.beta_schedule not in BETA_SCHEDULES:
             raise ValueError(f"LatentConfig: unknown beta_schedule {self.beta_schedule!r}; expected one of {BETA_SCHEDULES}")
+        if self.prediction not in PREDICTIONS:
+            raise ValueError(f"LatentConfig: unknown prediction {self.prediction!r}; expected one of {PREDICTIONS}")
 
     @property
     def num_features(self) -> int:
@@ -59,7 +65,8 @@ class LatentConfig:
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"LatentConfig: unknown fields {sorted(unknown)}")
-        return cls(**d)
+        # models saved before the field existed predict ε
+        return cls(**{"prediction": "eps", **d})
 
 
 def latent_alphas_cumprod(cfg: LatentConfig) -> torch.Tensor:
@@ -90,7 +97,8 @@ class _SkipLayer(nn.Module):
 
 
 class LatentDDIM(nn.Module):
-    """ε_ω(z_t, t) over flattened standardised codes [B, N] (DiffAE's latent DDIM, MLP with skips)."""
+    """ε_ω(z_t, t) or v_ω(z_t, t) (``config.prediction``) over flattened standardised codes [B, N] (DiffAE's latent
+    DDIM, MLP with skips); ``eps_fn`` gives the ε function the samplers take."""
 
     def __init__(self, config: LatentConfig):
         super().__init__()
@@ -105,7 +113,7 @@ class LatentDDIM(nn.Module):
         self.out = nn.Linear(w + n, n)
 
     def forward(self, z_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """ε prediction [B, N] for z_t [B, N] at integer timesteps t [B] of the full schedule."""
+        """The ε or v prediction [B, N] for z_t [B, N] at integer timesteps t [B] of the full schedule."""
         n = self.config.num_features
         if z_t.dim() != 2 or z_t.shape[1] != n:
             raise ValueError(f"z_t: expected flattened standardised codes [B, {n}], got {list(z_t.shape)}")
@@ -114,6 +122,14 @@ class LatentDDIM(nn.Module):
         for layer in self.layers[1:]:
             h = layer(torch.cat([h, z_t], dim=-1), emb)
         return self.out(torch.cat([h, z_t], dim=-1))
+
+
+def eps_fn(latent_model: LatentDDIM):
+    """ε(z_t, t) of a latent model, converting its v prediction with the latent schedule when it predicts v."""
+    if latent_model.config.prediction == "eps":
+        return latent_model
+    ac = latent_alphas_cumprod(latent_model.config)
+    return lambda z_t, t: diffusion.v_to_eps(latent_model(z_t, t), z_t, t, ac)
 
 
 def _randn(shape, generator: torch.Generator | None, like: torch.Tensor | None = None,
@@ -155,7 +171,7 @@ def train_latent(codes: torch.Tensor, stats: LatentStats | None = None, cfg: Lat
         z0 = z0_all[idx.to(device)]
         t = torch.randint(0, cfg.T, (z0.shape[0],), generator=g).to(device)
         noise = _randn(z0.shape, g, device=device)
-        loss = diffusion.eps_loss(model, z0, t, noise, ac).mean()
+        loss = diffusion.loss(model, z0, t, noise, ac, cfg.prediction).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -176,7 +192,7 @@ def sample_codes(latent_model: LatentDDIM, n: int, stats: LatentStats, steps: in
     z_T = _randn((n, cfg.num_features), generator, device=p.device, dtype=p.dtype)
     ts = diffusion.spaced_timesteps(cfg.T, steps)
     # latents are standardised, not bounded: x̂0 must not be clipped to [-1, 1]
-    z0 = diffusion.ddim_sample(latent_model, z_T, latent_alphas_cumprod(cfg), ts, eta=eta,
+    z0 = diffusion.ddim_sample(eps_fn(latent_model), z_T, latent_alphas_cumprod(cfg), ts, eta=eta,
                                generator=generator, clip_x0=False, progress=progress)
     return stats.to(z0.device).destandardize(z0.reshape(n, cfg.code_levels, cfg.code_dim))
 

@@ -80,3 +80,49 @@ def test_sample_images_tiny_model():
                                   generator=torch.Generator().manual_seed(0), return_codes=True)
     assert images.shape == (2, 3, 16, 16) and codes.shape == (2, L, D)
     assert torch.isfinite(images).all()
+
+
+def _mixture(n, width, g):
+    """A two-component Gaussian mixture in ``width`` dims: means ±m (one direction), per-dimension scales 0.3–2."""
+    m = torch.randn(width, generator=g)
+    m = 1.5 * m / m.std()
+    scale = 0.3 + 1.7 * torch.rand(width, generator=g)
+    which = torch.randint(0, 2, (n,), generator=g)
+    x = torch.where(which[:, None] == 1, m, -m) + scale * torch.randn(n, width, generator=g) + 0.5
+    return x, m
+
+
+def test_mixture_at_code_width_reproduces_its_moments():
+    # the real width: HDAE(U) at 32 px holds L = 4 codes of D = 128; an ε latent over-disperses here by ~100×
+    L, D = 4, 128
+    g = torch.Generator().manual_seed(0)
+    x, m = _mixture(3000, L * D, g)
+    codes = x.reshape(-1, L, D)
+    stats = LatentStats.from_codes(codes)
+    cfg = LatentConfig(code_levels=L, code_dim=D, width=256, depth=4)
+    model = train_latent(codes, stats, cfg, steps=1200, batch_size=128, lr=3e-4, seed=0, progress=False)
+    s = sample_codes(model, 1000, stats, steps=50, generator=torch.Generator().manual_seed(1)).reshape(1000, L * D)
+    z = stats.standardize(s.reshape(-1, L, D)).flatten(1)
+    per_dim_std = z.std(0)
+    assert 0.8 <= per_dim_std.median() <= 1.25, f"median per-dimension std of standardised samples {per_dim_std.median():.3f}"
+    assert (per_dim_std > 0.6).float().mean() > 0.95 and (per_dim_std < 1.6).float().mean() > 0.95
+    # the means: within a few standard errors of the data's, per dimension
+    assert (z.mean(0).abs() < 0.2).float().mean() > 0.95
+    # both components, in about their proportions: the projection on m is bimodal at ±‖m‖²
+    proj = (s - x.mean(0)) @ m / m.pow(2).sum()
+    frac = (proj > 0).float().mean()
+    assert 0.4 < frac < 0.6, f"component weight {frac:.2f}, expected 0.5"
+    assert (proj.abs() - 1).abs().median() < 0.2, "samples fall between the components"
+    # the correlation the mixture puts along m is kept: variance along m̂ as in the data
+    mh = m / m.norm()
+    ratio = ((s - s.mean(0)) @ mh).var() / ((x - x.mean(0)) @ mh).var()
+    assert 0.8 < ratio < 1.25, f"variance along the mixture axis: sample / data = {ratio:.2f}"
+
+
+def test_eps_latent_config_loads_as_eps():
+    d = LatentConfig(code_levels=1, code_dim=4).to_dict()
+    assert d["prediction"] == "v"
+    d.pop("prediction")  # a config written before the field existed
+    assert LatentConfig.from_dict(d).prediction == "eps"
+    with pytest.raises(ValueError, match="prediction"):
+        LatentConfig(prediction="x0")
