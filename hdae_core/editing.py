@@ -23,7 +23,7 @@ from .stats import LatentStats
 
 __all__ = [
     "LatentStats", "AttributeDirections", "AttributeClassifiers", "encode_dataset", "train_classifiers",
-    "load_classifiers", "load_or_train_classifiers", "check_levels", "style_mix_labels", "normalized_weights", "truncate", "manipulate", "edit_images", "mix_levels",
+    "load_classifiers", "load_or_train_classifiers", "train_directions", "direction_scores", "CodeJudge", "check_levels", "style_mix_labels", "normalized_weights", "truncate", "manipulate", "edit_images", "mix_levels",
     "style_mix_grid", "slerp", "interpolate", "interpolate_images",
 ]
 
@@ -245,6 +245,111 @@ def load_or_train_classifiers(model, folder: str | Path | None, data, n_encode: 
     enc = encode_dataset(model, data, n=n_encode, progress=False)
     clf = train_classifiers(enc["codes"], enc["attributes"], names=data.attribute_names, C=C, seed=seed)
     return clf, f"{why}: fitted here on {n_encode} codes"
+
+
+# ---------------------------------------------------------------- the user's attributes: binary and continuous
+
+
+def train_directions(codes: torch.Tensor, attributes, names: Sequence[str], kinds: dict[str, str] | None = None,
+                     stats: LatentStats | None = None, test_fraction: float = 0.2, seed: int = 0, C: float = 1.0,
+                     ridge: float = 1.0) -> AttributeClassifiers:
+    """Directions for every column: logistic (HDAE §3.3) for binary ones, ridge regression for continuous ones.
+
+    A continuous attribute (an angle, an age) gets the weight of a linear regression of its standardised
+    value on the standardised codes; its held-out score is R² (``meta['report'][name]['r2']``). Binary columns
+    whose training split holds one class only are left out and listed in ``meta['skipped']``.
+    """
+    from sklearn.linear_model import Ridge
+    from sklearn.metrics import r2_score
+
+    _check_codes(codes)
+    N, L, D = codes.shape
+    y = torch.as_tensor(attributes).detach().double().cpu().numpy().reshape(N, -1)
+    names = list(names)
+    kinds = kinds or {}
+    if y.shape[1] != len(names):
+        raise ValueError(f"names: {len(names)} names for {y.shape[1]} attribute columns")
+    stats = LatentStats.from_codes(codes) if stats is None else stats
+    perm = np.random.default_rng(seed).permutation(N)
+    n_test = int(round(N * test_fraction))
+    test, train = perm[:n_test], perm[n_test:]
+    skipped, binary, continuous = {}, [], []
+    for j, n in enumerate(names):
+        if kinds.get(n, "binary") == "continuous":
+            continuous.append(j)
+            continue
+        counts = np.bincount((y[train, j] > 0.5).astype(np.int64), minlength=2)
+        if counts.min() < 2:
+            skipped[n] = f"{counts[1]} positive and {counts[0]} negative training images: too few of one class"
+        else:
+            binary.append(j)
+    weights, bias, report = {}, {}, {}
+    if binary:
+        clf = train_classifiers(codes, y[:, binary], [names[j] for j in binary], stats=stats,
+                                test_fraction=test_fraction, seed=seed, C=C)
+        for n in clf.names:
+            weights[n], bias[n] = clf.directions[n], float(clf.bias[clf.names.index(n)])
+            report[n] = {"kind": "binary", **clf.meta["report"][n]}
+    X = stats.standardize(codes.detach().float().cpu()).flatten(1).double().numpy()
+    for j in continuous:
+        t = y[:, j]
+        mu, sd = t[train].mean(), t[train].std() or 1.0
+        reg = Ridge(alpha=ridge).fit(X[train], (t[train] - mu) / sd)
+        weights[names[j]] = torch.from_numpy(reg.coef_).float().reshape(L, D)
+        bias[names[j]] = float(reg.intercept_)
+        r2 = float(r2_score((t[test] - mu) / sd, reg.predict(X[test]))) if n_test > 1 else None
+        report[names[j]] = {"kind": "continuous", "r2": r2, "auroc": None, "mean": float(mu), "std": float(sd),
+                            "n_train": int(len(train)), "n_test": int(n_test)}
+    kept = [n for n in names if n in weights]
+    if not kept:
+        raise ValueError(f"no attribute could be fitted: {skipped}")
+    meta = {"classifier": "logistic (binary) / ridge regression (continuous)", "C": C, "ridge": ridge,
+            "test_fraction": test_fraction, "seed": seed, "report": report, "skipped": skipped}
+    return AttributeClassifiers({n: weights[n] for n in kept}, kept, stats, torch.tensor([bias[n] for n in kept]),
+                                meta)
+
+
+def direction_scores(directions: AttributeDirections, codes: torch.Tensor, attributes, names: Sequence[str],
+                     kinds: dict[str, str] | None = None) -> dict[str, dict[str, float]]:
+    """How well given directions (imported or trained elsewhere) read the labelled codes: AUROC or R² per shared name."""
+    from sklearn.metrics import r2_score, roc_auc_score
+
+    y = torch.as_tensor(attributes).double().cpu().numpy().reshape(codes.shape[0], -1)
+    z = directions.stats.standardize(codes.float()).flatten(1)
+    out = {}
+    for j, n in enumerate(names):
+        if n not in directions.directions:
+            continue
+        w = directions.directions[n].flatten().to(z)
+        score = (z @ w + directions.bias[directions.names.index(n)].to(z)).double().numpy()
+        if (kinds or {}).get(n) == "continuous":
+            out[n] = {"r2": float(r2_score((y[:, j] - y[:, j].mean()) / (y[:, j].std() or 1), score))}
+        elif len(np.unique(y[:, j] > 0.5)) == 2:
+            out[n] = {"auroc": float(roc_auc_score(y[:, j] > 0.5, score))}
+    return out
+
+
+class CodeJudge(torch.nn.Module):
+    """Reads binary attributes off images through the model's encoder and linear classifiers: a classifier-based
+    stand-in for the Shapes oracle on real data (``predict_proba(images)`` = σ(w·standardise(Enc(x)) + b))."""
+
+    def __init__(self, model, classifiers: AttributeDirections, names: Sequence[str] | None = None):
+        super().__init__()
+        self.model = model
+        self.classifiers = classifiers
+        self.attribute_names = list(names if names is not None else classifiers.names)
+
+    @torch.no_grad()
+    def predict_proba(self, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+        p = next(self.model.parameters())
+        cl = self.classifiers
+        w = torch.stack([cl.directions[n].flatten() for n in self.attribute_names]).float()
+        b = torch.tensor([float(cl.bias[cl.names.index(n)]) for n in self.attribute_names])
+        out = []
+        for i in range(0, images.shape[0], batch_size):
+            codes = self.model.encode(images[i:i + batch_size].to(p)).float().cpu()
+            out.append(torch.sigmoid(cl.stats.standardize(codes).flatten(1) @ w.T + b))
+        return torch.cat(out)
 
 
 # ---------------------------------------------------------------- truncated features (Eq. 1–2)

@@ -66,6 +66,14 @@ def resolve(name_or_path: str | Path, pretrained_dir: str | Path | None = None) 
             return c
         if c.is_dir() and _is_checkpoint(c / "checkpoint"):
             return c / "checkpoint"
+    first = candidates[0] if candidates[0].exists() else next((c for c in candidates if c.exists()), None)
+    if first is not None and first.is_file():
+        raise ValueError(f"checkpoint {s!r} is a file, not an hdae checkpoint folder (config.json + "
+                         f"model.safetensors); a DiffAE checkpoint is converted with `hdae import-diffae {s} "
+                         f"--out FOLDER` (add --latent and --classifier for its statistics and directions)")
+    if first is not None and first.is_dir():
+        raise ValueError(f"checkpoint {s!r} is not an hdae checkpoint: no config.json in it or in its checkpoint/ "
+                         f"folder (`hdae train --out RUN` writes RUN/checkpoint; `hdae import-diffae` converts DiffAE's)")
     have = available(root)
     name = Path(s).name
     raise FileNotFoundError(
@@ -167,3 +175,31 @@ def load_oracle(size: int, cache_dir: str | Path, train_steps: int | None = None
 def load(name_or_path: str | Path, pretrained_dir: str | Path | None = None, map_location="cpu"):
     """The model of ``resolve(name_or_path)`` with its EMA weights, in eval mode."""
     return checkpoint.load(resolve(name_or_path, pretrained_dir), map_location=map_location)
+
+
+# labels of the comparison notebooks' models, by variant (paper names)
+VARIANT_LABELS = {"dae": "DAE", "dae_wide": "DAE(wide)", "dae_u": "DAE(U)", "hdae_e": "HDAE(E)", "hdae_u": "HDAE(U)"}
+
+
+def load_models(checkpoint_hdae: str | Path, checkpoint_dae: str | Path | None = None,
+                pretrained_dir: str | Path | None = None) -> dict[str, torch.nn.Module]:
+    """{label: model} of the DAE-vs-HDAE comparisons, labelled by variant (DAE first); an empty ``checkpoint_dae``
+    leaves the one model, so every comparison shows it alone."""
+    cks = [c for c in (checkpoint_dae, checkpoint_hdae) if c not in (None, "")]
+    if not cks:
+        raise ValueError("checkpoint_hdae: no checkpoint given")
+    models = [load(c, pretrained_dir) for c in cks]
+    labels = [VARIANT_LABELS.get(m.config.variant, m.config.variant) for m in models]
+    if len(labels) == 2 and labels[0] == labels[1]:
+        labels = [f"{lab} [{Path(str(c)).name}]" for lab, c in zip(labels, cks)]
+    sizes = {lab: m.config.image_size for lab, m in zip(labels, models)}
+    if len(set(sizes.values())) > 1:
+        raise ValueError(f"the compared models must share one image size, got {sizes}")
+    return dict(zip(labels, models))
+
+
+def model_key(label: str) -> str:
+    """A file-name key of a model label: 'HDAE(U)' -> 'hdae_u', 'DAE' -> 'dae'."""
+    import re
+
+    return re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_")

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
-from IPython.display import Image, display
+from IPython.display import Image, Markdown, display
 
 from . import plots
 from .pretrained import repo_path
@@ -48,7 +48,22 @@ class Study:
         self.report.mkdir(parents=True, exist_ok=True)
         self.seed = seed
         self.metrics: dict[str, Any] = {"profile": profile}
+        self.data = None  # the StudyData the notebook runs on (``use_data``): described in metrics.json
         self._t0 = time.perf_counter()
+
+    def use_data(self, data=None, attributes=None, size: int = 32, **kw):
+        """Open the study's images (``hdae_core.data.open_data``): Shapes, or the user's folder / LMDB + attributes."""
+        from .data import open_data
+
+        self.data = open_data(data, attributes, size=size, **kw)
+        for note in self.data.notes:
+            print(f"note: {note}")
+        return self.data
+
+    def skip(self, part: str, why: str) -> None:
+        """Record (in metrics.json, hence the report) that ``part`` of the study was skipped, and why."""
+        self.metrics.setdefault("skipped", {})[part] = why
+        display(Markdown(f"**Skipped — {part}:** {why}"))
 
     def path(self, name: str) -> Path:
         return self.report / name
@@ -68,6 +83,8 @@ class Study:
     def finish(self) -> Path:
         """Record the run time and write ``metrics.json``; prints the metrics."""
         self.metrics["seconds"] = round(time.perf_counter() - self._t0, 1)
+        if self.data is not None:
+            self.metrics["data"] = self.data.describe()
         path = save_metrics(self.report, self.metrics)
         print(json.dumps(_plain(self.metrics), indent=1)[:3000])
         return path

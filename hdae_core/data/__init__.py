@@ -8,6 +8,8 @@ from pathlib import Path
 from .celeba import CELEBA_ATTRIBUTES, AttributeImages, read_celeba_attributes
 from .images import IMAGE_EXTENSIONS, BadImageError, ImageFolder, LMDBImages, write_lmdb
 from .shapes import Shapes
+from .attributes import read_attributes
+from .source import StudyData, open_data
 
 __all__ = [
     "Shapes",
@@ -20,6 +22,9 @@ __all__ = [
     "BadImageError",
     "IMAGE_EXTENSIONS",
     "make_dataset",
+    "read_attributes",
+    "open_data",
+    "StudyData",
 ]
 
 

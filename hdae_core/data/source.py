@@ -1,0 +1,244 @@
+"""The images a study runs on: the built-in Shapes world, or the user's folder / LMDB with an optional attribute file.
+
+Every study notebook calls ``open_data(data, attributes, size)`` and asks the result for a training split
+(directions, statistics, latent DDIM), a judge split (the classifiers that score edits on real data) and a
+held-out split (the images reconstructed, mixed, edited). Shapes keeps its seeds (training 0/1, judge 2,
+held-out 10 000) and its ground truth (factors, label maps, an attribute oracle); a user's data set is split
+once by a fixed permutation: 60 % training, 20 % judge, 20 % held-out.
+
+Images of another size than the checkpoint's are centre-cropped and resized to it, with a note (each study's
+``metrics.json`` and the report name the native size and how many were upscaled). Images without an
+annotation row are left out of every study, counted and reported.
+"""
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .attributes import BINARY, CONTINUOUS, read_attributes
+
+SHAPES_SEEDS = {"train": 1, "judge": 2, "heldout": 10_000}
+SPLITS = ("train", "judge", "heldout")
+NEEDS_GROUND_TRUTH = "needs the Shapes world's ground truth ({what}); --data {data} has none"
+
+
+def is_shapes(data) -> bool:
+    return data is None or (isinstance(data, str) and data.strip().lower() in ("", "shapes", "none"))
+
+
+class _Split(Dataset):
+    """Items ``positions`` of a data set, as dicts with ``image`` (and ``attributes``); knows its file names."""
+
+    def __init__(self, base, positions: np.ndarray, attribute_names: list[str], names: list[str]):
+        self.base, self.positions = base, positions
+        self.attribute_names = attribute_names
+        self.names = names
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __getitem__(self, i: int) -> dict:
+        item = self.base[int(self.positions[i])]
+        out = {"image": item["image"]}
+        if "attributes" in item:
+            out["attributes"] = item["attributes"]
+        return out
+
+    def batch(self, indices) -> dict[str, Any]:
+        items = [self[int(i)] for i in indices]
+        out = {"image": torch.stack([it["image"] for it in items]), "names": [self.names[int(i)] for i in indices]}
+        if items and "attributes" in items[0]:
+            out["attributes"] = torch.stack([torch.as_tensor(it["attributes"]) for it in items])
+        return out
+
+
+class StudyData:
+    """Splits of Shapes or of the user's images (see the module docstring); ``describe()`` goes into metrics.json."""
+
+    def __init__(self, data=None, attributes=None, size: int = 32, train_seed: int | None = None):
+        from .shapes import Shapes
+
+        self.size = int(size)
+        self.notes: list[str] = []
+        self.attribute_file = str(attributes) if attributes else None
+        self.ground_truth = is_shapes(data)
+        if self.ground_truth:
+            if attributes:
+                raise ValueError("attributes: an attribute file goes with --data (a folder or LMDB); the built-in "
+                                 "Shapes world carries its own")
+            self.source = "shapes"
+            seeds = dict(SHAPES_SEEDS, **({"train": int(train_seed)} if train_seed is not None else {}))
+            self._shapes = {k: Shapes(size=self.size, seed=s) for k, s in seeds.items()}
+            self.attribute_names = list(Shapes.attribute_names)
+            self.attribute_kinds = {n: BINARY for n in self.attribute_names}
+            self.correlated_pairs = list(self._shapes["train"].correlated_pairs)
+            self.n_images, self.n_unannotated = None, 0
+            return
+        self.source = str(data)
+        self._open_user(Path(data), attributes)
+
+    # ---------------------------------------------------------------- the user's images
+
+    def _open_user(self, path: Path, attributes) -> None:
+        from . import make_dataset
+        from .celeba import AttributeImages
+
+        if not path.exists():
+            raise FileNotFoundError(f"data: {path} does not exist (expected an image folder or an LMDB folder)")
+        images = make_dataset(path, self.size, flip=False, on_error="skip")
+        self.dataset = images
+        self._note_size(images)
+        files = list(getattr(images, "files", []))
+        base = images
+        self.n_images = len(images)
+        self.n_unannotated = 0
+        self.attribute_names, self.attribute_kinds = [], {}
+        if attributes:
+            df, kinds = read_attributes(attributes)
+            try:
+                base = AttributeImages(images, df, on_error="skip")
+            except ValueError as e:
+                if "no image has an attribute row" not in str(e):
+                    raise
+                raise ValueError(
+                    f"attributes: none of the {len(df)} rows of {attributes} names an image in {path} "
+                    f"(rows like {str(df.index[0])!r}, images like {files[0] if files else 'the LMDB keys'!r}; "
+                    "rows are matched to image files by name, without extension or zero padding)") from None
+            self.n_unannotated = len(base.skipped)
+            if self.n_unannotated:
+                self.notes.append(f"{self.n_unannotated} of {self.n_images} images have no row in {attributes}: "
+                                  "left out of every study (e.g. " + Path(next(iter(base.skipped))).name + ")")
+            self.attribute_names = list(base.attribute_names)
+            self.attribute_kinds = {n: kinds[n] for n in self.attribute_names}
+            names = [files[int(i)] if files else str(i) for i in base.indices]
+            self._values = base.values
+        else:
+            names = files or [f"{path.name}[{i}]" for i in range(len(images))]
+            self._values = None
+        n = len(base)
+        perm = np.random.default_rng(0).permutation(n)
+        n_eval = max(1, round(0.2 * n)) if n >= 5 else 0
+        parts = {"heldout": perm[:n_eval], "judge": perm[n_eval:2 * n_eval], "train": perm[2 * n_eval:]}
+        if n < 5:
+            parts = {k: perm for k in SPLITS}
+            self.notes.append(f"only {n} usable images: every split (training, judge, held-out) uses all of them")
+        self._splits = {k: _Split(base, np.sort(v), self.attribute_names, [names[int(j)] for j in np.sort(v)])
+                        for k, v in parts.items()}
+        self._split_rows = {k: np.sort(v) for k, v in parts.items()}
+        self.correlated_pairs = self._correlations()
+
+    def _note_size(self, images) -> None:
+        """A note when the images are not square at the checkpoint's size (read from the first file's header)."""
+        from PIL import Image
+
+        try:
+            if hasattr(images, "files"):
+                with Image.open(images.root / images.files[0]) as im:
+                    w, h = im.size
+            else:
+                w = h = int(getattr(images, "resolution", self.size))
+        except OSError:
+            return
+        if (w, h) != (self.size, self.size):
+            what = "upscaled" if min(w, h) < self.size else "downscaled"
+            self.notes.append(f"images are {w}x{h} px (the first one), the checkpoint's size {self.size} px: "
+                              f"centre-cropped and {what} to {self.size} px before every study")
+
+    def _correlations(self, min_abs: float = 0.3) -> list[tuple[str, str, float]]:
+        """Each binary attribute's most correlated binary partner in the training split (|φ| ≥ ``min_abs``)."""
+        if self._values is None:
+            return []
+        binary = [i for i, n in enumerate(self.attribute_names) if self.attribute_kinds[n] == BINARY]
+        y = self._values[self._split_rows["train"]][:, binary]
+        if len(binary) < 2 or len(y) < 4:
+            return []
+        with np.errstate(invalid="ignore", divide="ignore"):
+            phi = np.nan_to_num(np.corrcoef(y.T), nan=0.0)
+        np.fill_diagonal(phi, 0.0)
+        pairs, seen = [], set()
+        for a in range(len(binary)):
+            b = int(np.abs(phi[a]).argmax())
+            if abs(phi[a, b]) < min_abs or frozenset((a, b)) in seen:
+                continue
+            seen.add(frozenset((a, b)))
+            rate = float((y[:, a] == y[:, b]).mean())
+            pairs.append((self.attribute_names[binary[a]], self.attribute_names[binary[b]], rate))
+        return pairs
+
+    # ---------------------------------------------------------------- what studies ask for
+
+    @property
+    def has_attributes(self) -> bool:
+        return bool(self.attribute_names)
+
+    def binary_attributes(self) -> list[str]:
+        return [n for n in self.attribute_names if self.attribute_kinds[n] == BINARY]
+
+    def split(self, which: str = "train"):
+        """The data set of a split: items are dicts with ``image`` (and ``attributes``); ``attribute_names`` set."""
+        if which not in SPLITS:
+            raise ValueError(f"split: expected one of {SPLITS}, got {which!r}")
+        return self._shapes[which] if self.ground_truth else self._splits[which]
+
+    def available(self, which: str = "heldout") -> int:
+        return len(self.split(which))
+
+    def take(self, n: int, which: str = "heldout", what: str = "images") -> int:
+        """``n``, or fewer (with a note) when the split holds fewer images."""
+        have = self.available(which)
+        if n > have:
+            self.notes.append(f"{what}: asked for {n}, the {which} split has {have}; used {have}")
+            return have
+        return int(n)
+
+    def batch(self, n: int, which: str = "heldout", start: int = 0) -> dict[str, Any]:
+        """Items ``start``…``start+n-1`` of a split as one batch: ``image`` [n, 3, S, S], ``attributes``, ``names``."""
+        n = self.take(start + n, which) - start
+        if n < 1:
+            raise ValueError(f"the {which} split has {self.available(which)} images; none left from {start}")
+        if self.ground_truth:
+            out = self.split(which).batch(list(range(start, start + n)))
+            out["names"] = [f"shape {i}" for i in range(start, start + n)]
+            return out
+        return self._splits[which].batch(range(start, start + n))
+
+    def images(self, n: int, which: str = "heldout", start: int = 0) -> torch.Tensor:
+        return self.batch(n, which, start)["image"]
+
+    def needs_ground_truth(self, what: str) -> str | None:
+        """None on Shapes; else why a part that needs ground truth (``what``) is skipped."""
+        return None if self.ground_truth else NEEDS_GROUND_TRUTH.format(what=what, data=self.source)
+
+    def describe(self) -> dict[str, Any]:
+        """What the study ran on, for metrics.json and the report."""
+        if self.ground_truth:
+            return {"source": "shapes", "image_size": self.size, "ground_truth": True,
+                    "attributes": self.attribute_names}
+        skipped = dict(getattr(self.dataset, "skipped", {}))
+        notes = list(dict.fromkeys(self.notes))
+        upscaled = len(getattr(self.dataset, "upscaled", {}))
+        if upscaled:
+            notes.append(f"{upscaled} image(s) smaller than {self.size} px were upscaled")
+        if skipped:
+            notes.append(f"{len(skipped)} unreadable image(s) skipped, e.g. {next(iter(skipped))}")
+        kinds = Counter(self.attribute_kinds.values())
+        return {"source": self.source, "image_size": self.size, "ground_truth": False, "images": self.n_images,
+                "attribute_file": self.attribute_file, "attributes": self.attribute_names,
+                "binary_attributes": kinds.get(BINARY, 0), "continuous_attributes": kinds.get(CONTINUOUS, 0),
+                "without_annotation": self.n_unannotated, "unreadable": len(skipped),
+                "splits": {k: self.available(k) for k in SPLITS}, "notes": notes}
+
+
+def open_data(data=None, attributes=None, size: int = 32, train_seed: int | None = None) -> StudyData:
+    """The study's images: ``data`` None / 'shapes' (built-in) or a folder / LMDB; ``attributes`` a file (any format)."""
+    if isinstance(attributes, str) and not attributes.strip():
+        attributes = None
+    if attributes is not None and not Path(os.fspath(attributes)).is_file():
+        raise FileNotFoundError(f"attributes: {attributes} is not a file")
+    return StudyData(data, attributes, size=size, train_seed=train_seed)
