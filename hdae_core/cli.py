@@ -263,6 +263,11 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--no-progress", action="store_true")
     f.add_argument("--pretrained-dir", default=None, help="folder of the demo models (default data/pretrained)")
     f.add_argument("--kernel", default="hdae", help="Jupyter kernel the notebooks run with (make venv registers 'hdae')")
+    f.add_argument("--strict", action="store_true",
+                   help="exit non-zero when a notebook is degraded (it ran, but one of its checks failed)")
+    f.add_argument("--inception-weights", default=None, metavar="PATH", type=_existing,
+                   help="an Inception-v3 weights file (torch-fidelity's pt_inception-2015-12-05): adds FID on real "
+                        "images through torchmetrics; without it FID is skipped with a message")
     f.set_defaults(func=_figures)
 
     b = sub.add_parser("bench", help="speed benchmark")

@@ -20,6 +20,7 @@ from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 from tqdm.auto import tqdm
 
 from . import pretrained
+from .checks import verdict
 from .pretrained import REPO_DIR, repo_path
 
 NOTEBOOK_DIR = REPO_DIR / "notebooks"
@@ -27,6 +28,7 @@ NOTEBOOKS = (
     "00_tour", "01_train", "02_ablation", "03_reconstruction", "04_hierarchy",
     "05_directions", "06_editing", "07_editor", "08_layout", "09_sampling",
 )
+RAN = ("ok", "degraded")  # statuses of a notebook that ran to the end (failed / missing: it did not)
 WORK = "_tmp"  # reports/_tmp: models, oracles and runs the notebooks train, reused across runs
 
 KERNEL = "hdae"  # registered by `make venv` (ipykernel install --sys-prefix --name hdae)
@@ -69,6 +71,8 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "smoke": {n: {**_WHERE, "profile": "smoke", **_FULL[n], **_SMOKE[n]} for n in NOTEBOOKS},
     "full": {n: {**_WHERE, "profile": "full", **_FULL[n]} for n in NOTEBOOKS},
 }
+# notebooks that compute FID when the user gives Inception weights (``hdae figures --inception-weights``)
+_TAKES_INCEPTION = {"09_sampling"}
 # notebooks that load the demo models (the others train their own)
 _NEEDS_MODELS = {n for n in NOTEBOOKS if n not in ("01_train", "02_ablation")}
 
@@ -303,19 +307,22 @@ def _duration(s: float) -> str:
 def write_index(reports: Path, summary: dict[str, Any]) -> Path:
     """``reports/index.md``: per notebook its status, run time, headline numbers and every figure inline."""
     nbs = summary["notebooks"]
+    ran = sum(r["status"] in RAN for r in nbs.values())
     ok = sum(r["status"] == "ok" for r in nbs.values())
     lines = ["# hdae reports", "",
              f"Profile **{summary['profile']}**, written {summary['written']}; "
-             f"{ok} of {len(nbs)} notebooks ran; notebooks took {_duration(sum(r['seconds'] for r in nbs.values()))} "
+             f"{ran} of {len(nbs)} notebooks ran, {ok} with every check passed "
+             f"(**ok**; **degraded**: ran, but a check failed; **failed**: did not run); notebooks took {_duration(sum(r['seconds'] for r in nbs.values()))} "
              f"(last invocation {_duration(summary['seconds'])} including set-up). "
              f"Regenerate with `hdae figures --profile {summary['profile']}`.", ""]
     for w in summary.get("warnings", []):
         lines += [f"> **WARNING:** {w}", ""]
-    lines += ["| notebook | status | time | figures | tables |", "|---|---|---:|---:|---:|"]
+    lines += ["| notebook | status | time | figures | tables | failed checks |", "|---|---|---:|---:|---:|---|"]
     for name, r in nbs.items():
         status = r["status"] if r["status"] == "ok" else f"**{r['status'].upper()}**"
+        failed = "; ".join(_fmt(c) for c in r.get("failed_checks", []))
         lines.append(f"| [{name}](#{name.replace('_', '-')}) | {status} | {_duration(r['seconds'])} | "
-                     f"{len(r.get('figures', []))} | {len(r.get('tables', []))} |")
+                     f"{len(r.get('figures', []))} | {len(r.get('tables', []))} | {failed} |")
     lines.append("")
     for name, r in nbs.items():
         lines += [f"## {name}", ""]
@@ -326,8 +333,16 @@ def write_index(reports: Path, summary: dict[str, Any]) -> Path:
         for w in r.get("parameter_problems", []):
             lines += [f"> parameter problem: {w}", ""]
         m = r.get("metrics")
+        checks = (m or {}).get("checks") or []
+        if checks:
+            lines += ["| check | value | bound | passed |", "|---|---|---|---|"]
+            lines += [f"| {_fmt(c.get('name'))} | {_fmt(c.get('value'))} | {_fmt(c.get('relation', ''))} "
+                      f"{_fmt(c.get('bound'))} | {'yes' if c.get('passed') else '**NO**'} |" for c in checks]
+            lines.append("")
+        elif r["status"] in RAN:
+            lines += ["> no checks written to metrics.json", ""]
         if m:
-            flat = flatten(m)
+            flat = flatten({k: v for k, v in m.items() if k != "checks"})
             lines += ["| headline | value |", "|---|---|"]
             lines += [f"| {k} | {_fmt(v)} |" for k, v in flat.items()]
             lines.append("")
@@ -348,8 +363,11 @@ def write_index(reports: Path, summary: dict[str, Any]) -> Path:
 
 def run(profile: str = "full", only: Iterable[str] | None = None, reports: str | Path = "reports",
         progress: bool = True, notebook_dir: str | Path | None = None, pretrained_dir: str | Path | None = None,
-        timeout: float | None = None, kernel: str = KERNEL) -> dict[str, Any]:
-    """Run the notebooks (all, or ``only``) with the profile's parameters; returns the summary (``summary['ok']``)."""
+        timeout: float | None = None, kernel: str = KERNEL,
+        inception_weights: str | Path | None = None) -> dict[str, Any]:
+    """Run the notebooks (all, or ``only``) with the profile's parameters; returns the summary (``summary['ok']``:
+    every selected notebook ran; ``summary['all_checks_passed']``: and none is degraded). ``inception_weights``
+    goes to the notebooks that take it (FID on real images)."""
     if profile not in PROFILES:
         raise ValueError(f"profile: expected one of {', '.join(PROFILES)}, got {profile!r}")
     kernel_python(kernel)  # a clear error before any work when the kernel is missing
@@ -392,7 +410,8 @@ def run(profile: str = "full", only: Iterable[str] | None = None, reports: str |
     def write_summary() -> dict[str, Any]:
         ordered = {n: results[n] for n in NOTEBOOKS if n in results}
         summary = {"profile": profile, "reports": str(reports), "ran": names, "notebooks": ordered,
-                   "ok": all(n in ordered and ordered[n]["status"] == "ok" for n in names),
+                   "ok": all(n in ordered and ordered[n]["status"] in RAN for n in names),
+                   "all_checks_passed": all(n in ordered and ordered[n]["status"] == "ok" for n in names),
                    "warnings": run_warnings, "seconds": round(time.perf_counter() - t0, 1),
                    "written": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
         summary_file.write_text(json.dumps(summary, indent=2, default=str) + "\n")
@@ -406,6 +425,8 @@ def run(profile: str = "full", only: Iterable[str] | None = None, reports: str |
             bar.set_postfix_str(name)
             out_dir = reports / name
             params = parameters_for(profile, name, reports, models)
+            if inception_weights and name in _TAKES_INCEPTION:
+                params["inception_weights"] = str(Path(inception_weights).expanduser().resolve())
             problems = [p.split(": ", 1)[1] for p in check_parameters([profile], notebook_dir)
                         if p.startswith(f"{profile}/{name}:")]
             if name in _NEEDS_MODELS and model_error:
@@ -415,6 +436,9 @@ def run(profile: str = "full", only: Iterable[str] | None = None, reports: str |
             res["parameters"] = params
             res["parameter_problems"] = problems
             res["metrics"] = _read_metrics(out_dir) if out_dir.is_dir() else None
+            res["failed_checks"] = []
+            if res["status"] == "ok":  # it ran: its own checks decide between ok and degraded
+                res["status"], res["failed_checks"] = verdict(res["metrics"])
             res.update(_artifacts(out_dir) if out_dir.is_dir() else {"figures": [], "tables": []})
             results[name] = res
             if res["status"] != "ok":
@@ -425,19 +449,27 @@ def run(profile: str = "full", only: Iterable[str] | None = None, reports: str |
 
 
 def main(args) -> int:
-    """``hdae figures``: exit code 0 when every selected notebook ran, 1 otherwise."""
+    """``hdae figures``: exit code 0 when every selected notebook ran (with ``--strict``: and every check passed),
+    1 otherwise."""
     try:
         summary = run(profile=getattr(args, "profile", "full"), only=getattr(args, "only", None),
                       reports=getattr(args, "reports", "reports"), progress=not getattr(args, "no_progress", False),
-                      pretrained_dir=getattr(args, "pretrained_dir", None), kernel=getattr(args, "kernel", None) or KERNEL)
+                      pretrained_dir=getattr(args, "pretrained_dir", None), kernel=getattr(args, "kernel", None) or KERNEL,
+                      inception_weights=getattr(args, "inception_weights", None))
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    failed = [n for n in summary["ran"] if summary["notebooks"][n]["status"] != "ok"]
+    failed = [n for n in summary["ran"] if summary["notebooks"][n]["status"] not in RAN]
+    degraded = [n for n in summary["ran"] if summary["notebooks"][n]["status"] == "degraded"]
     for n in summary["ran"]:
         r = summary["notebooks"][n]
         print(f"{n:<20} {r['status']:<8} {_duration(r['seconds']):>7}" + (f"  {r['error']}" if r["error"] else ""))
+        for c in r.get("failed_checks", []):
+            print(f"{'':<20} failed check: {c}")
     print(f"index: {summary['index']}  ({_duration(summary['seconds'])})")
     if failed:
         print(f"{len(failed)} notebook(s) failed: {', '.join(failed)}", file=sys.stderr)
-    return 1 if failed else 0
+    if degraded:
+        print(f"{len(degraded)} notebook(s) degraded (a check failed): {', '.join(degraded)}"
+              + ("" if getattr(args, "strict", False) else " (--strict makes this an error)"), file=sys.stderr)
+    return 1 if failed or (degraded and getattr(args, "strict", False)) else 0

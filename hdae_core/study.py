@@ -11,6 +11,7 @@ import torch
 from IPython.display import Image, Markdown, display
 
 from . import plots
+from .checks import check as _check, describe
 from .pretrained import repo_path
 
 METRICS_FILE = "metrics.json"
@@ -79,6 +80,14 @@ class Study:
         """Save rows of images in [-1, 1] as the labelled grid ``name`` and display it."""
         plots.save_labeled_grid(self.path(name), rows, row_labels=row_labels, col_labels=col_labels, scale=scale)
         return self.show(name)
+
+    def check(self, name: str, value: Any, bound: Any, relation: str = "<=") -> bool:
+        """Hold a headline against its baseline or bound (``checks.check``), record it in ``metrics["checks"]``
+        and print it; returns whether it passed. A failed check makes the notebook *degraded* in the index."""
+        c = _check(name, value, bound, relation)
+        self.metrics.setdefault("checks", []).append(c)
+        print(describe(c))
+        return c["passed"]
 
     def finish(self) -> Path:
         """Record the run time and write ``metrics.json``; prints the metrics."""

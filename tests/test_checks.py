@@ -1,0 +1,102 @@
+"""Checks, verdicts and what the pipeline and the index make of them (issue: a green run must not hide a broken study)."""
+import json
+
+import nbformat
+import pytest
+
+from hdae_core import checks, cli, pipeline
+from hdae_core.study import Study
+
+
+def test_check_relations():
+    assert checks.check("mse vs baseline", 0.09, 0.148, "<")["passed"]
+    assert not checks.check("mse vs baseline", 0.2, 0.148, "<")["passed"]
+    assert checks.check("std", 1.0, [0.8, 1.25], "in") == {"name": "std", "value": 1.0, "bound": [0.8, 1.25],
+                                                           "relation": "in", "passed": True}
+    assert not checks.check("std", 100.0, [0.8, 1.25], "in")["passed"]
+    assert checks.check("auroc", 0.7, 0.5, ">")["passed"] and not checks.check("auroc", 0.5, 0.5, ">")["passed"]
+    assert not checks.check("nan", float("nan"), 1.0, "<=")["passed"]  # NaN never passes
+    assert not checks.check("nan", float("nan"), 1.0, ">=")["passed"]
+    with pytest.raises(ValueError, match="relation"):
+        checks.check("x", 1, 2, "==")
+
+
+def test_verdict():
+    good = checks.check("a", 1, 2, "<")
+    bad = checks.check("b", 3, 2, "<")
+    assert checks.verdict({"checks": [good]}) == ("ok", [])
+    status, failed = checks.verdict({"checks": [good, bad]})
+    assert status == "degraded" and len(failed) == 1 and failed[0].startswith("b: 3 < 2")
+    assert checks.verdict({"mse": 0.1})[0] == "degraded"  # a study without checks is not ok
+    assert checks.verdict(None)[0] == "degraded"
+
+
+def test_study_check_writes_checks(tmp_path, capsys):
+    study = Study(tmp_path / "s")
+    assert study.check("mse vs mean colour", 0.09, 0.148, "<")
+    assert not study.check("auroc vs chance", 0.4, 0.5, ">")
+    assert "FAIL" in capsys.readouterr().out
+    m = json.loads(study.finish().read_text())
+    assert [c["name"] for c in m["checks"]] == ["mse vs mean colour", "auroc vs chance"]
+    assert [c["passed"] for c in m["checks"]] == [True, False]
+    assert set(m["checks"][0]) >= {"name", "value", "bound", "passed"}
+
+
+def _notebook(path, body):
+    nb = nbformat.v4.new_notebook()
+    p = nbformat.v4.new_code_cell('out_dir = "unused"\nvalue = 0')
+    p.metadata["tags"] = ["parameters"]
+    nb.cells = [p, nbformat.v4.new_code_cell(body)]
+    nb.metadata["kernelspec"] = {"name": "hdae", "display_name": "Python (hdae)", "language": "python"}
+    nbformat.write(nb, path)
+
+
+_WRITES = ("from hdae_core.study import Study\ns = Study(out_dir)\n"
+           "s.check('headline vs baseline', value, 1.0, '<')\ns.finish()")
+
+
+def test_pipeline_verdicts_index_and_strict(tmp_path, monkeypatch, capsys):
+    names = ("00_tour", "01_train", "03_reconstruction")
+    nbdir = tmp_path / "nbs"
+    nbdir.mkdir()
+    _notebook(nbdir / "00_tour.ipynb", _WRITES)  # value 0 < 1: ok
+    _notebook(nbdir / "01_train.ipynb", _WRITES)  # value 5: degraded
+    _notebook(nbdir / "03_reconstruction.ipynb", "import json, pathlib\n"
+              "(pathlib.Path(out_dir) / 'metrics.json').write_text(json.dumps({'v': 1}))")  # no checks
+    monkeypatch.setattr(pipeline, "NOTEBOOKS", names)
+    monkeypatch.setattr(pipeline, "NOTEBOOK_DIR", nbdir)
+    monkeypatch.setattr(pipeline, "PROFILES", {"smoke": {
+        "00_tour": {"out_dir": "{out}", "value": 0}, "01_train": {"out_dir": "{out}", "value": 5},
+        "03_reconstruction": {"out_dir": "{out}", "value": 0}}})
+    monkeypatch.setattr(pipeline, "_NEEDS_MODELS", set())
+    reports = tmp_path / "rep"
+    s = pipeline.run("smoke", reports=reports, progress=False)
+    nbs = s["notebooks"]
+    assert [nbs[n]["status"] for n in names] == ["ok", "degraded", "degraded"]
+    assert s["ok"] and not s["all_checks_passed"]
+    assert nbs["01_train"]["failed_checks"] == ["headline vs baseline: 5 < 1 (FAIL)"]
+    assert nbs["03_reconstruction"]["failed_checks"] == ["no checks written to metrics.json"]
+    index = (reports / "index.md").read_text()
+    assert "| **DEGRADED** |" in index and "headline vs baseline: 5 < 1 (FAIL)" in index
+    assert "| headline vs baseline | 0 | < 1 | yes |" in index and "| headline vs baseline | 5 | < 1 | **NO** |" in index
+    assert "3 of 3 notebooks ran, 1 with every check passed" in index
+
+    # the command: ran is exit 0, --strict makes degraded an error
+    args = cli.build_parser().parse_args(["figures", "--profile", "smoke", "--reports", str(reports)])
+    assert not args.strict and args.inception_weights is None
+    assert pipeline.main(args) == 0
+    assert "degraded" in capsys.readouterr().err
+    args = cli.build_parser().parse_args(["figures", "--profile", "smoke", "--reports", str(reports), "--strict"])
+    assert pipeline.main(args) == 1
+    args = cli.build_parser().parse_args(["figures", "--profile", "smoke", "--reports", str(reports), "--strict",
+                                          "--only", "00"])
+    assert pipeline.main(args) == 0
+
+
+def test_inception_weights_must_exist(tmp_path):
+    with pytest.raises(cli.UserError, match="missing.pth does not exist"):
+        cli.build_parser().parse_args(["figures", "--inception-weights", str(tmp_path / "missing.pth")])
+    w = tmp_path / "inception.pth"
+    w.write_bytes(b"")
+    args = cli.build_parser().parse_args(["figures", "--inception-weights", str(w)])
+    assert args.inception_weights == str(w)
