@@ -1,0 +1,42 @@
+"""Where each attribute lives in the hierarchy: level shares of its direction, by tier (structure / appearance)."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import pandas as pd
+
+
+def half_shares(shares: pd.DataFrame) -> pd.DataFrame:
+    """Per attribute (rows of level shares, columns z1…zL, finest first): the fine and the coarse half's share."""
+    L = shares.shape[1]
+    if L < 2:
+        raise ValueError(f"half_shares needs at least two levels, got {L}")
+    fine = shares.iloc[:, : L // 2].sum(axis=1)
+    coarse = shares.iloc[:, L - L // 2:].sum(axis=1)  # odd L: the middle level belongs to neither half
+    return pd.DataFrame({"fine_half": fine, "coarse_half": coarse})
+
+
+def tier_table(shares: pd.DataFrame, structure: Sequence[str], appearance: Sequence[str]) -> pd.DataFrame:
+    """One row per attribute: its tier, fine/coarse half shares, the half holding most of it, and whether that
+    is the half its tier predicts (structure → coarse, appearance → fine; other attributes: no prediction)."""
+    halves = half_shares(shares)
+    rows = []
+    for name, row in halves.iterrows():
+        tier = "structure" if name in structure else "appearance" if name in appearance else "other"
+        c, f = row["coarse_half"], row["fine_half"]
+        side = "coarse" if c > f else "fine" if f > c else "even"
+        expected = {"structure": "coarse", "appearance": "fine"}.get(tier)
+        rows.append({"attribute": name, "tier": tier, "fine_half": float(row["fine_half"]),
+                     "coarse_half": float(row["coarse_half"]), "mostly_on": side,
+                     "as_predicted": None if expected is None else side == expected})
+    return pd.DataFrame(rows).set_index("attribute")
+
+
+def tier_summary(table: pd.DataFrame, groups: dict[str, Sequence[str]]) -> dict[str, Any]:
+    """For each named group of attributes, the fraction whose weight sits mostly on the half its tier predicts."""
+    out = {}
+    for name, members in groups.items():
+        sub = table.loc[[m for m in members if m in table.index]]
+        out[name] = {"n": int(len(sub)), "as_predicted": float(sub["as_predicted"].astype(float).mean())
+                     if len(sub) else float("nan"), "attributes": list(sub.index)}
+    return out
