@@ -23,7 +23,8 @@ from .stats import LatentStats
 
 __all__ = [
     "LatentStats", "AttributeDirections", "AttributeClassifiers", "encode_dataset", "train_classifiers",
-    "load_classifiers", "load_or_train_classifiers", "train_directions", "direction_scores", "CodeJudge", "check_levels", "style_mix_labels", "normalized_weights", "truncate", "manipulate", "edit_images", "mix_levels",
+    "load_classifiers", "load_or_train_classifiers", "train_directions", "direction_scores", "CodeJudge",
+    "directions_for", "fit_judge", "score_table", "check_levels", "style_mix_labels", "normalized_weights", "truncate", "manipulate", "edit_images", "mix_levels",
     "style_mix_grid", "slerp", "interpolate", "interpolate_images",
 ]
 
@@ -350,6 +351,84 @@ class CodeJudge(torch.nn.Module):
             codes = self.model.encode(images[i:i + batch_size].to(p)).float().cpu()
             out.append(torch.sigmoid(cl.stats.standardize(codes).flatten(1) @ w.T + b))
         return torch.cat(out)
+
+
+def directions_for(model, src, source: str = "auto", n_encode: int = 3000, C: float = 1.0, seed: int = 0,
+                   batch_size: int = 64, cache: str | Path | None = None) -> tuple[AttributeClassifiers | None, str]:
+    """(directions, where) for a study's data (``hdae_core.data.open_data``), or (None, why) when there are none.
+
+    ``source``: "train" fits them on the training split's codes (``train_directions``: logistic for binary
+    columns, ridge for continuous ones); "checkpoint" uses the checkpoint folder's imported
+    ``directions.safetensors`` (``hdae import-diffae --classifier``), scored on the held-out split when the data
+    has attributes; "auto" trains when the data has attributes, else uses the imported ones. ``cache``: a folder
+    of directions saved earlier (05_directions), used when it fits the model's codes.
+    """
+    from .directions import DIRECTIONS_FILE
+
+    if source not in ("auto", "train", "checkpoint"):
+        raise ValueError(f"directions source: expected auto, train or checkpoint, got {source!r}")
+    shape = (model.num_levels, model.code_dim)
+    if cache is not None and (Path(cache) / "directions.json").is_file():
+        clf = load_classifiers(cache)
+        same_data = not src.has_attributes or set(clf.names) <= set(src.attribute_names)
+        if tuple(clf.stats.shape) == shape and same_data:
+            return clf, f"loaded from {cache}"
+    folder = getattr(model, "checkpoint", None)
+    imported = folder is not None and (Path(folder) / DIRECTIONS_FILE).is_file()
+    if source == "checkpoint" or (source == "auto" and not src.has_attributes and imported):
+        if not imported:
+            return None, f"no imported {DIRECTIONS_FILE} in the checkpoint folder {folder}"
+        clf = load_classifiers(folder)
+        if tuple(clf.stats.shape) != shape:
+            raise ValueError(f"{folder}: directions for codes {list(clf.stats.shape)}, the model's are {list(shape)}")
+        where = f"imported from {folder} ({len(clf.names)} directions, not trained here)"
+        if src.has_attributes:
+            n = src.take(n_encode, "heldout", "codes scoring the imported directions")
+            enc = encode_dataset(model, src.split("heldout"), n=n, batch_size=batch_size, progress=False)
+            scores = direction_scores(clf, enc["codes"], enc["attributes"], src.attribute_names, src.attribute_kinds)
+            clf.meta["report"] = {k: {"kind": src.attribute_kinds[k], "n_test": n, **v} for k, v in scores.items()}
+            where += f"; scored on {n} held-out images for the {len(scores)} attributes the data shares"
+        return clf, where
+    if not src.has_attributes:
+        return None, ("no attributes to fit directions to: pass an attribute file (--attributes) or a checkpoint "
+                      f"with imported {DIRECTIONS_FILE} (hdae import-diffae --classifier)")
+    n = src.take(n_encode, "train", "codes for the directions")
+    enc = encode_dataset(model, src.split("train"), n=n, batch_size=batch_size, progress=False)
+    clf = train_directions(enc["codes"], enc["attributes"], src.attribute_names, src.attribute_kinds, C=C, seed=seed)
+    return clf, f"fitted on {n} training codes"
+
+
+def fit_judge(model, src, n_encode: int = 3000, C: float = 1.0, seed: int = 0,
+              batch_size: int = 64) -> tuple[CodeJudge, dict[str, Any]]:
+    """The classifier-based edit scorer for real data: linear classifiers on ``model``'s codes of the judge split
+    (images the directions never saw), read off re-encoded edits; (judge, its held-out quality)."""
+    n = src.take(n_encode, "judge", "codes for the edit-scoring classifiers")
+    enc = encode_dataset(model, src.split("judge"), n=n, batch_size=batch_size, progress=False)
+    binary = src.binary_attributes()
+    cols = [src.attribute_names.index(b) for b in binary]
+    clf = train_directions(enc["codes"], enc["attributes"][:, cols], binary, C=C, seed=seed)
+    auroc = {k: v.get("auroc") for k, v in clf.meta["report"].items()}
+    known = [v for v in auroc.values() if v is not None]
+    info = {"scorer": "classifier-based", "n_codes": n, "attributes": list(clf.names),
+            "skipped": clf.meta.get("skipped", {}), "heldout_auroc": auroc,
+            "mean_heldout_auroc": float(np.mean(known)) if known else float("nan")}
+    return CodeJudge(model, clf), info
+
+
+def score_table(directions: dict[str, AttributeDirections]):
+    """Held-out scores per attribute (rows) and model (columns): AUROC for binary attributes, R² for continuous."""
+    import pandas as pd
+
+    cols = {}
+    for label, d in directions.items():
+        rep = d.meta.get("report", {})
+        cols[label] = pd.Series({n: _nan(rep[n].get("r2") if rep[n].get("kind") == "continuous" else rep[n].get("auroc"))
+                                 for n in d.names if n in rep}, dtype=float)
+    df = pd.DataFrame(cols)
+    kinds = {n: d.meta.get("report", {}).get(n, {}).get("kind", "binary") for d in directions.values() for n in d.names}
+    df.insert(0, "score", ["R2" if kinds.get(n) == "continuous" else "AUROC" for n in df.index])
+    df.index.name = "attribute"
+    return df
 
 
 # ---------------------------------------------------------------- truncated features (Eq. 1–2)

@@ -189,6 +189,8 @@ def load_models(checkpoint_hdae: str | Path, checkpoint_dae: str | Path | None =
     if not cks:
         raise ValueError("checkpoint_hdae: no checkpoint given")
     models = [load(c, pretrained_dir) for c in cks]
+    for m, c in zip(models, cks):
+        m.checkpoint = str(resolve(c, pretrained_dir))  # where imported directions / statistics are looked up
     labels = [VARIANT_LABELS.get(m.config.variant, m.config.variant) for m in models]
     if len(labels) == 2 and labels[0] == labels[1]:
         labels = [f"{lab} [{Path(str(c)).name}]" for lab, c in zip(labels, cks)]

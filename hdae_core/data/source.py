@@ -180,6 +180,15 @@ class StudyData:
     def binary_attributes(self) -> list[str]:
         return [n for n in self.attribute_names if self.attribute_kinds[n] == BINARY]
 
+    def pick(self, wanted, n: int = 4, binary: bool = True) -> list[str]:
+        """The names of ``wanted`` the data has; when it has none of them, its first ``n`` (binary) attributes."""
+        have = self.binary_attributes() if binary else self.attribute_names
+        chosen = [w for w in (wanted or []) if w in have]
+        if not chosen and have:
+            chosen = have[:n]
+            self.notes.append(f"attributes {list(wanted or [])} not in the data: shown instead {chosen}")
+        return chosen
+
     def split(self, which: str = "train"):
         """The data set of a split: items are dicts with ``image`` (and ``attributes``); ``attribute_names`` set."""
         if which not in SPLITS:
