@@ -22,6 +22,42 @@ class GroupNorm32(nn.GroupNorm):
         return super().forward(x.float()).type(x.dtype)
 
 
+def upsample2x(x: torch.Tensor) -> torch.Tensor:
+    """Nearest-neighbour 2x upsampling. On a contiguous NCHW tensor as one broadcast copy, which the
+    CPU runs about 5x faster than ``F.interpolate`` (that one copies twice); otherwise ``F.interpolate``."""
+    if x.dim() == 4 and x.is_contiguous() and x.device.type == "cpu":
+        b, c, h, w = x.shape
+        return x[:, :, :, None, :, None].expand(b, c, h, 2, w, 2).reshape(b, c, 2 * h, 2 * w)
+    return F.interpolate(x, scale_factor=2, mode="nearest")
+
+
+def avgpool2x(x: torch.Tensor) -> torch.Tensor:
+    """2x2 average pooling, stride 2. On the CPU as two strided adds (several times faster than
+    ``F.avg_pool2d`` there, equal up to rounding); elsewhere ``F.avg_pool2d``."""
+    if x.dim() == 4 and x.device.type == "cpu" and x.shape[-1] % 2 == 0 and x.shape[-2] % 2 == 0:
+        rows = x[:, :, 0::2] + x[:, :, 1::2]
+        return (rows[..., 0::2] + rows[..., 1::2]) * 0.25
+    return F.avg_pool2d(x, kernel_size=2, stride=2)
+
+
+_DROP_BITS = 15
+
+
+def dropout(h: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Inverted dropout. On the CPU the keep mask comes from 15-bit slices of 64-bit random words (four
+    per word), about 7x cheaper than ``bernoulli_`` there; p is rounded to a multiple of 2^-15 (0.1 drops
+    with probability 0.100006) and the kept values are scaled by 1 / (1 - that p), so E[out] = h exactly."""
+    if not training or p == 0:
+        return h
+    if h.device.type != "cpu" or p >= 1 or h.numel() % 4:
+        return F.dropout(h, p, training)
+    k = round(p * (1 << _DROP_BITS))
+    words = torch.empty(h.numel() // 4, dtype=torch.int64, device=h.device).random_()
+    keep = (words.view(torch.int16) & ((1 << _DROP_BITS) - 1)) >= k
+    scale = (1 << _DROP_BITS) / ((1 << _DROP_BITS) - k)
+    return h * keep.view(h.shape).to(h.dtype).mul_(scale)
+
+
 def normalization(channels: int) -> GroupNorm32:
     """GroupNorm with gcd(32, C) groups: DiffAE's min(32, C) wherever that divides C."""
     return GroupNorm32(math.gcd(32, channels), channels)
@@ -107,9 +143,9 @@ class ResBlock(nn.Module):
 
     def _resample(self, x: torch.Tensor) -> torch.Tensor:
         if self.up:
-            return F.interpolate(x, scale_factor=2, mode="nearest")
+            return upsample2x(x)
         if self.down:
-            return F.avg_pool2d(x, kernel_size=2, stride=2)
+            return avgpool2x(x)
         return x
 
     def forward(self, x, emb=None, cond=None):
@@ -139,8 +175,7 @@ class ResBlock(nn.Module):
             a, b = a * z, b * z
         n = F.group_norm(h.float(), norm.num_groups, eps=norm.eps)
         h = F.silu(torch.addcmul(b, n, a), inplace=True).type(h.dtype)
-        if drop.p > 0:
-            h = drop(h)
+        h = dropout(h, drop.p, drop.training)
         return conv(h)
 
 
@@ -160,12 +195,18 @@ class AttentionBlock(nn.Module):
         b, c, *spatial = x.shape
         x = x.reshape(b, c, -1)
         qkv = self.qkv(self.norm(x))  # [B, 3C, T]
-        n = x.shape[-1]
-        # legacy layout: per head, q, k and v are consecutive chunks of channels; contiguous
-        # [B, H, T, C/H] operands let the CPU take the flash kernel (2x faster than the math path)
-        q, k, v = qkv.reshape(b, self.num_heads, 3, c // self.num_heads, n).permute(2, 0, 1, 4, 3).contiguous().unbind(0)
-        h = F.scaled_dot_product_attention(q, k, v)  # [B, H, T, C/H]
-        h = h.transpose(2, 3).reshape(b, c, n)
+        n, heads, ch = x.shape[-1], self.num_heads, c // self.num_heads
+        if x.device.type == "cpu":
+            # legacy layout: per head, q, k and v are consecutive chunks of channels. Two batched
+            # matmuls read them in place (BLAS takes the transposes as flags) and write [B, C, T]
+            # directly: no layout copies, which cost more than the attention itself on the CPU
+            q, k, v = qkv.reshape(b * heads, 3 * ch, n).split(ch, dim=1)  # each [BH, C/H, T]
+            w = torch.bmm(q.transpose(1, 2), k * ch**-0.5).softmax(dim=-1)  # [BH, T, S]
+            h = torch.bmm(v, w.transpose(1, 2)).reshape(b, c, n)
+        else:
+            # contiguous [B, H, T, C/H] operands for the fused (flash / memory-efficient) kernels
+            q, k, v = qkv.reshape(b, heads, 3, ch, n).permute(2, 0, 1, 4, 3).contiguous().unbind(0)
+            h = F.scaled_dot_product_attention(q, k, v).transpose(2, 3).reshape(b, c, n)
         return (x + self.proj_out(h)).reshape(b, c, *spatial)
 
 
