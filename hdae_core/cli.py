@@ -7,8 +7,8 @@ line) or ``HDAE_DEBUG=1`` shows the traceback instead.
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import dataclasses
+import importlib.metadata
 import json
 import math
 import os
@@ -17,7 +17,11 @@ import sys
 import tempfile
 from pathlib import Path
 
+import torch
+
 from .config import PRESETS, VARIANTS, ModelConfig, check_field_type
+from .model import HDAE
+from .train import TrainConfig, TrainingDiverged, train
 
 
 class UserError(Exception):
@@ -83,8 +87,6 @@ def _data(text: str) -> str:
 
 
 def _device(text: str) -> str:
-    import torch
-
     try:
         dev = torch.device(text)
     except (RuntimeError, ValueError):
@@ -121,10 +123,75 @@ def _model_json(text: str) -> dict:
     return d
 
 
+# How `hdae train` spells each TrainConfig field and what it accepts. Defaults come from TrainConfig alone;
+# a field missing here gets --field-name typed by its default, so a new field is an option at once.
+# `model` is built from --preset, --variant, --model-json and --prediction.
+TRAIN_OPTIONS: dict[str, dict] = {
+    "out": dict(required=True, type=_out_folder, help="run folder (checkpoint, metrics.csv, grids)"),
+    "data": dict(type=_data, help="image folder or DiffAE LMDB; default: built-in shapes"),
+    "steps": dict(type=POSITIVE_INT),
+    "batch_size": dict(flag="--batch", type=POSITIVE_INT, help="global batch size"),
+    "lr": dict(type=POSITIVE_FLOAT),
+    "ema_decay": dict(type=_number(float, 0, 1, hi_open=True)),
+    "ema_warmup": dict(help="EMA decay min(ema-decay, (1 + n) / (10 + n)), so short runs give a usable EMA"),
+    "grad_clip": dict(type=POSITIVE_FLOAT, help="clip the gradient norm to this"),
+    "seed": dict(type=COUNT),
+    "amp": dict(choices=["auto", "bf16", "fp16", "none"], help="autocast dtype (auto: bf16 on CUDA, off on CPU)"),
+    "channels_last": dict(choices=["auto", "on", "off"], help="memory format (auto: on for CUDA)"),
+    "compile": dict(help="torch.compile the training step's forward"),
+    "compile_mode": dict(choices=["default", "reduce-overhead", "max-autotune"],
+                         help="torch.compile mode (implies --compile unless default)"),
+    "device": dict(type=_device),
+    "num_workers": dict(flag="--workers", type=COUNT, help="DataLoader worker processes (and for --cache-data)"),
+    "cache_data": dict(choices=["auto", "on", "off"],
+                       help="render the built-in data set once into device memory (auto: on CUDA)"),
+    "max_minutes": dict(type=_number(float, 0),
+                        help="stop after this much wall time with a checkpoint and an evaluation (0: no limit)"),
+    "log_every": dict(type=POSITIVE_INT),
+    "eval_every": dict(type=COUNT, help="0: no evaluation"),
+    "eval_size": dict(type=POSITIVE_INT, help="held-out images per evaluation"),
+    "eval_steps": dict(type=POSITIVE_INT, help="DDIM steps of the evaluation's encode and decode"),
+    "ckpt_every": dict(type=POSITIVE_INT),
+    "grid_every": dict(type=COUNT, help="write the reconstruction grid at evaluations on multiples of this "
+                                        "(0: at every evaluation)"),
+    "progress": dict(help="progress bar"),
+    "tensorboard": dict(help="TensorBoard log in OUT/tb (when tensorboard is installed)"),
+    "on_bad_image": dict(choices=["error", "skip"],
+                         help="an undecodable or non-RGB image in --data: stop with its name (error) or skip it and "
+                              "count it (skip)"),
+    "convert_images": dict(help="convert grayscale, RGBA and palette images in --data to RGB instead of refusing them"),
+    "diverge_factor": dict(type=_number(float, 0),
+                           help="stop when the loss reaches this many times its running level (0: only a "
+                                "non-finite loss stops)"),
+}
+_TYPES = {int: COUNT, float: _number(float, 0)}
+
+
+def add_train_config_options(parser: argparse.ArgumentParser) -> None:
+    """One option per TrainConfig field (``model`` aside), its default TrainConfig's: ``--field-name``
+    (or the flag named in TRAIN_OPTIONS); a boolean is ``--name`` when off by default, ``--no-name`` when on."""
+    for f in dataclasses.fields(TrainConfig):
+        if f.name == "model":
+            continue
+        kw = dict(TRAIN_OPTIONS.get(f.name, {}))
+        default = f.default
+        name = f.name.replace("_", "-")
+        if isinstance(default, bool):
+            flag = kw.pop("flag", f"--no-{name}" if default else f"--{name}")
+            parser.add_argument(flag, dest=f.name, action="store_false" if default else "store_true", **kw)
+            continue
+        flag = kw.pop("flag", f"--{name}")
+        if not kw.get("required"):
+            kw["default"] = default
+        if "type" not in kw and "choices" not in kw and type(default) in _TYPES:
+            kw["type"] = _TYPES[type(default)]
+        if "help" in kw and kw.get("default") not in (None, "") and not kw.get("required"):
+            kw["help"] += " (default: %(default)s)"
+        parser.add_argument(flag, dest=f.name, **kw)
+
+
 def train_config_from_args(args):
     """The TrainConfig that `hdae train` runs for parsed ``args``."""
-    from .train import TrainConfig
-
     overrides = dict(args.model_json or {})
     if args.prediction:
         overrides["prediction"] = args.prediction
@@ -132,22 +199,12 @@ def train_config_from_args(args):
         model = ModelConfig.preset(args.preset, args.variant, **overrides)
     except (TypeError, ValueError) as e:
         raise UserError(f"argument --model-json: {e}") from None
-    return TrainConfig(
-        model=model,
-        out=args.out, data=args.data, steps=args.steps, batch_size=args.batch, lr=args.lr,
-        ema_decay=args.ema_decay, ema_warmup=not args.no_ema_warmup, seed=args.seed, amp=args.amp,
-        channels_last=args.channels_last, compile=args.compile or args.compile_mode != "default",
-        compile_mode=args.compile_mode, device=args.device,
-        num_workers=args.workers, log_every=args.log_every, eval_every=args.eval_every,
-        eval_size=args.eval_size, ckpt_every=args.ckpt_every, progress=not args.no_progress,
-        cache_data=args.cache_data, max_minutes=args.max_minutes,
-        on_bad_image=args.on_bad_image, convert_images=args.convert_images,
-    )
+    kw = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if f.name != "model"}
+    kw["compile"] = args.compile or args.compile_mode != "default"
+    return TrainConfig(model=model, **kw)
 
 
 def _train(args) -> int:
-    from .train import TrainingDiverged, train
-
     cfg = train_config_from_args(args)
     try:
         path = train(cfg, resume=args.resume)
@@ -158,10 +215,6 @@ def _train(args) -> int:
 
 
 def _params(args) -> int:
-    import torch
-
-    from .model import HDAE
-
     presets = args.presets or list(PRESETS)
     print("| preset | " + " | ".join(VARIANTS) + " |")
     print("|---|" + "---:|" * len(VARIANTS))
@@ -220,36 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--model-json", default=None, type=_model_json, help="JSON of ModelConfig field overrides")
     t.add_argument("--prediction", default=None, choices=["eps", "v"],
                    help="decoder output: eps (DiffAE, the default) or v (its decoder follows the codes far sooner)")
-    t.add_argument("--out", required=True, type=_out_folder, help="run folder (checkpoint, metrics.csv, grids)")
-    t.add_argument("--data", default=None, type=_data, help="image folder or DiffAE LMDB; default: built-in shapes")
-    t.add_argument("--steps", type=POSITIVE_INT, default=1000)
-    t.add_argument("--batch", type=POSITIVE_INT, default=32, help="global batch size")
-    t.add_argument("--lr", type=POSITIVE_FLOAT, default=1e-4)
-    t.add_argument("--ema-decay", type=_number(float, 0, 1, hi_open=True), default=0.9999)
-    t.add_argument("--no-ema-warmup", action="store_true")
-    t.add_argument("--seed", type=COUNT, default=0)
-    t.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "none"])
-    t.add_argument("--channels-last", default="auto", choices=["auto", "on", "off"])
-    t.add_argument("--compile", action="store_true", help="torch.compile the training step's forward")
-    t.add_argument("--compile-mode", default="default", choices=["default", "reduce-overhead", "max-autotune"],
-                   help="torch.compile mode (implies --compile unless default)")
-    t.add_argument("--device", default=None, type=_device)
-    t.add_argument("--workers", type=COUNT, default=0, help="DataLoader worker processes (and for --cache-data)")
-    t.add_argument("--cache-data", default="auto", choices=["auto", "on", "off"],
-                   help="render the built-in data set once into device memory (auto: on CUDA)")
-    t.add_argument("--max-minutes", type=_number(float, 0), default=0.0,
-                   help="stop after this much wall time with a checkpoint and an evaluation (0: no limit)")
-    t.add_argument("--log-every", type=POSITIVE_INT, default=50)
-    t.add_argument("--eval-every", type=COUNT, default=1000, help="0: no evaluation")
-    t.add_argument("--eval-size", type=POSITIVE_INT, default=64)
-    t.add_argument("--ckpt-every", type=POSITIVE_INT, default=1000)
+    add_train_config_options(t)
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint when present")
-    t.add_argument("--no-progress", action="store_true")
-    t.add_argument("--on-bad-image", default="error", choices=["error", "skip"],
-                   help="an undecodable or non-RGB image in --data: stop with its name (error) or skip it and "
-                        "count it (skip)")
-    t.add_argument("--convert-images", action="store_true",
-                   help="convert grayscale, RGBA and palette images in --data to RGB instead of refusing them")
     t.set_defaults(func=_train)
 
     p = sub.add_parser("params", help="print the parameter count table (presets × variants)")
@@ -259,7 +284,17 @@ def build_parser() -> argparse.ArgumentParser:
     f = sub.add_parser("figures", help="run the notebooks into reports/")
     f.add_argument("--profile", default="full", choices=["smoke", "full"])
     f.add_argument("--only", action="append", default=None, help="notebook number, name or topic (repeatable)")
-    f.add_argument("--reports", default="reports")
+    f.add_argument("--reports", "--out", dest="reports", default="reports",
+                   help="the report folder (its own index.md); default reports/")
+    f.add_argument("--checkpoint", default=None, type=_existing,
+                   help="your model instead of the demo pair: a checkpoint folder, a run folder or an import-diffae folder")
+    f.add_argument("--checkpoint-dae", default=None, type=_existing,
+                   help="a second model the DAE-vs-HDAE comparisons set against --checkpoint (none: one model)")
+    f.add_argument("--data", default=None, type=_existing,
+                   help="your images instead of the built-in Shapes: an image folder or a DiffAE LMDB")
+    f.add_argument("--attributes", default=None, type=_existing,
+                   help="labels of --data: list_attr_celeba.txt, CelebAMask-HQ-attribute-anno.txt or a CSV "
+                        "(filename column, 0/1 or ±1 columns, other numbers read as continuous)")
     f.add_argument("--no-progress", action="store_true")
     f.add_argument("--pretrained-dir", default=None, help="folder of the demo models (default data/pretrained)")
     f.add_argument("--kernel", default="hdae", help="Jupyter kernel the notebooks run with (make venv registers 'hdae')")

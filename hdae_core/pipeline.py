@@ -75,6 +75,47 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
 _TAKES_INCEPTION = {"09_sampling"}
 # notebooks that load the demo models (the others train their own)
 _NEEDS_MODELS = {n for n in NOTEBOOKS if n not in ("01_train", "02_ablation")}
+# with the user's checkpoint these train models of their own on Shapes instead of studying it: not run
+_TRAINS_ITS_OWN = {"01_train": "trains a model of its own (`hdae train --data` trains on your images)",
+                   "02_ablation": "trains the Fig. 5 variants on Shapes; it does not study a given model"}
+
+
+def check_inputs(checkpoint=None, checkpoint_dae=None, data=None, attributes=None) -> dict[str, str]:
+    """The user's model and data (``hdae figures --checkpoint … --data … --attributes …``), checked before anything
+    is written: resolved paths, or {} for the built-in demo pair on Shapes. Errors say what is wrong."""
+    from . import checkpoint as ckpt_io
+    from .data import open_data
+
+    if not any((checkpoint, checkpoint_dae, data, attributes)):
+        return {}
+    if checkpoint_dae and not checkpoint:
+        raise ValueError("--checkpoint-dae compares against --checkpoint: pass --checkpoint too")
+    if attributes and not data:
+        raise ValueError("--attributes labels the images of --data: pass --data too")
+    out: dict[str, str] = {}
+    sizes = {}
+    for key, ck in (("checkpoint", checkpoint), ("checkpoint_dae", checkpoint_dae)):
+        if ck:
+            path = pretrained.resolve(ck)
+            sizes[key] = int(ckpt_io.read_config(path)["model"]["image_size"])
+            out[key] = str(path)
+    if len(set(sizes.values())) > 1:
+        raise ValueError(f"--checkpoint and --checkpoint-dae must share one image size, got {sizes}")
+    if data:
+        src = open_data(data, attributes, size=next(iter(sizes.values()), 32))
+        out["data"] = str(Path(data).expanduser().resolve())
+        if attributes:
+            out["attributes"] = str(Path(attributes).expanduser().resolve())
+        out["data_summary"] = (f"{src.n_images} images, {len(src.attribute_names)} attributes"
+                               + (f", {src.n_unannotated} without an annotation row" if src.n_unannotated else ""))
+    return out
+
+
+def _input_parameters(name: str, inputs: dict[str, str]) -> dict[str, Any]:
+    """The data parameters every study notebook takes (01/02 train their own and take none)."""
+    if not inputs.get("data") or name in _TRAINS_ITS_OWN:
+        return {}
+    return {"data": inputs["data"], "attribute_file": inputs.get("attributes")}
 
 
 # ---------------------------------------------------------------- notebooks and their parameters
@@ -307,6 +348,7 @@ def _duration(s: float) -> str:
 def write_index(reports: Path, summary: dict[str, Any]) -> Path:
     """``reports/index.md``: per notebook its status, run time, headline numbers and every figure inline."""
     nbs = summary["notebooks"]
+    inputs = summary.get("inputs") or {}
     ran = sum(r["status"] in RAN for r in nbs.values())
     ok = sum(r["status"] == "ok" for r in nbs.values())
     lines = ["# hdae reports", "",
@@ -314,7 +356,13 @@ def write_index(reports: Path, summary: dict[str, Any]) -> Path:
              f"{ran} of {len(nbs)} notebooks ran, {ok} with every check passed "
              f"(**ok**; **degraded**: ran, but a check failed; **failed**: did not run); notebooks took {_duration(sum(r['seconds'] for r in nbs.values()))} "
              f"(last invocation {_duration(summary['seconds'])} including set-up). "
-             f"Regenerate with `hdae figures --profile {summary['profile']}`.", ""]
+             f"Regenerate with `{summary.get('command') or 'hdae figures --profile ' + summary['profile']}`.", ""]
+    if inputs:
+        lines += [f"Model `{inputs.get('checkpoint', 'the demo pair')}`"
+                  + (f" against `{inputs['checkpoint_dae']}`" if inputs.get("checkpoint_dae") else " (no DAE to compare)")
+                  + f"; data `{inputs.get('data', 'built-in Shapes')}`"
+                  + (f" ({inputs['data_summary']})" if inputs.get("data_summary") else "")
+                  + (f"; attributes `{inputs['attributes']}`" if inputs.get("attributes") else "") + ".", ""]
     for w in summary.get("warnings", []):
         lines += [f"> **WARNING:** {w}", ""]
     lines += ["| notebook | status | time | figures | tables | failed checks |", "|---|---|---:|---:|---:|---|"]
@@ -332,7 +380,13 @@ def write_index(reports: Path, summary: dict[str, Any]) -> Path:
             lines += ["```", str(r["error"])[:2000], "```", ""]
         for w in r.get("parameter_problems", []):
             lines += [f"> parameter problem: {w}", ""]
+        if r.get("note"):
+            lines += [f"> {r['note']}", ""]
         m = r.get("metrics")
+        for part, why in ((m or {}).get("skipped") or {}).items():
+            lines += [f"> **Skipped — {part}:** {why}", ""]
+        for note in ((m or {}).get("data") or {}).get("notes") or []:
+            lines += [f"> data note: {note}", ""]
         checks = (m or {}).get("checks") or []
         if checks:
             lines += ["| check | value | bound | passed |", "|---|---|---|---|"]
@@ -364,7 +418,8 @@ def write_index(reports: Path, summary: dict[str, Any]) -> Path:
 def run(profile: str = "full", only: Iterable[str] | None = None, reports: str | Path = "reports",
         progress: bool = True, notebook_dir: str | Path | None = None, pretrained_dir: str | Path | None = None,
         timeout: float | None = None, kernel: str = KERNEL,
-        inception_weights: str | Path | None = None) -> dict[str, Any]:
+        inception_weights: str | Path | None = None, checkpoint=None, checkpoint_dae=None, data=None,
+        attributes=None, command: str | None = None) -> dict[str, Any]:
     """Run the notebooks (all, or ``only``) with the profile's parameters; returns the summary (``summary['ok']``:
     every selected notebook ran; ``summary['all_checks_passed']``: and none is degraded). ``inception_weights``
     goes to the notebooks that take it (FID on real images)."""
@@ -372,6 +427,10 @@ def run(profile: str = "full", only: Iterable[str] | None = None, reports: str |
         raise ValueError(f"profile: expected one of {', '.join(PROFILES)}, got {profile!r}")
     kernel_python(kernel)  # a clear error before any work when the kernel is missing
     names = select(only)
+    # the user's model and data (or {}: the demo pair on Shapes), checked before anything is written
+    inputs = check_inputs(checkpoint, checkpoint_dae, data, attributes)
+    not_run = {n: _TRAINS_ITS_OWN[n] for n in names if inputs.get("checkpoint") and n in _TRAINS_ITS_OWN}
+    names = [n for n in names if n not in not_run]
     t0 = time.perf_counter()
     reports = Path(reports).expanduser().resolve()
     reports.mkdir(parents=True, exist_ok=True)
@@ -383,7 +442,9 @@ def run(profile: str = "full", only: Iterable[str] | None = None, reports: str |
 
     models: dict[str, Path] = {}
     model_error = None
-    if _NEEDS_MODELS & set(names):
+    if inputs.get("checkpoint"):
+        models = {"hdae_u": Path(inputs["checkpoint"]), "dae": inputs.get("checkpoint_dae", "")}
+    elif _NEEDS_MODELS & set(names):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", pretrained.PretrainedMissingWarning)
@@ -401,11 +462,14 @@ def run(profile: str = "full", only: Iterable[str] | None = None, reports: str |
     if summary_file.is_file():
         try:
             prev = json.loads(summary_file.read_text())
-            if prev.get("profile") == profile:
+            if prev.get("profile") == profile and (prev.get("inputs") or {}) == inputs:
                 previous = prev.get("notebooks", {})
         except json.JSONDecodeError:
             pass
     results: dict[str, dict[str, Any]] = {n: previous[n] for n in NOTEBOOKS if n in previous and n not in names}
+    for n, why in not_run.items():
+        results[n] = {"status": "not run", "seconds": 0.0, "error": None, "notebook": None,
+                      "note": f"not run with --checkpoint: {why}", "figures": [], "tables": []}
 
     def write_summary() -> dict[str, Any]:
         ordered = {n: results[n] for n in NOTEBOOKS if n in results}
@@ -413,6 +477,7 @@ def run(profile: str = "full", only: Iterable[str] | None = None, reports: str |
                    "ok": all(n in ordered and ordered[n]["status"] in RAN for n in names),
                    "all_checks_passed": all(n in ordered and ordered[n]["status"] == "ok" for n in names),
                    "warnings": run_warnings, "seconds": round(time.perf_counter() - t0, 1),
+                   "inputs": inputs, "command": command,
                    "written": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
         summary_file.write_text(json.dumps(summary, indent=2, default=str) + "\n")
         summary["index"] = str(write_index(reports, summary))
@@ -425,6 +490,7 @@ def run(profile: str = "full", only: Iterable[str] | None = None, reports: str |
             bar.set_postfix_str(name)
             out_dir = reports / name
             params = parameters_for(profile, name, reports, models)
+            params.update(_input_parameters(name, inputs))
             if inception_weights and name in _TAKES_INCEPTION:
                 params["inception_weights"] = str(Path(inception_weights).expanduser().resolve())
             problems = [p.split(": ", 1)[1] for p in check_parameters([profile], notebook_dir)
@@ -448,6 +514,20 @@ def run(profile: str = "full", only: Iterable[str] | None = None, reports: str |
     return write_summary()
 
 
+def _command(args) -> str:
+    """The ``hdae figures`` line that regenerates this report (quoted for a shell)."""
+    import shlex
+
+    flags = {"profile": "--profile", "checkpoint": "--checkpoint", "checkpoint_dae": "--checkpoint-dae",
+             "data": "--data", "attributes": "--attributes", "reports": "--out"}
+    parts = ["hdae", "figures"]
+    for key, flag in flags.items():
+        v = getattr(args, key, None)
+        if v and not (key == "profile" and v == "full") and not (key == "reports" and v == "reports"):
+            parts += [flag, shlex.quote(str(v))]
+    return " ".join(parts)
+
+
 def main(args) -> int:
     """``hdae figures``: exit code 0 when every selected notebook ran (with ``--strict``: and every check passed),
     1 otherwise."""
@@ -455,7 +535,10 @@ def main(args) -> int:
         summary = run(profile=getattr(args, "profile", "full"), only=getattr(args, "only", None),
                       reports=getattr(args, "reports", "reports"), progress=not getattr(args, "no_progress", False),
                       pretrained_dir=getattr(args, "pretrained_dir", None), kernel=getattr(args, "kernel", None) or KERNEL,
-                      inception_weights=getattr(args, "inception_weights", None))
+                      inception_weights=getattr(args, "inception_weights", None),
+                      checkpoint=getattr(args, "checkpoint", None), checkpoint_dae=getattr(args, "checkpoint_dae", None),
+                      data=getattr(args, "data", None), attributes=getattr(args, "attributes", None),
+                      command=_command(args))
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
