@@ -207,3 +207,46 @@ def frechet_distance(a: Tensor, b: Tensor) -> float:
         raise ValueError(f"frechet_distance: expected two [N >= 2, F] sets, got {list(a.shape)} and {list(b.shape)}")
     a, b = a.double(), b.double()
     return gaussian_frechet(a.mean(0), torch.cov(a.T), b.mean(0), torch.cov(b.T))
+
+
+def frechet_oracle_distance(oracle, a: Tensor, b: Tensor) -> float:
+    """Fréchet distance between image sets ``a`` and ``b`` (in [-1, 1]) in the Shapes attribute oracle's feature
+    space (``oracle.embed``): this world's offline analogue of FID."""
+    return frechet_distance(oracle.embed(a).double().cpu(), oracle.embed(b).double().cpu())
+
+
+def bootstrap_ci(values, n_boot: int = 2000, level: float = 0.95, seed: int = 0, statistic=None) -> tuple[float, float, float]:
+    """(statistic, low, high): the statistic (default: mean) of per-item ``values`` [N] or [N, ...] and its
+    percentile bootstrap interval over items."""
+    v = torch.as_tensor(values, dtype=torch.float64)
+    if v.shape[0] < 2:
+        raise ValueError(f"bootstrap_ci: need at least 2 items, got {v.shape[0]}")
+    stat = statistic or (lambda x: x.mean(0))
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randint(0, v.shape[0], (n_boot, v.shape[0]), generator=g)
+    boots = torch.stack([torch.as_tensor(stat(v[i]), dtype=torch.float64) for i in idx])
+    a = (1 - level) / 2
+    lo, hi = torch.quantile(boots, torch.tensor([a, 1 - a], dtype=torch.float64), dim=0)
+    return float(torch.as_tensor(stat(v))), float(lo), float(hi)
+
+
+def fid(real: Tensor, fake: Tensor, weights_path=None, feature=None) -> dict:
+    """FID of images in [-1, 1] through torchmetrics, when Inception weights are given (``weights_path``: the
+    torch-fidelity ``pt_inception-2015-12-05`` file; ``feature``: any feature module torchmetrics accepts, for tests).
+    Without either it returns ``{"fid": None, "skipped": why}`` and downloads nothing."""
+    from pathlib import Path
+
+    if feature is None and not weights_path:
+        return {"fid": None, "skipped": "no Inception weights given (hdae figures --inception-weights PATH): FID "
+                                       "skipped; the Fréchet oracle distance is this world's offline stand-in"}
+    if feature is None and not Path(weights_path).is_file():
+        raise FileNotFoundError(f"--inception-weights {weights_path}: no such file")
+    try:
+        from torchmetrics.image.fid import FrechetInceptionDistance
+        m = FrechetInceptionDistance(feature=feature if feature is not None else 2048, normalize=True,
+                                     feature_extractor_weights_path=None if feature is not None else str(weights_path))
+    except ModuleNotFoundError as e:
+        raise ModuleNotFoundError(f"FID needs torch-fidelity beside torchmetrics (pip install torch-fidelity): {e}") from e
+    for x, real_set in ((real, True), (fake, False)):
+        m.update(((x.float().clamp(-1, 1) + 1) / 2), real=real_set)
+    return {"fid": float(m.compute()), "n_real": int(real.shape[0]), "n_fake": int(fake.shape[0])}

@@ -81,6 +81,21 @@ class AttributeOracle(nn.Module):
         return list(self.config.attribute_names)
 
     @torch.no_grad()
+    def embed(self, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+        """The head's hidden features [B, 8·channels] (after SiLU): the space of the Fréchet oracle distance."""
+        p = next(self.parameters())
+        s = self.config.image_size
+        out = []
+        for i in range(0, images.shape[0], batch_size):
+            x = images[i:i + batch_size].to(p)
+            if x.shape[-2:] != (s, s):
+                x = F.interpolate(x, size=(s, s), mode="bilinear", antialias=True, align_corners=False)
+            h = self.features(x)
+            h = torch.cat([h.amax(dim=(2, 3)), self.grid_pool(h).flatten(1)], dim=1)
+            out.append(self.head[1](self.head[0](h)).float())
+        return torch.cat(out) if out else torch.zeros(0, self.head[0].out_features)
+
+    @torch.no_grad()
     def predict_proba(self, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
         """p(attribute) [B, A]; images at another size are resized to the training size first."""
         p = next(self.parameters())
@@ -280,3 +295,152 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> Attribut
 def read_report(path: str | Path) -> dict[str, Any]:
     """The training report stored beside an oracle."""
     return json.loads((Path(path) / CONFIG_FILE).read_text()).get("report", {})
+
+
+# ---------------------------------------------------------------- the pixel oracle (where the object is, its class)
+
+
+PIXEL_FORMAT = "hdae-pixel-oracle"
+PIXEL_CONFIG_FILE = "pixel_oracle_config.json"
+PIXEL_WEIGHTS_FILE = "pixel_oracle.safetensors"
+
+
+@dataclass(frozen=True)
+class PixelOracleConfig:
+    """Per-pixel Shapes labels (``label_names``: background, the shape classes, clutter) and the object's colour."""
+
+    label_names: tuple[str, ...] = ("background", "ellipse", "square", "triangle", "star", "clutter")
+    num_colors: int = 6
+    image_size: int = 32
+    channels: int = 32
+
+    def __post_init__(self):
+        object.__setattr__(self, "label_names", tuple(self.label_names))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["label_names"] = list(self.label_names)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "PixelOracleConfig":
+        return strict_from_dict(cls, d)
+
+
+class PixelOracle(nn.Module):
+    """A small encoder-decoder CNN: per-pixel label logits and per-pixel object-colour logits."""
+
+    def __init__(self, config: PixelOracleConfig | None = None):
+        super().__init__()
+        self.config = config = config or PixelOracleConfig()
+        c = config.channels
+        self.fine = nn.Sequential(conv_block(3, c, 1), conv_block(c, c, 1))
+        # the coarse path sees the whole object (a star and a square differ in their outline, not a pixel)
+        self.coarse = nn.Sequential(conv_block(c, 2 * c, 2), conv_block(2 * c, 2 * c, 1), conv_block(2 * c, 2 * c, 2),
+                                    conv_block(2 * c, 2 * c, 1), conv_block(2 * c, 2 * c, 1))
+        self.merge = nn.Sequential(conv_block(3 * c, c, 1), conv_block(c, c, 1))
+        self.labels = nn.Conv2d(c, len(config.label_names), 1)
+        self.colors = nn.Conv2d(c, config.num_colors, 1)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(label logits [B, K, H, W], colour logits [B, C, H, W]) for images in [-1, 1]."""
+        f = self.fine(images)
+        g = F.interpolate(self.coarse(f), size=f.shape[-2:], mode="bilinear", align_corners=False)
+        h = self.merge(torch.cat([f, g], dim=1))
+        return self.labels(h), self.colors(h)
+
+    @torch.no_grad()
+    def read(self, images: torch.Tensor, batch_size: int = 256) -> dict[str, torch.Tensor]:
+        """Per image: ``label_map`` [B, H, W], object ``mask`` (a shape class), ``shape`` and ``color`` (majority
+        over the object's pixels; −1 when no pixel is the object)."""
+        p = next(self.parameters())
+        s = self.config.image_size
+        maps, shapes, colors = [], [], []
+        n_shapes = len(self.config.label_names) - 2  # background first, clutter last
+        for i in range(0, images.shape[0], batch_size):
+            x = images[i:i + batch_size].to(p)
+            if x.shape[-2:] != (s, s):
+                x = F.interpolate(x, size=(s, s), mode="bilinear", antialias=True, align_corners=False)
+            lab, col = self(x)
+            lab_map = lab.argmax(1)
+            obj = (lab_map >= 1) & (lab_map <= n_shapes)
+            # vote with probabilities over the object's pixels: a few stray pixels do not decide the class
+            sp = lab.softmax(1)[:, 1:1 + n_shapes] * obj[:, None]
+            cp = col.softmax(1) * obj[:, None]
+            has = obj.flatten(1).any(1)
+            shapes.append(torch.where(has, sp.sum((2, 3)).argmax(1), -1))
+            colors.append(torch.where(has, cp.sum((2, 3)).argmax(1), -1))
+            maps.append(lab_map)
+        label_map = torch.cat(maps)
+        return {"label_map": label_map, "mask": (label_map >= 1) & (label_map <= n_shapes),
+                "shape": torch.cat(shapes), "color": torch.cat(colors)}
+
+
+def train_pixel_oracle(size: int = 32, steps: int = 600, batch_size: int = 32, seed: int = 0, lr: float = 2e-3,
+                       n_test: int = 500, noise_std: float = 0.05, progress: bool = False
+                       ) -> tuple[PixelOracle, dict[str, Any]]:
+    """Train the pixel oracle on rendered Shapes (label maps and colour factors); report held-out accuracy."""
+    from .data.shapes import Shapes
+
+    data = Shapes(size=size, seed=seed + 7, length=10_000_000, correlation=None)
+    color_i = data.factor_names.index("color")
+    torch.manual_seed(seed)
+    net = PixelOracle(PixelOracleConfig(label_names=tuple(data.label_names), image_size=size))
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(1, steps), pct_start=0.15)
+    g = torch.Generator().manual_seed(seed)
+    n_shapes = len(data.label_names) - 2
+    it = range(steps)
+    if progress:
+        from tqdm.auto import tqdm
+        it = tqdm(it, desc="pixel oracle", leave=False)
+    net.train()
+    for _ in it:
+        b = data.batch(torch.randint(n_test, 10_000_000, (batch_size,), generator=g).tolist())
+        x, y = b["image"], b["label_map"].long()
+        x = x + noise_std * torch.rand(x.shape[0], 1, 1, 1, generator=g) * torch.randn(x.shape, generator=g)
+        lab, col = net(x)
+        obj = (y >= 1) & (y <= n_shapes)
+        target_col = b["factors"][:, color_i].long()[:, None, None].expand_as(y)
+        loss = F.cross_entropy(lab, y) + (F.cross_entropy(col, target_col, reduction="none") * obj).sum() / obj.sum().clamp_min(1)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+    net.eval().requires_grad_(False)
+    test = data.batch(list(range(n_test)))
+    return net, evaluate_pixel_oracle(net, test["image"], test["label_map"], test["factors"], data.factor_names)
+
+
+def mask_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-image IoU of boolean masks [B, H, W] (1 when both are empty)."""
+    inter = (a & b).flatten(1).sum(1).float()
+    union = (a | b).flatten(1).sum(1).float()
+    return torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union))
+
+
+def evaluate_pixel_oracle(net: PixelOracle, images: torch.Tensor, label_map: torch.Tensor, factors: torch.Tensor,
+                          factor_names: Sequence[str]) -> dict[str, Any]:
+    """Held-out pixel accuracy, object-mask IoU, shape-class and colour-class accuracy on rendered images."""
+    r = net.read(images)
+    n_shapes = len(net.config.label_names) - 2
+    true_mask = (label_map >= 1) & (label_map <= n_shapes)
+    names = list(factor_names)
+    return {"pixel_accuracy": float((r["label_map"] == label_map).float().mean()),
+            "mask_iou": float(mask_iou(r["mask"], true_mask).mean()),
+            "shape_accuracy": float((r["shape"] == factors[:, names.index("shape")].long()).float().mean()),
+            "color_accuracy": float((r["color"] == factors[:, names.index("color")].long()).float().mean()),
+            "n": int(images.shape[0])}
+
+
+def save_pixel_oracle(net: PixelOracle, path: str | Path, report: dict[str, Any] | None = None) -> Path:
+    from .checkpoint import save_module
+    meta = {"format": PIXEL_FORMAT, "config": net.config.to_dict(), "report": report or {}}
+    return save_module(net, path, PIXEL_CONFIG_FILE, PIXEL_WEIGHTS_FILE, meta)
+
+
+def load_pixel_oracle(path: str | Path, map_location: str | torch.device = "cpu") -> PixelOracle:
+    from .checkpoint import load_module_weights, read_module_meta
+    meta = read_module_meta(path, PIXEL_CONFIG_FILE, PIXEL_FORMAT, "hdae_core.oracle")
+    return load_module_weights(PixelOracle(PixelOracleConfig.from_dict(meta["config"])), path, PIXEL_WEIGHTS_FILE,
+                               map_location).eval().requires_grad_(False)
