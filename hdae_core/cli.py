@@ -133,7 +133,8 @@ TRAIN_OPTIONS: dict[str, dict] = {
     "batch_size": dict(flag="--batch", type=POSITIVE_INT, help="global batch size"),
     "lr": dict(type=POSITIVE_FLOAT),
     "ema_decay": dict(type=_number(float, 0, 1, hi_open=True)),
-    "ema_warmup": dict(help="EMA decay min(ema-decay, (1 + n) / (10 + n)), so short runs give a usable EMA"),
+    "ema_warmup": dict(help="no EMA warm-up (the warm-up decays by min(ema-decay, (1 + n) / (10 + n)), so short "
+                            "runs give a usable EMA)"),
     "grad_clip": dict(type=POSITIVE_FLOAT, help="clip the gradient norm to this"),
     "seed": dict(type=COUNT),
     "amp": dict(choices=["auto", "bf16", "fp16", "none"], help="autocast dtype (auto: bf16 on CUDA, off on CPU)"),
@@ -154,8 +155,8 @@ TRAIN_OPTIONS: dict[str, dict] = {
     "ckpt_every": dict(type=POSITIVE_INT),
     "grid_every": dict(type=COUNT, help="write the reconstruction grid at evaluations on multiples of this "
                                         "(0: at every evaluation)"),
-    "progress": dict(help="progress bar"),
-    "tensorboard": dict(help="TensorBoard log in OUT/tb (when tensorboard is installed)"),
+    "progress": dict(help="no progress bar"),
+    "tensorboard": dict(help="no TensorBoard log in OUT/tb (written when tensorboard is installed)"),
     "on_bad_image": dict(choices=["error", "skip"],
                          help="an undecodable or non-RGB image in --data: stop with its name (error) or skip it and "
                               "count it (skip)"),
@@ -175,18 +176,22 @@ def add_train_config_options(parser: argparse.ArgumentParser) -> None:
             continue
         kw = dict(TRAIN_OPTIONS.get(f.name, {}))
         default = f.default
+        if default is dataclasses.MISSING:
+            raise TypeError(f"TrainConfig.{f.name} has no plain default: give `hdae train` its option by hand")
         name = f.name.replace("_", "-")
         if isinstance(default, bool):
             flag = kw.pop("flag", f"--no-{name}" if default else f"--{name}")
             parser.add_argument(flag, dest=f.name, action="store_false" if default else "store_true", **kw)
             continue
         flag = kw.pop("flag", f"--{name}")
-        if not kw.get("required"):
-            kw["default"] = default
         if "type" not in kw and "choices" not in kw and type(default) in _TYPES:
             kw["type"] = _TYPES[type(default)]
-        if "help" in kw and kw.get("default") not in (None, "") and not kw.get("required"):
-            kw["help"] += " (default: %(default)s)"
+        if not kw.get("required"):
+            kw["default"] = default
+            if default is not None:
+                kw["help"] = (kw.get("help", "") + " (default: %(default)s)").lstrip()
+        if "choices" not in kw:
+            kw["metavar"] = flag[2:].upper().replace("-", "_")
         parser.add_argument(flag, dest=f.name, **kw)
 
 

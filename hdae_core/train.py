@@ -293,10 +293,13 @@ def evaluate(model: HDAE, x0: torch.Tensor, steps: int, seed: int) -> tuple[dict
 
 
 def _eval_and_grid(ema_model: HDAE, x_eval: torch.Tensor, cfg: TrainConfig, out: Path, step: int) -> dict[str, float]:
-    """Evaluate the EMA model on the held-out batch and write its reconstruction grid."""
+    """Evaluate the EMA model on the held-out batch; write its reconstruction grid (every ``grid_every`` steps
+    and at the end when that is set)."""
     from .plots import save_grid
 
     metrics, recs = evaluate(ema_model, x_eval, cfg.eval_steps, cfg.seed)
+    if cfg.grid_every and step % cfg.grid_every and step != cfg.steps:
+        return metrics
     k = min(16, len(x_eval))
     save_grid(out / "grids" / f"recon_{step:07d}.png", [recs["x0"][:k], recs["enc"][:k], recs["rand"][:k]], scale=2)
     return metrics

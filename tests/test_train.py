@@ -100,6 +100,14 @@ def test_eval_writes_metrics_and_grid(tmp_path):
     assert (tmp_path / "r" / "grids" / "recon_0000004.png").exists()
 
 
+def test_grid_every_thins_the_grids_but_not_the_evaluations(tmp_path):
+    T.train(cfg(tmp_path / "r", steps=6, eval_every=2, eval_size=2, eval_steps=2, grid_every=4))
+    with open(tmp_path / "r" / "metrics.csv") as f:
+        evals = [int(r["step"]) for r in csv.DictReader(f) if r["eval_mse_enc"]]
+    assert evals == [2, 4, 6]
+    assert sorted(p.name for p in (tmp_path / "r" / "grids").iterdir()) == ["recon_0000004.png", "recon_0000006.png"]
+
+
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
