@@ -12,14 +12,17 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 
 from . import editing
 from .directions import DIRECTIONS_FILE, AttributeDirections, load_directions
 from .plots import image_grid
 from .stats import STATS_FILE, LatentStats
 
-__all__ = ["Editor", "resolve_path", "png_bytes", "load_upload"]
+__all__ = ["Editor", "EditorState", "state_from_checkpoint", "paste_back", "resolve_path", "png_bytes", "load_upload",
+           "load_upload_full"]
 
 # ipywidgets' FileUpload keeps the whole file in the kernel; refuse anything a photo would not need
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
@@ -47,8 +50,8 @@ def png_bytes(images: torch.Tensor | Sequence[torch.Tensor], scale: int = 1, pad
     return buf.getvalue()
 
 
-def load_upload(data: bytes, name: str, size: int) -> torch.Tensor:
-    """An uploaded PNG/JPEG as [3, size, size] in [-1, 1]: centre crop, bicubic resize; BadImageError if unusable."""
+def load_upload_full(data: bytes, name: str, size: int) -> tuple[Image.Image, tuple[int, int, int, int], torch.Tensor]:
+    """(the uploaded photo as RGB, its centre-crop box (left, top, right, bottom), the crop as [3, size, size])."""
     from .data.images import BadImageError, center_crop_resize, decode_image, to_tensor
 
     if len(data) == 0:
@@ -57,7 +60,15 @@ def load_upload(data: bytes, name: str, size: int) -> torch.Tensor:
         raise BadImageError(f"{name}: {len(data) / 2**20:.1f} MiB is too large (at most {MAX_UPLOAD_BYTES // 2**20} MiB)")
     # alpha and palette images are common uploads: flatten them to RGB rather than refuse them
     img = decode_image(bytes(data), name, convert_mode=True)
-    return to_tensor(center_crop_resize(img, size))
+    w, h = img.size
+    s = min(w, h)
+    box = ((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s)  # as center_crop_resize crops
+    return img, box, to_tensor(center_crop_resize(img, size))
+
+
+def load_upload(data: bytes, name: str, size: int) -> torch.Tensor:
+    """An uploaded PNG/JPEG as [3, size, size] in [-1, 1]: centre crop, bicubic resize; BadImageError if unusable."""
+    return load_upload_full(data, name, size)[2]
 
 
 def _direction_dict(directions) -> tuple[dict[str, torch.Tensor], list[str], LatentStats | None]:
@@ -84,23 +95,20 @@ def _as_images(images, name: str) -> torch.Tensor:
     return x.detach().float().cpu()
 
 
-class Editor:
-    """ipywidgets editor for one HDAE: attribute sliders, k, edited levels, a style-mix partner, Render.
+class EditorState:
+    """The editor without widgets: validation, the gallery, cached codes and x_T, the edit settings, renders.
 
     ``directions``: ``AttributeDirections`` / ``AttributeClassifiers``, a dict name → direction [L, D]
-    (standardised space) or a folder with ``directions.safetensors``. ``stats`` standardise the codes
-    (None: the directions' own). ``images`` [N, 3, H, W] in [-1, 1] form the gallery (None: 8 built-in
-    shapes); ``partner_images`` the style-mix partners (None: the gallery, uploads included).
-    ``render()`` returns the edited image [3, H, W]; ``image_widget.value`` holds original | edited as PNG.
+    (standardised space) or a folder with ``directions.safetensors``; an empty dict edits by style mixing only.
+    ``stats`` standardise the codes (None: the directions' own). ``images`` [N, 3, H, W] in [-1, 1] form the
+    gallery (None: 8 built-in shapes); ``partner_images`` the style-mix partners (None: the gallery).
+    Settings: ``index``, ``alphas`` (name → α), ``k`` (None: all), ``edit_levels`` (None: all),
+    ``partner`` (None: no mixing) and ``mix_levels``; ``render()`` decodes them.
     """
 
     def __init__(self, model, stats: LatentStats | None, directions, images=None,
                  attribute_names: Sequence[str] | None = None, steps: int = 20, partner_images=None,
-                 image_names: Sequence[str] | None = None, partner_names: Sequence[str] | None = None,
-                 alpha_range: tuple[float, float] = (-1.0, 1.0), alpha_step: float = 0.05,
-                 k: int | None = None, display_size: int = 192):
-        import ipywidgets as W
-
+                 image_names: Sequence[str] | None = None, partner_names: Sequence[str] | None = None):
         self.model = model.eval()
         self.steps = int(steps)
         model.timesteps(self.steps)  # an invalid step count fails here, not at the first click
@@ -108,7 +116,6 @@ class Editor:
         self._device, self._dtype = p.device, p.dtype
         self.size = int(model.config.image_size)
         self.L, self.D = int(model.num_levels), int(model.code_dim)
-        self.scale = max(1, int(display_size) // self.size)
 
         dirs, dir_names, dir_stats = _direction_dict(directions)
         self.stats = stats if stats is not None else dir_stats
@@ -121,7 +128,7 @@ class Editor:
         missing = [n for n in names if n not in dirs]
         if missing:
             raise KeyError(f"attribute_names: no direction for {missing}; available: {dir_names}")
-        if not names:
+        if not names and attribute_names is not None:
             raise ValueError("attribute_names: no attributes to edit")
         self.directions: dict[str, torch.Tensor] = {}
         for n in names:
@@ -135,37 +142,193 @@ class Editor:
         if images is None:
             from .data import Shapes
 
-            shapes = Shapes(size=self.size, seed=10_000)
-            images = shapes.batch(range(8))["image"]
+            images = Shapes(size=self.size, seed=10_000).batch(range(8))["image"]
         self.images = _as_images(images, "images")
-        self._check(self.images, "images")
+        self.check_images(self.images, "images")
         self.image_names = list(image_names) if image_names is not None else [f"image {i}" for i in range(len(self.images))]
         if len(self.image_names) != len(self.images):
             raise ValueError(f"image_names: {len(self.image_names)} names for {len(self.images)} images")
-        self._shared_partners = partner_images is None
+        self.shared_partners = partner_images is None
         if partner_images is None:
             self.partner_images, self.partner_names = self.images, self.image_names
         else:
             self.partner_images = _as_images(partner_images, "partner_images")
-            self._check(self.partner_images, "partner_images")
+            self.check_images(self.partner_images, "partner_images")
             self.partner_names = (list(partner_names) if partner_names is not None
                                   else [f"partner {i}" for i in range(len(self.partner_images))])
         self._codes: dict[int, torch.Tensor] = {}  # gallery index -> codes [1, L, D]
         self._x_T: dict[tuple[int, int], torch.Tensor] = {}  # (gallery index, steps) -> inverted x_T [1, C, H, W]
         self._partner_codes: dict[int, torch.Tensor] = {}
+        self.uploads: dict[int, tuple[Image.Image, tuple[int, int, int, int]]] = {}  # index -> (full photo, crop box)
+        self.index = 0
+        self.alphas: dict[str, float] = {n: 0.0 for n in names}
+        self.k: int | None = None
+        self.edit_levels: list[int] | None = None
+        self.partner: int | None = None
+        self.mix_levels: list[int] = []
         self.last_image: torch.Tensor | None = None
         self.last_seconds: float | None = None
+        self.last_inversion_seconds: float | None = None
         self.renders = 0
 
-        # ---------------------------------------------------------------- widgets
+    # ---------------------------------------------------------------- validation
+
+    def check_images(self, x: torch.Tensor, name: str) -> None:
+        want = (self.model.config.in_channels, self.size, self.size)
+        if x.dim() != 4 or tuple(x.shape[1:]) != want:
+            raise ValueError(f"{name}: expected [N, {', '.join(map(str, want))}] in [-1, 1] for this model, "
+                             f"got {list(x.shape)}")
+
+    def parse_k(self, text: str) -> int | None:
+        """'all' (or empty) → None; an integer in 1..L·D → itself; ValueError for anything else."""
+        t = str(text).strip().lower()
+        if t in ("", "all", "none"):
+            return None
+        try:
+            k = int(t)
+        except ValueError:
+            raise ValueError(f"k: expected 'all' or an integer in 1..{self.L * self.D}, got {text!r}") from None
+        if not 1 <= k <= self.L * self.D:
+            raise ValueError(f"k: expected 'all' or an integer in 1..{self.L * self.D}, got {k}")
+        return k
+
+    # ---------------------------------------------------------------- settings
+
+    def select(self, index: int) -> None:
+        if not 0 <= int(index) < len(self.images):
+            raise IndexError(f"image index {index} out of range 0..{len(self.images) - 1}")
+        self.index = int(index)
+
+    def set_attribute(self, name: str, alpha: float) -> None:
+        if name not in self.alphas:
+            raise KeyError(f"no slider for {name!r}; attributes: {self.attribute_names}")
+        self.alphas[name] = float(alpha)
+
+    def set_k(self, k: int | str | None) -> None:
+        self.k = self.parse_k("all" if k is None else str(k))
+
+    def set_partner(self, index: int | None, levels: Sequence[int] = ()) -> None:
+        if index is not None and not 0 <= int(index) < len(self.partner_images):
+            raise IndexError(f"partner index {index} out of range 0..{len(self.partner_images) - 1}")
+        self.partner = None if index is None else int(index)
+        self.mix_levels = sorted({int(v) for v in levels})
+
+    def reset(self) -> None:
+        """Every α back to 0."""
+        self.alphas = {n: 0.0 for n in self.alphas}
+
+    def add_image(self, image: torch.Tensor, name: str) -> int:
+        """Append an image [3, H, W] in [-1, 1] to the gallery (and the partners when shared) and select it."""
+        x = _as_images(image, "image")
+        self.check_images(x, "image")
+        self.images = torch.cat([self.images, x])
+        self.image_names.append(name)
+        if self.shared_partners:
+            self.partner_images, self.partner_names = self.images, self.image_names
+        self.index = len(self.images) - 1
+        return self.index
+
+    def load_image_bytes(self, data: bytes, name: str = "upload") -> int:
+        """Decode a PNG/JPEG (centre crop, resize to the model's size), add it and select it; kept for paste-back."""
+        full, box, x = load_upload_full(data, name, self.size)
+        idx = self.add_image(x, f"upload: {name}")
+        self.uploads[idx] = (full, box)
+        return idx
+
+    # ---------------------------------------------------------------- codes and renders
+
+    def inversion(self, index: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(codes [1, L, D], x_T [1, C, H, W]) of a gallery image; DDIM inversion runs once per image and step count."""
+        i = self.index if index is None else int(index)
+        x0 = self.images[i:i + 1].to(self._device, self._dtype)
+        with torch.no_grad():
+            if i not in self._codes:
+                self._codes[i] = self.model.encode(x0)
+            key = (i, self.steps)
+            if key not in self._x_T:
+                self._x_T[key] = self.model.encode_stochastic(x0, self._codes[i], self.steps)
+        return self._codes[i], self._x_T[key]
+
+    def partner_codes(self, j: int) -> torch.Tensor:
+        """Codes [1, L, D] of partner j (shared with the gallery's when the partners are the gallery)."""
+        cache, src = (self._codes, self.images) if self.shared_partners else (self._partner_codes, self.partner_images)
+        if j not in cache:
+            with torch.no_grad():
+                cache[j] = self.model.encode(src[j:j + 1].to(self._device, self._dtype))
+        return cache[j]
+
+    def edited_codes(self, codes: torch.Tensor) -> torch.Tensor:
+        """The sum of every nonzero α's manipulation (HDAE §3.3), then the partner's chosen levels (Fig. 7)."""
+        alphas = {n: a for n, a in self.alphas.items() if a != 0}
+        out = codes
+        if alphas:
+            if self.edit_levels is not None and not self.edit_levels:
+                raise ValueError("edit levels: none ticked; tick at least one level to edit (or set every slider to 0)")
+            levels = None if self.edit_levels is None or len(self.edit_levels) == self.L else self.edit_levels
+            delta = torch.zeros_like(codes)
+            for n, a in alphas.items():
+                d = self.directions[n].to(codes.device)
+                delta = delta + (editing.manipulate(codes, d, a, self.stats, k=self.k, levels=levels) - codes)
+            out = codes + delta
+        if self.partner is not None and self.mix_levels:
+            out = editing.mix_levels(out, self.partner_codes(self.partner), self.mix_levels)
+        return out
+
+    def render(self) -> torch.Tensor:
+        """Decode the current edit from the image's own x_T: [3, H, W] in [-1, 1]."""
+        t0 = time.perf_counter()
+        i = self.index
+        fresh = (i, self.steps) not in self._x_T
+        codes, x_T = self.inversion(i)
+        self.last_inversion_seconds = time.perf_counter() - t0 if fresh else None
+        edited = self.edited_codes(codes)
+        with torch.no_grad():
+            x = self.model.decode(x_T, edited, self.steps)[0].float().cpu().clamp(-1, 1)
+        self.last_image = x
+        self.last_seconds = time.perf_counter() - t0
+        self.renders += 1
+        return x
+
+    def paste_back(self, edited: torch.Tensor | None = None, index: int | None = None,
+                   feather: float = 0.08) -> Image.Image | None:
+        """The uploaded photo with the edited crop blended back at its place (None when the image is no upload)."""
+        i = self.index if index is None else int(index)
+        if i not in self.uploads:
+            return None
+        x = self.last_image if edited is None else edited
+        if x is None:
+            raise ValueError("paste back: nothing rendered yet")
+        full, box = self.uploads[i]
+        return paste_back(full, box, x, feather=feather)
+
+
+class Editor:
+    """The ipywidgets view of an ``EditorState``: attribute sliders, k, edited levels, a style-mix partner, an upload
+    with *paste back*, Render. Takes the ``EditorState`` arguments; ``render()`` returns the edited image
+    [3, H, W] and ``image_widget.value`` holds original | edited as PNG (``paste_widget`` the pasted-back photo).
+    """
+
+    def __init__(self, model, stats: LatentStats | None, directions, images=None,
+                 attribute_names: Sequence[str] | None = None, steps: int = 20, partner_images=None,
+                 image_names: Sequence[str] | None = None, partner_names: Sequence[str] | None = None,
+                 alpha_range: tuple[float, float] = (-1.0, 1.0), alpha_step: float = 0.05,
+                 k: int | None = None, display_size: int = 192, state: EditorState | None = None):
+        import ipywidgets as W
+
+        self.state = state or EditorState(model, stats, directions, images=images, attribute_names=attribute_names,
+                                          steps=steps, partner_images=partner_images, image_names=image_names,
+                                          partner_names=partner_names)
+        st = self.state
+        self.scale = max(1, int(display_size) // st.size)
         desc = {"description_width": "initial"}
-        self.image_select = W.Dropdown(options=self._options(self.image_names), value=0, description="image",
+        self.image_select = W.Dropdown(options=self._options(st.image_names), value=0, description="image",
                                        layout=W.Layout(width="440px"))
         self.upload = W.FileUpload(accept=".png,.jpg,.jpeg,image/png,image/jpeg", multiple=False,
                                    description="upload")
+        self.paste_box = W.Checkbox(value=False, description="paste back into the uploaded photo", indent=False)
         self.sliders: dict[str, W.FloatSlider] = {}
         lo, hi = alpha_range
-        for n in names:
+        for n in st.attribute_names:
             s = W.FloatSlider(value=0.0, min=float(lo), max=float(hi), step=float(alpha_step), description=n,
                               continuous_update=False, readout_format=".2f", style=desc,
                               layout=W.Layout(width="420px"))
@@ -173,20 +336,22 @@ class Editor:
             s.add_class(f"hdae-alpha-{_css(n)}")
             self.sliders[n] = s
         self.k_text = W.Text(value="all" if k is None else str(int(k)), description="k (top features)",
-                             placeholder=f"all or 1..{self.L * self.D}", style=desc, layout=W.Layout(width="260px"))
+                             placeholder=f"all or 1..{st.L * st.D}", style=desc, layout=W.Layout(width="260px"))
         self.k_text.add_class("hdae-k")
-        res = model.config.level_resolutions if self.L > 1 else None
-        self.level_boxes = [W.Checkbox(value=True, description=self._level_label(i, res), indent=False,
-                                       layout=W.Layout(width="auto")) for i in range(self.L)]
-        self.partner_select = W.Dropdown(options=[("none", -1)] + self._options(self.partner_names), value=-1,
+        res = model.config.level_resolutions if st.L > 1 else None
+        self.level_boxes = [W.Checkbox(value=True, description=_level_label(i, res), indent=False,
+                                       layout=W.Layout(width="auto")) for i in range(st.L)]
+        self.partner_select = W.Dropdown(options=[("none", -1)] + self._options(st.partner_names), value=-1,
                                          description="mix with", layout=W.Layout(width="440px"))
-        self.mix_boxes = [W.Checkbox(value=False, description=self._level_label(i, res), indent=False,
-                                     layout=W.Layout(width="auto")) for i in range(self.L)]
+        self.mix_boxes = [W.Checkbox(value=False, description=_level_label(i, res), indent=False,
+                                     layout=W.Layout(width="auto")) for i in range(st.L)]
         self.render_button = W.Button(description="Render", button_style="primary", icon="paint-brush")
         self.render_button.add_class("hdae-render")
         self.reset_button = W.Button(description="Reset sliders")
-        self.image_widget = W.Image(format="png", layout=W.Layout(width=f"{2 * self.size * self.scale + 3 * self.scale}px"))
+        self.image_widget = W.Image(format="png", layout=W.Layout(width=f"{2 * st.size * self.scale + 3 * self.scale}px"))
         self.image_widget.add_class("hdae-output")
+        self.paste_widget = W.Image(format="png", layout=W.Layout(max_width="512px", display="none"))
+        self.paste_widget.add_class("hdae-paste")
         self.status = W.Label(value="")
         self.status.add_class("hdae-status")
         self.error_label = W.HTML(value="")
@@ -197,11 +362,11 @@ class Editor:
         self.image_select.observe(self._on_select, names="value")
         self.upload.observe(self._on_upload, names="value")
 
-        levels_title = "edit levels (z¹ finest)" if self.L > 1 else None
-        edit_levels = [W.HTML(f"<b>{levels_title}</b>"), W.HBox(self.level_boxes)] if levels_title else []
+        edit_levels = [W.HTML("<b>edit levels (z¹ finest)</b>"), W.HBox(self.level_boxes)] if st.L > 1 else []
         self.widget = W.VBox([
-            W.HBox([self.image_select, self.upload]),
-            W.HTML("<b>attributes</b> (α per direction; all nonzero sliders are summed)"),
+            W.HBox([self.image_select, self.upload, self.paste_box]),
+            W.HTML("<b>attributes</b> (α per direction; all nonzero sliders are summed)"
+                   if self.sliders else "<b>attributes</b>: none (no directions); style mixing only"),
             W.VBox(list(self.sliders.values())),
             W.HBox([self.k_text]),
             *edit_levels,
@@ -211,78 +376,38 @@ class Editor:
             self.error_label,
             W.HTML("original | edited"),
             self.image_widget,
+            self.paste_widget,
             self.status,
         ])
         self.widget.add_class("hdae-editor")
         self._preview()
 
-    # ---------------------------------------------------------------- construction helpers
+    # ---------------------------------------------------------------- the state, read through
+
+    def __getattr__(self, name):
+        # model, images, image_names, directions, stats, attribute_names, L, D, size, steps, last_image, ...
+        if name == "state":
+            raise AttributeError(name)
+        return getattr(self.state, name)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, n_images: int = 8, steps: int = 20, n_stats: int = 512,
                         directions=None, attribute_names: Sequence[str] | None = None, seed: int = 10_000,
-                        ema: bool = True, progress: bool = False, **kw) -> "Editor":
-        """An editor for a checkpoint folder, its gallery the first ``n_images`` built-in shapes (held-out seed).
-
-        Statistics and directions come from ``latent_stats.safetensors`` / ``directions.safetensors`` in
-        the folder when present (``hdae import-diffae``); otherwise ``n_stats`` training shapes are encoded
-        and a linear classifier per shapes attribute gives the directions (HDAE §3.3).
-        """
-        from .checkpoint import load
-        from .data import Shapes
-        from .pretrained import resolve
-
-        folder = resolve(path)  # a folder, a training run's folder or a demo model's name
-        model = load(folder, ema=ema)
-        size = model.config.image_size
-        gallery = Shapes(size=size, seed=seed)
-        batch = gallery.batch(range(int(n_images)))
-        names = [f"shape {i}: {_describe(a, gallery.attribute_names)}" for i, a in enumerate(batch["attributes"])]
-        stats = LatentStats.load(folder) if (folder / STATS_FILE).is_file() else None
-        if directions is None and (folder / DIRECTIONS_FILE).is_file():
-            directions = load_directions(folder)
-        elif isinstance(directions, (str, Path)):
-            directions = load_directions(resolve_path(directions))
-        if stats is None and directions is not None:
-            stats = directions.stats if isinstance(directions, AttributeDirections) else None
-        if stats is None or directions is None:
-            train_set = Shapes(size=size, seed=0)
-            enc = editing.encode_dataset(model, train_set, n=int(n_stats), progress=progress)
-            if stats is None:
-                stats = LatentStats.from_codes(enc["codes"])
-            if directions is None:
-                # only the attributes that get a slider: each classifier is a separate fit
-                names_all = list(train_set.attribute_names)
-                wanted = names_all if attribute_names is None else list(attribute_names)
-                unknown = [n for n in wanted if n not in names_all]
-                if unknown:
-                    raise KeyError(f"attribute_names: {unknown} are not shapes attributes; choose from {names_all}")
-                cols = [names_all.index(n) for n in wanted]
-                directions = editing.train_classifiers(enc["codes"], enc["attributes"][:, cols], wanted,
-                                                       stats=stats, progress=progress)
-        return cls(model, stats, directions, images=batch["image"], image_names=names, steps=steps,
-                   attribute_names=attribute_names, **kw)
-
-    def _check(self, x: torch.Tensor, name: str) -> None:
-        want = (self.model.config.in_channels, self.size, self.size)
-        if x.dim() != 4 or tuple(x.shape[1:]) != want:
-            raise ValueError(f"{name}: expected [N, {', '.join(map(str, want))}] in [-1, 1] for this model, "
-                             f"got {list(x.shape)}")
+                        ema: bool = True, progress: bool = False, data=None, attribute_file=None, **kw) -> "Editor":
+        """An editor for a checkpoint folder; see ``state_from_checkpoint``."""
+        state = state_from_checkpoint(path, n_images=n_images, steps=steps, n_stats=n_stats, directions=directions,
+                                      attribute_names=attribute_names, seed=seed, ema=ema, progress=progress,
+                                      data=data, attribute_file=attribute_file)
+        return cls(state.model, None, None, state=state, **kw)
 
     @staticmethod
     def _options(names: Sequence[str]) -> list[tuple[str, int]]:
         return [(n, i) for i, n in enumerate(names)]
 
-    def _level_label(self, i: int, res) -> str:
-        if res is None:
-            return "z (whole code)"
-        sup = "¹²³⁴⁵⁶⁷⁸⁹"[i] if i < 9 else f"^{i + 1}"
-        return f"z{sup} ({res[i]} px)"
-
     def _repr_mimebundle_(self, **kwargs):
         return self.widget._repr_mimebundle_(**kwargs)
 
-    # ---------------------------------------------------------------- programmatic API
+    # ---------------------------------------------------------------- programmatic API (widgets and state together)
 
     @property
     def index(self) -> int:
@@ -291,14 +416,13 @@ class Editor:
 
     def select(self, index: int) -> None:
         """Edit gallery image ``index`` (shows it; press Render / call ``render()`` for the edit)."""
-        if not 0 <= int(index) < len(self.images):
-            raise IndexError(f"image index {index} out of range 0..{len(self.images) - 1}")
+        self.state.select(index)
         self.image_select.value = int(index)
 
     def set_attribute(self, name: str, alpha: float) -> None:
         """Set the slider of attribute ``name`` to α (clipped to the slider's range by ipywidgets)."""
         if name not in self.sliders:
-            raise KeyError(f"no slider for {name!r}; attributes: {self.attribute_names}")
+            raise KeyError(f"no slider for {name!r}; attributes: {self.state.attribute_names}")
         self.sliders[name].value = float(alpha)
 
     def set_k(self, k: int | None) -> None:
@@ -316,106 +440,72 @@ class Editor:
         """All sliders back to 0."""
         for s in self.sliders.values():
             s.value = 0.0
+        self.state.reset()
 
     def add_image(self, image: torch.Tensor, name: str) -> int:
         """Append an image [3, H, W] in [-1, 1] to the gallery (and the partners when shared) and select it."""
-        x = _as_images(image, "image")
-        self._check(x, "image")
-        self.images = torch.cat([self.images, x])
-        self.image_names.append(name)
-        idx = len(self.images) - 1
-        if self._shared_partners:
-            self.partner_images, self.partner_names = self.images, self.image_names
-            keep = self.partner_select.value
-            self.partner_select.options = [("none", -1)] + self._options(self.partner_names)
-            self.partner_select.value = keep
-        self.image_select.options = self._options(self.image_names)
-        self.image_select.value = idx
+        idx = self.state.add_image(image, name)
+        self._refresh_options(idx)
         return idx
 
     def load_image_bytes(self, data: bytes, name: str = "upload") -> int:
         """Decode a PNG/JPEG (centre crop, resize to the model's size), add it to the gallery and select it."""
-        return self.add_image(load_upload(data, name, self.size), f"upload: {name}")
+        idx = self.state.load_image_bytes(data, name)
+        self._refresh_options(idx)
+        return idx
+
+    def _refresh_options(self, idx: int) -> None:
+        if self.state.shared_partners:
+            keep = self.partner_select.value
+            self.partner_select.options = [("none", -1)] + self._options(self.state.partner_names)
+            self.partner_select.value = keep
+        self.image_select.options = self._options(self.state.image_names)
+        self.image_select.value = idx
 
     def k(self) -> int | None:
         """The truncation k from the text box (None for 'all'); ValueError for anything else."""
-        text = self.k_text.value.strip().lower()
-        if text in ("", "all", "none"):
-            return None
-        try:
-            k = int(text)
-        except ValueError:
-            raise ValueError(f"k: expected 'all' or an integer in 1..{self.L * self.D}, got {self.k_text.value!r}") from None
-        if not 1 <= k <= self.L * self.D:
-            raise ValueError(f"k: expected 'all' or an integer in 1..{self.L * self.D}, got {k}")
-        return k
+        return self.state.parse_k(self.k_text.value)
 
     def edit_levels(self) -> list[int] | None:
         """The ticked edit levels (None when all are ticked)."""
         lv = [i for i, b in enumerate(self.level_boxes) if b.value]
-        return None if len(lv) == self.L else lv
+        return None if len(lv) == self.state.L else lv
 
     def alphas(self) -> dict[str, float]:
         """The nonzero sliders, name → α."""
         return {n: float(s.value) for n, s in self.sliders.items() if s.value != 0}
 
-    def inversion(self, index: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(codes [1, L, D], x_T [1, C, H, W]) of a gallery image; DDIM inversion runs once per image and step count."""
-        i = self.index if index is None else int(index)
-        x0 = self.images[i:i + 1].to(self._device, self._dtype)
-        with torch.no_grad():
-            if i not in self._codes:
-                self._codes[i] = self.model.encode(x0)
-            key = (i, self.steps)
-            if key not in self._x_T:
-                self._x_T[key] = self.model.encode_stochastic(x0, self._codes[i], self.steps)
-        return self._codes[i], self._x_T[key]
-
-    def _partner(self, j: int) -> torch.Tensor:
-        """Codes [1, L, D] of partner j (shared with the gallery's when the partners are the gallery)."""
-        cache, src = (self._codes, self.images) if self._shared_partners else (self._partner_codes, self.partner_images)
-        if j not in cache:
-            with torch.no_grad():
-                cache[j] = self.model.encode(src[j:j + 1].to(self._device, self._dtype))
-        return cache[j]
+    def sync(self) -> EditorState:
+        """Copy the widgets' values into the state (ValueError for a bad k)."""
+        st = self.state
+        st.select(self.index)
+        st.alphas = {n: float(s.value) for n, s in self.sliders.items()}
+        st.k = self.k()
+        st.edit_levels = [i for i, b in enumerate(self.level_boxes) if b.value]
+        j = int(self.partner_select.value)
+        st.set_partner(None if j < 0 else j, [i for i, b in enumerate(self.mix_boxes) if b.value])
+        return st
 
     def edited_codes(self, codes: torch.Tensor) -> torch.Tensor:
-        """The sum of every nonzero slider's manipulation (HDAE §3.3), then the partner's ticked levels (Fig. 7)."""
-        alphas = self.alphas()
-        out = codes
-        if alphas:
-            k, levels = self.k(), self.edit_levels()
-            if levels == []:
-                raise ValueError("edit levels: none ticked; tick at least one level to edit (or set every slider to 0)")
-            delta = torch.zeros_like(codes)
-            for n, a in alphas.items():
-                d = self.directions[n].to(codes.device)
-                delta = delta + (editing.manipulate(codes, d, a, self.stats, k=k, levels=levels) - codes)
-            out = codes + delta
-        j = int(self.partner_select.value)
-        mix = [i for i, b in enumerate(self.mix_boxes) if b.value]
-        if j >= 0 and mix:
-            out = editing.mix_levels(out, self._partner(j), mix)
-        return out
+        return self.sync().edited_codes(codes)
 
     def render(self) -> torch.Tensor:
-        """Decode the current edit from the image's own x_T; updates the image widget and status, returns [3, H, W]."""
-        t0 = time.perf_counter()
-        i = self.index
-        fresh = (i, self.steps) not in self._x_T
-        codes, x_T = self.inversion(i)
-        t_inv = time.perf_counter() - t0
-        edited = self.edited_codes(codes)
-        with torch.no_grad():
-            x = self.model.decode(x_T, edited, self.steps)[0].float().cpu().clamp(-1, 1)
-        self.last_image = x
-        self.last_seconds = time.perf_counter() - t0
-        self.renders += 1
-        self.image_widget.value = png_bytes([self.images[i], x], scale=self.scale)
+        """Decode the current edit; updates the image widget (and the pasted-back photo) and the status."""
+        st = self.sync()
+        x = st.render()
+        self.image_widget.value = png_bytes([st.images[st.index], x], scale=self.scale)
+        pasted = st.paste_back(x) if self.paste_box.value else None
+        if pasted is not None:
+            buf = io.BytesIO()
+            pasted.save(buf, format="PNG")
+            self.paste_widget.value = buf.getvalue()
+        self.paste_widget.layout.display = None if pasted is not None else "none"
         what = ", ".join(f"{n} {a:+.2f}" for n, a in self.alphas().items()) or "no attribute edit"
-        inv = f"; first render of this image, inversion {t_inv:.1f} s" if fresh else ""
-        self.status.value = (f"render {self.renders}: rendered in {self.last_seconds:.1f} s "
-                             f"({self.steps} DDIM steps; {what}{inv})")
+        inv = (f"; first render of this image, inversion {st.last_inversion_seconds:.1f} s"
+               if st.last_inversion_seconds is not None else "")
+        pb = "; pasted back into the upload" if pasted is not None else ""
+        self.status.value = (f"render {st.renders}: rendered in {st.last_seconds:.1f} s "
+                             f"({st.steps} DDIM steps; {what}{inv}{pb})")
         self.error_label.value = ""
         return x
 
@@ -440,11 +530,13 @@ class Editor:
 
     def _preview(self) -> None:
         """Show the selected image beside a grey placeholder until the next render."""
-        x = self.images[self.index]
+        x = self.state.images[self.index]
         self.image_widget.value = png_bytes([x, torch.zeros_like(x)], scale=self.scale)
+        self.paste_widget.layout.display = "none"
         self.status.value = "press Render"
 
     def _on_select(self, change) -> None:
+        self.state.select(int(change["new"]))
         self.error_label.value = ""
         self._preview()
 
@@ -465,6 +557,79 @@ class Editor:
                 pass
 
 
+def state_from_checkpoint(path: str | Path, n_images: int = 8, steps: int = 20, n_stats: int = 512,
+                          directions=None, attribute_names: Sequence[str] | None = None, seed: int = 10_000,
+                          ema: bool = True, progress: bool = False, data=None, attribute_file=None) -> EditorState:
+    """An ``EditorState`` for a checkpoint folder and a data set (``open_data``: Shapes by default, or the user's
+    folder / LMDB with an attribute file); the gallery is the first ``n_images`` held-out images.
+
+    Statistics and directions come from ``latent_stats.safetensors`` / ``directions.safetensors`` in the folder
+    when present (``hdae import-diffae``); otherwise ``n_stats`` training images are encoded for the statistics
+    and, when the data has attributes, a linear classifier (regression for continuous ones) per attribute gives
+    the directions (HDAE §3.3). Without either the editor edits by style mixing only.
+    """
+    from .checkpoint import load
+    from .data import open_data
+    from .pretrained import resolve
+
+    folder = resolve(path)  # a folder, a training run's folder or a demo model's name
+    model = load(folder, ema=ema)
+    src = open_data(data, attribute_file, size=model.config.image_size,
+                    **({"train_seed": 0} if data is None else {}))
+    if src.ground_truth and seed != 10_000:
+        from .data import Shapes
+
+        src._shapes["heldout"] = Shapes(size=model.config.image_size, seed=seed)
+    batch = src.batch(int(n_images))
+    if src.ground_truth:
+        names = [f"shape {i}: {_describe(a, src.attribute_names)}" for i, a in enumerate(batch["attributes"])]
+    else:
+        names = list(batch["names"])
+    stats = LatentStats.load(folder) if (folder / STATS_FILE).is_file() else None
+    if directions is None and (folder / DIRECTIONS_FILE).is_file():
+        directions = load_directions(folder)
+    elif isinstance(directions, (str, Path)):
+        directions = load_directions(resolve_path(directions))
+    if stats is None and isinstance(directions, AttributeDirections):
+        stats = directions.stats
+    if stats is None or directions is None:
+        wanted = list(src.attribute_names if attribute_names is None else attribute_names)
+        unknown = [n for n in wanted if n not in src.attribute_names]
+        if unknown:
+            kind = "shapes attributes" if src.ground_truth else f"attributes of {attribute_file}"
+            raise KeyError(f"attribute_names: {unknown} are not {kind}; choose from {src.attribute_names}")
+        n = src.take(int(n_stats), "train", "images for the editor's statistics")
+        enc = editing.encode_dataset(model, src.split("train"), n=n, progress=progress,
+                                     with_attributes=bool(wanted))
+        if stats is None:
+            stats = LatentStats.from_codes(enc["codes"])
+        if directions is None and wanted:
+            cols = [src.attribute_names.index(w) for w in wanted]  # only the attributes that get a slider
+            directions = editing.train_directions(enc["codes"], enc["attributes"][:, cols], wanted,
+                                                  {w: src.attribute_kinds[w] for w in wanted}, stats=stats)
+        elif directions is None:
+            directions = {}
+    return EditorState(model, stats, directions, images=batch["image"], image_names=names, steps=steps,
+                       attribute_names=attribute_names)
+
+
+def paste_back(full: Image.Image, box: tuple[int, int, int, int], edited: torch.Tensor,
+               feather: float = 0.08) -> Image.Image:
+    """``full`` with ``edited`` ([3, S, S] in [-1, 1], the crop ``box`` = (left, top, right, bottom) resized) resized
+    back into the box and blended in with a border ``feather`` (fraction of the box side) that fades to the photo."""
+    left, top, right, bottom = box
+    side = right - left
+    x = ((edited.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    patch = Image.fromarray(x, "RGB").resize((side, side), Image.BICUBIC)
+    ramp = max(1, int(round(feather * side)))
+    d = np.minimum(np.arange(side), np.arange(side)[::-1])  # distance to the nearest edge, per axis
+    w = np.clip(np.minimum.outer(d, d) / ramp, 0.0, 1.0)
+    mask = Image.fromarray((w * 255).round().astype(np.uint8), "L")
+    out = full.copy()
+    out.paste(patch, (left, top), mask)
+    return out
+
+
 def example_edit(editor: Editor, attribute: str, alpha: float, path: str | Path) -> dict:
     """Render one edit without widgets and write ``path`` (original | reconstruction | edited); its numbers."""
     editor.reset()
@@ -480,6 +645,13 @@ def example_edit(editor: Editor, attribute: str, alpha: float, path: str | Path)
             "first_render_seconds": round(first_s, 3), "render_seconds": round(editor.last_seconds, 3),
             "changed_pixel_fraction": round(changed, 4),
             "mse_edit_vs_reconstruction": float(((edited - base) ** 2).mean())}
+
+
+def _level_label(i: int, res) -> str:
+    if res is None:
+        return "z (whole code)"
+    sup = "¹²³⁴⁵⁶⁷⁸⁹"[i] if i < 9 else f"^{i + 1}"
+    return f"z{sup} ({res[i]} px)"
 
 
 def _css(name: str) -> str:

@@ -233,3 +233,66 @@ def test_png_bytes_upscales_with_nearest():
     x = torch.stack([torch.full((3, 4, 4), -1.0), torch.full((3, 4, 4), 1.0)])
     im = Image.open(io.BytesIO(png_bytes(x, scale=3)))
     assert im.size == ((2 * 4 + 3) * 3, (4 + 2) * 3)
+
+
+# ---------------------------------------------------------------- the state without widgets, paste back, user data
+
+
+def test_state_edits_without_widgets(setup):
+    from hdae_core.widgets import EditorState
+
+    m, stats, dirs, x = setup
+    st = EditorState(m, stats, dirs, images=x, steps=STEPS)
+    base = st.render()
+    codes, _ = st.inversion()
+    st.set_attribute("red", 0.8)
+    st.set_k(7)
+    assert int((st.edited_codes(codes) != codes).sum()) == 7
+    assert not torch.equal(st.render(), base)
+    st.edit_levels = []
+    with pytest.raises(ValueError, match="edit levels"):
+        st.render()
+    with pytest.raises(ValueError, match="k:"):
+        st.set_k("many")
+    with pytest.raises(KeyError):
+        st.set_attribute("blue", 1.0)
+    st.reset()
+    st.edit_levels = None
+    st.set_partner(1, [0])
+    assert torch.equal(st.edited_codes(codes)[:, 0], st.inversion(1)[0][:, 0])
+
+
+def test_paste_back_blends_the_edit_into_the_upload(editor):
+    photo = np.zeros((40, 80, 3), np.uint8)
+    photo[:, :20] = (0, 0, 255)  # blue margin left of the centred 40x40 crop
+    idx = editor.load_image_bytes(_png(photo), "wide.png")
+    assert editor.state.uploads[idx][1] == (20, 0, 60, 40)
+    editor.paste_box.value = True
+    edited = editor.render()
+    out = np.asarray(Image.open(io.BytesIO(editor.paste_widget.value)).convert("RGB"))
+    assert out.shape == (40, 80, 3) and "pasted back" in editor.status.value
+    assert np.array_equal(out[:, :20], photo[:, :20]) and np.array_equal(out[:, 60:], photo[:, 60:])  # outside: kept
+    want = ((edited + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+    centre = np.asarray(Image.fromarray(want).resize((40, 40), Image.BICUBIC))[20, 20]
+    assert np.abs(out[20, 40].astype(int) - centre.astype(int)).max() <= 2  # inside: the edit
+    editor.select(0)
+    editor.render()
+    assert editor.paste_widget.layout.display == "none"  # a gallery image has no photo to paste into
+
+
+def test_from_checkpoint_on_a_folder_with_attributes(tmp_path):
+    from userdata_helpers import csv_file, shapes_folder
+
+    m = _tiny()
+    ck.save(m, tmp_path / "ck")
+    info = shapes_folder(tmp_path / "img", n=30, size=16)
+    attrs = csv_file(tmp_path / "a.csv", info["files"], info["attributes"], info["names"],
+                     continuous={"pos_x": info["pos_x"]})
+    ed = Editor.from_checkpoint(tmp_path / "ck", n_images=3, n_stats=18, steps=STEPS, data=tmp_path / "img",
+                                attribute_file=attrs)
+    assert ed.attribute_names == info["names"] + ["pos_x"] and len(ed.images) == 3
+    assert all(n.endswith(".png") for n in ed.image_names)
+    ed.set_attribute("pos_x", 1.0)
+    assert ed.render().shape == (3, 16, 16)
+    plain = Editor.from_checkpoint(tmp_path / "ck", n_images=2, n_stats=10, steps=STEPS, data=tmp_path / "img")
+    assert plain.attribute_names == [] and plain.render().shape == (3, 16, 16)  # style mixing only
