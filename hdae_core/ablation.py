@@ -11,6 +11,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from .checks import check
+
 EVAL_COLUMNS = ("eval_mse_enc", "eval_mse_rand", "eval_lpips_enc", "eval_lpips_rand")
 _SEED = re.compile(r"^seed(\d+)$")
 
@@ -99,16 +101,13 @@ def checks(runs: pd.DataFrame, baselines: pd.Series, column: str = "eval_mse_ran
     """The study's checks: every run beats its mean-colour baseline, and its curve falls from first to last."""
     out = []
     if runs.empty:
-        out.append({"name": "at least one ablation run found", "value": 0, "bound": 1, "passed": False})
+        out.append(check("ablation runs found", 0, 1, ">="))
     for (v, s), g in runs.groupby(["variant", "seed"], sort=False):
         g = g.sort_values("step")
         final = float(g[column].iloc[-1])
         base = float(baselines.get((v, int(s)), float("nan")))
-        out.append({"name": f"{v}/seed{s}: final {column} < mean-colour baseline", "value": final,
-                    "bound": base, "passed": bool(np.isfinite(final) and final < base)})
-        first = float(g[first_column].iloc[0])
-        out.append({"name": f"{v}/seed{s}: {first_column} falls (last < first)", "value": final,
-                    "bound": first, "passed": bool(final < first)})
+        out.append(check(f"{v}/seed{s}: final {column} < mean-colour baseline", final, base, "<"))
+        out.append(check(f"{v}/seed{s}: {first_column} falls (last < first)", final, float(g[first_column].iloc[0]), "<"))
     return out
 
 
