@@ -247,3 +247,41 @@ def frechet_references(sampled: torch.Tensor, fit: torch.Tensor, ref: torch.Tens
 def nearest_codes(codes: torch.Tensor, pool: torch.Tensor, stats: LatentStats) -> torch.Tensor:
     """Index of each code's nearest neighbour in ``pool`` by standardised distance (are samples copies?)."""
     return torch.cdist(stats.standardize(codes).flatten(1), stats.standardize(pool).flatten(1)).argmin(1)
+
+
+def median_code_std(sampled: torch.Tensor, stats: LatentStats) -> float:
+    """Median over dimensions of the per-dimension std of sampled codes, standardised (1 when they match the data)."""
+    return float(stats.standardize(sampled).flatten(1).std(0).median())
+
+
+@torch.no_grad()
+def sample_quality(model, latent_model: LatentDDIM, stats: LatentStats, orc, real: torch.Tensor, n: int = 256,
+                   latent_steps: int = 50, image_steps: int = 20, seed: int = 0, batch_size: int = 64,
+                   inception_weights=None) -> dict[str, Any]:
+    """Decoded latent-DDIM samples against real images ``real`` in [-1, 1], read by the attribute oracle ``orc``:
+    attribute frequencies (samples / data), the Fréchet oracle distance of samples and of random-x_T
+    reconstructions of ``real[:n]`` to ``real[n:]``, and FID when ``inception_weights`` is given."""
+    from .metrics import fid, frechet_oracle_distance
+
+    if len(real) < 2 * n:
+        raise ValueError(f"real: need 2·n = {2 * n} images (n reconstructed, n as the reference), got {len(real)}")
+    g = torch.Generator().manual_seed(seed)
+    p = next(model.parameters())
+    samples, recon = [], []
+    for i in range(0, n, batch_size):
+        b = min(batch_size, n - i)
+        samples.append(sample_images(model, latent_model, b, stats, latent_steps, image_steps, generator=g).float().cpu())
+        x = real[i:i + b].to(p)
+        x_T = torch.randn(x.shape, generator=g).to(p)
+        recon.append(model.decode(x_T, model.encode(x), image_steps).float().cpu())
+    samples, recon = torch.cat(samples).clamp(-1, 1), torch.cat(recon).clamp(-1, 1)
+    ref = real[n:2 * n].float().cpu()
+    names = list(orc.attribute_names)
+    f_s = (orc.predict_proba(samples) > 0.5).float().mean(0)
+    f_d = (orc.predict_proba(ref) > 0.5).float().mean(0)
+    return {"samples": samples, "n": n,
+            "frequency_samples": dict(zip(names, f_s.tolist())), "frequency_data": dict(zip(names, f_d.tolist())),
+            "frechet_oracle": {"latent_ddim": frechet_oracle_distance(orc, samples, ref),
+                               "random_xT_reconstruction": frechet_oracle_distance(orc, recon, ref),
+                               "real_images": frechet_oracle_distance(orc, real[:n].float().cpu(), ref)},
+            "fid": fid(ref, samples, inception_weights)}

@@ -49,7 +49,7 @@ _FULL: dict[str, dict[str, Any]] = {
     "06_editing": {**_MODELS, "directions_dir": "{reports}/05_directions", "oracle_dir": "{work}/oracle"},
     "07_editor": {"checkpoint": "{hdae_u}"},
     "08_layout": {"checkpoint_hdae": "{hdae_u}", "oracle_dir": "{work}/oracle"},
-    "09_sampling": _MODELS,
+    "09_sampling": {**_MODELS, "oracle_dir": "{work}/oracle"},
 }
 _SMOKE: dict[str, dict[str, Any]] = {
     "00_tour": {"n_images": 2, "steps": 3},
@@ -65,7 +65,7 @@ _SMOKE: dict[str, dict[str, Any]] = {
     "07_editor": {"steps": 2, "n_images": 2, "n_stats": 128},
     "08_layout": {"n_train": 200, "layout_steps": 20, "layout_batch": 16, "n_layouts": 3, "n_images": 3, "steps": 2},
     "09_sampling": {"n_encode": 300, "latent_steps": 40, "latent_width": 64, "latent_depth": 3, "n_samples": 6,
-                    "latent_sample_steps": 5, "steps": 2},
+                    "latent_sample_steps": 5, "steps": 2, "n_quality": 16, "oracle_steps": 20},
 }
 PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "smoke": {n: {**_WHERE, "profile": "smoke", **_FULL[n], **_SMOKE[n]} for n in NOTEBOOKS},
