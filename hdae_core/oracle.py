@@ -8,11 +8,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 
+from .checkpoint import load_module_weights, read_module_meta, save_module
 from .config import strict_from_dict
+from .data.shapes import ATTRIBUTE_NAMES, Shapes
+from .editing import manipulate
 from .nn import conv_block
 
 FORMAT = "hdae-attribute-oracle"
@@ -21,7 +26,6 @@ WEIGHTS_FILE = "oracle.safetensors"
 
 
 def _default_names() -> tuple[str, ...]:
-    from .data.shapes import ATTRIBUTE_NAMES
     return tuple(ATTRIBUTE_NAMES)
 
 
@@ -126,7 +130,6 @@ def train_oracle(size: int = 32, n_train: int = 50_000, steps: int = 800, batch_
                  channels: int = 16, correlation=None, noise_std: float = 0.05,
                  device: torch.device | str = "cpu") -> tuple[AttributeOracle, dict[str, Any]]:
     """Train the oracle on freshly rendered Shapes batches; report held-out accuracy per attribute and mean."""
-    from .data.shapes import Shapes
 
     # correlation=None by default: an oracle trained on correlated pairs would learn the shortcut
     # (e.g. red ⇒ large) and report leakage that is its own
@@ -140,7 +143,6 @@ def train_oracle(size: int = 32, n_train: int = 50_000, steps: int = 800, batch_
     t0, c0 = time.perf_counter(), time.process_time()
     it = range(steps)
     if progress:
-        from tqdm.auto import tqdm
         it = tqdm(it, desc="attribute oracle", leave=False)
     oracle.train()
     for _ in it:
@@ -179,7 +181,7 @@ def evaluate_oracle(oracle: AttributeOracle, images: torch.Tensor, attributes: t
 def attribute_auroc(oracle: nn.Module, images: torch.Tensor, attributes: torch.Tensor,
                     names: Sequence[str] | None = None) -> dict[str, float]:
     """Held-out AUROC per attribute of the oracle's probabilities (0.5 = chance, 1 = perfect ranking)."""
-    from sklearn.metrics import roc_auc_score
+    from sklearn.metrics import roc_auc_score  # lazy: scikit-learn takes ~2 s to import, needed only here
 
     names = list(names or getattr(oracle, "attribute_names"))
     p = _proba(oracle, images).double().cpu().numpy()
@@ -249,12 +251,9 @@ def edit_sweep(model, oracle: nn.Module, images: torch.Tensor, direction: torch.
                ks: Sequence[int | None] = (None,), alphas: Sequence[float] = (1.0,), steps: int = 50,
                manipulate_fn: Callable | None = None, names: Sequence[str] | None = None, correlated=None,
                levels: Sequence[int] | None = None, x_T: torch.Tensor | None = None,
-               progress: bool = True) -> "pandas.DataFrame":
+               progress: bool = True) -> pd.DataFrame:
     """One row per (k, α): oracle success / leakage / partner leakage of truncated edits (HDAE Eq. 1–2)."""
-    import pandas as pd
-
-    if manipulate_fn is None:
-        from .editing import manipulate as manipulate_fn  # imported here: editing.py is optional for this module
+    manipulate_fn = manipulate if manipulate_fn is None else manipulate_fn
     p = next(model.parameters())
     images = images.to(p)
     codes = model.encode(images)
@@ -264,7 +263,6 @@ def edit_sweep(model, oracle: nn.Module, images: torch.Tensor, direction: torch.
     x_before = model.decode(x_T, codes, steps)
     grid = [(k, a) for k in ks for a in alphas]
     if progress:
-        from tqdm.auto import tqdm
         grid = tqdm(grid, desc=f"edit sweep {target}", leave=False)
     rows = []
     for k, alpha in grid:
@@ -280,14 +278,12 @@ def edit_sweep(model, oracle: nn.Module, images: torch.Tensor, direction: torch.
 
 def save(oracle: AttributeOracle, path: str | Path, report: dict[str, Any] | None = None) -> Path:
     """Write ``path/oracle_config.json`` (with the training report) + ``oracle.safetensors``."""
-    from .checkpoint import save_module
     meta = {"format": FORMAT, "config": oracle.config.to_dict(), "report": report or {}}
     return save_module(oracle, path, CONFIG_FILE, WEIGHTS_FILE, meta)
 
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> AttributeOracle:
     """Rebuild an oracle written by ``save`` (its report: ``read_report(path)``)."""
-    from .checkpoint import load_module_weights, read_module_meta
     meta = read_module_meta(path, CONFIG_FILE, FORMAT, "hdae_core.oracle")
     return load_module_weights(AttributeOracle(OracleConfig.from_dict(meta["config"])), path, WEIGHTS_FILE, map_location)
 
@@ -380,7 +376,6 @@ def train_pixel_oracle(size: int = 32, steps: int = 600, batch_size: int = 32, s
                        n_test: int = 500, noise_std: float = 0.05, progress: bool = False
                        ) -> tuple[PixelOracle, dict[str, Any]]:
     """Train the pixel oracle on rendered Shapes (label maps and colour factors); report held-out accuracy."""
-    from .data.shapes import Shapes
 
     data = Shapes(size=size, seed=seed + 7, length=10_000_000, correlation=None)
     color_i = data.factor_names.index("color")
@@ -392,7 +387,6 @@ def train_pixel_oracle(size: int = 32, steps: int = 600, batch_size: int = 32, s
     n_shapes = len(data.label_names) - 2
     it = range(steps)
     if progress:
-        from tqdm.auto import tqdm
         it = tqdm(it, desc="pixel oracle", leave=False)
     net.train()
     for _ in it:
@@ -434,13 +428,11 @@ def evaluate_pixel_oracle(net: PixelOracle, images: torch.Tensor, label_map: tor
 
 
 def save_pixel_oracle(net: PixelOracle, path: str | Path, report: dict[str, Any] | None = None) -> Path:
-    from .checkpoint import save_module
     meta = {"format": PIXEL_FORMAT, "config": net.config.to_dict(), "report": report or {}}
     return save_module(net, path, PIXEL_CONFIG_FILE, PIXEL_WEIGHTS_FILE, meta)
 
 
 def load_pixel_oracle(path: str | Path, map_location: str | torch.device = "cpu") -> PixelOracle:
-    from .checkpoint import load_module_weights, read_module_meta
     meta = read_module_meta(path, PIXEL_CONFIG_FILE, PIXEL_FORMAT, "hdae_core.oracle")
     return load_module_weights(PixelOracle(PixelOracleConfig.from_dict(meta["config"])), path, PIXEL_WEIGHTS_FILE,
                                map_location).eval().requires_grad_(False)

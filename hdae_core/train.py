@@ -18,11 +18,15 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
+from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
 from . import dist
 from .config import ModelConfig
+from .data import Shapes
+from .data import make_dataset as open_dataset
 from .hardware import describe_hardware
+from .metrics import lpips
 from .model import HDAE
 from .optim import EMA, make_optimizer
 
@@ -134,8 +138,6 @@ def render_cache(dataset, device: torch.device, workers: int = 0, chunk: int = 2
                  progress: bool = True) -> torch.Tensor:
     """Every image of ``dataset`` (which must have ``batch()``) as one tensor on ``device``, rendered
     once in chunks (in ``workers`` processes when > 0). Batches indexed from it equal ``batch()``'s."""
-    from tqdm.auto import tqdm
-
     n = len(dataset)
     first = dataset.batch([0])["image"]
     cache = torch.empty((n, *first.shape[1:]), dtype=first.dtype, device=device)
@@ -284,7 +286,6 @@ def evaluate(model: HDAE, x0: torch.Tensor, steps: int, seed: int) -> tuple[dict
         "eval_mse_rand": (rec_rand - x0).pow(2).mean().item(),
     }
     try:
-        from .metrics import lpips
         out["eval_lpips_enc"] = lpips(rec_enc, x0).mean().item()
         out["eval_lpips_rand"] = lpips(rec_rand, x0).mean().item()
     except (ImportError, RuntimeError, FileNotFoundError):
@@ -295,7 +296,7 @@ def evaluate(model: HDAE, x0: torch.Tensor, steps: int, seed: int) -> tuple[dict
 def _eval_and_grid(ema_model: HDAE, x_eval: torch.Tensor, cfg: TrainConfig, out: Path, step: int) -> dict[str, float]:
     """Evaluate the EMA model on the held-out batch; write its reconstruction grid (every ``grid_every`` steps
     and at the end when that is set)."""
-    from .plots import save_grid
+    from .plots import save_grid  # lazy: plots brings matplotlib and seaborn, seconds on every `hdae` start
 
     metrics, recs = evaluate(ema_model, x_eval, cfg.eval_steps, cfg.seed)
     if cfg.grid_every and step % cfg.grid_every and step != cfg.steps:
@@ -308,18 +309,15 @@ def _eval_and_grid(ema_model: HDAE, x_eval: torch.Tensor, cfg: TrainConfig, out:
 def make_dataset(cfg: TrainConfig):
     """The training set: the built-in shapes unless ``cfg.data`` names a folder or LMDB."""
     if cfg.data is None or str(cfg.data).lower() == "shapes":
-        from .data import Shapes
         return Shapes(size=cfg.model.image_size, seed=cfg.seed)
-    from .data import make_dataset as _make
     if cfg.on_bad_image not in ("error", "skip"):
         raise ValueError(f"on_bad_image must be error or skip, got {cfg.on_bad_image!r}")
-    return _make(cfg.data, cfg.model.image_size, on_error="raise" if cfg.on_bad_image == "error" else "skip",
+    return open_dataset(cfg.data, cfg.model.image_size, on_error="raise" if cfg.on_bad_image == "error" else "skip",
                  convert_mode=cfg.convert_images)
 
 
 def held_out_batch(cfg: TrainConfig) -> torch.Tensor:
     """A fixed evaluation batch: shapes from another seed, or the data set's last images."""
-    from .data import Shapes
     if cfg.data is None:
         return Shapes(size=cfg.model.image_size, seed=cfg.seed + 10_000).batch(list(range(cfg.eval_size)))["image"]
     ds = make_dataset(cfg)
@@ -437,7 +435,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     log = MetricsLog(out / "metrics.csv", start_step if resume else None) if dist.rank() == 0 else None
     tb = None
     if cfg.tensorboard and dist.rank() == 0:
-        try:
+        try:  # tensorboard is optional: without it the run logs to metrics.csv only
             from torch.utils.tensorboard import SummaryWriter
             tb = SummaryWriter(str(out / "tb"))
         except ImportError:
@@ -449,7 +447,6 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     rank = dist.rank()
     bar = None
     if cfg.progress and rank == 0:
-        from tqdm.auto import tqdm
         bar = tqdm(total=cfg.steps, initial=start_step, desc=f"train {cfg.model.variant}", unit="step")
     t_start, t_log, img_log = time.time(), time.time(), 0
     loss_acc = torch.zeros((), device=device)
