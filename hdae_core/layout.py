@@ -284,3 +284,35 @@ def control_agreement(probs: torch.Tensor, layout_attributes: torch.Tensor, imag
         out[f"{group}_matches_layout"] = float((pred == lay.expand(n_layouts, n_images)).float().mean())
         out[f"{group}_matches_image"] = float((pred == img.expand(n_layouts, n_images)).float().mean())
     return out
+
+
+@torch.no_grad()
+def layout_scores(pixel_oracle, synth: torch.Tensor, layout_maps: torch.Tensor, layout_factors: torch.Tensor,
+                  image_factors: torch.Tensor, factor_names: Sequence[str], seed: int = 0) -> dict[str, Any]:
+    """Does synthesis follow the layout? Per pair i (layout i, style image i): IoU of the decoded object's mask
+    (read by ``pixel_oracle``) with the layout's object mask, beside a random layout's mask (another pair's);
+    the decoded shape class against the layout's, the colour class against the style image's."""
+    from .oracle import mask_iou
+
+    r = pixel_oracle.read(synth)
+    n_shapes = len(pixel_oracle.config.label_names) - 2
+    lay_mask = (layout_maps >= 1) & (layout_maps <= n_shapes)
+    perm = torch.randperm(len(synth), generator=torch.Generator().manual_seed(seed))
+    perm = torch.where(perm == torch.arange(len(perm)), (perm + 1) % len(perm), perm)  # never its own layout
+    names = list(factor_names)
+    shape_i, color_i = names.index("shape"), names.index("color")
+    return {"iou": mask_iou(r["mask"], lay_mask), "iou_random_layout": mask_iou(r["mask"], lay_mask[perm]),
+            "shape_matches_layout": (r["shape"] == layout_factors[:, shape_i].long()).float(),
+            "color_matches_image": (r["color"] == image_factors[:, color_i].long()).float(),
+            "read": r}
+
+
+def outline(images: torch.Tensor, mask: torch.Tensor, color=(1.0, 1.0, 1.0)) -> torch.Tensor:
+    """Images [B, 3, H, W] with the boundary pixels of boolean masks [B, H, W] painted ``color`` (in [-1, 1])."""
+    m = mask[:, None].float()
+    inner = -F.max_pool2d(-m, 3, stride=1, padding=1)  # erosion
+    edge = (m - inner).bool().expand_as(images)
+    out = images.clone()
+    fill = torch.tensor(color, dtype=images.dtype).view(1, 3, 1, 1).expand_as(images)
+    out[edge] = fill[edge]
+    return out

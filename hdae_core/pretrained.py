@@ -163,7 +163,12 @@ def load_oracle(size: int, cache_dir: str | Path, train_steps: int | None = None
         return oracle.load(shipped), f"shipped {shipped}"
     cache = repo_path(cache_dir) / f"size{size}"
     if (cache / oracle.CONFIG_FILE).is_file():
-        return oracle.load(cache), f"cached {cache}"
+        cached = oracle.load(cache)
+        from .data.shapes import ATTRIBUTE_NAMES
+        if list(cached.attribute_names) == list(ATTRIBUTE_NAMES):
+            return cached, f"cached {cache}"
+        if train_steps is None:  # an oracle of another version of the world reads the wrong attributes
+            return None, f"the oracle cached in {cache} reads {cached.attribute_names}, not this world's attributes"
     if train_steps is None:
         return None, f"no attribute oracle for {size} px shipped or cached in {cache}"
     t0 = time.perf_counter()
@@ -205,3 +210,14 @@ def model_key(label: str) -> str:
     import re
 
     return re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_")
+
+
+def load_pixel_oracle(size: int, cache_dir: str | Path, train_steps: int = 600, seed: int = 0):
+    """(pixel oracle, where): the one cached in ``cache_dir/pixel_size<px>``, else one trained and cached there."""
+    cache = repo_path(cache_dir) / f"pixel_size{size}"
+    if (cache / oracle.PIXEL_CONFIG_FILE).is_file():
+        return oracle.load_pixel_oracle(cache), f"cached {cache}"
+    t0 = time.perf_counter()
+    net, report = oracle.train_pixel_oracle(size=size, steps=train_steps, seed=seed)
+    oracle.save_pixel_oracle(net, cache, report)
+    return net, f"trained here ({train_steps} steps, {time.perf_counter() - t0:.0f} s), cached in {cache}: {report}"

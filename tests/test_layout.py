@@ -109,3 +109,19 @@ def test_control_agreement_counts_layout_and_image_factors():
     assert out["shape_matches_image"] == pytest.approx(3 / 6)  # (0, 2) and (1, 0), (1, 1) agree by chance
     assert out["large_matches_image"] == 1.0
     assert out["large_matches_layout"] == pytest.approx(3 / 6)
+
+
+def test_layout_scores_and_outline():
+    from hdae_core import oracle
+    from hdae_core.data import Shapes
+
+    data = Shapes(size=16, seed=3)
+    b = data.batch(list(range(6)))
+    net = oracle.PixelOracle(oracle.PixelOracleConfig(image_size=16, channels=8)).eval()
+    sc = layout.layout_scores(net, b["image"], b["label_map"], b["factors"], b["factors"], data.factor_names)
+    assert sc["iou"].shape == (6,) and ((sc["iou"] >= 0) & (sc["iou"] <= 1)).all()
+    assert set(sc["shape_matches_layout"].tolist()) <= {0.0, 1.0}
+    mask = (b["label_map"] >= 1) & (b["label_map"] <= 4)
+    drawn = layout.outline(b["image"], mask)
+    changed = (drawn != b["image"]).any(1)
+    assert changed.any() and not (changed & ~mask).any()  # only the mask's own boundary pixels are painted
