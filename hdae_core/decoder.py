@@ -4,7 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .nn import build_input_blocks, build_middle_block, build_output_blocks, normalization, timestep_embedding, zero_module
+from .nn import (ResBlock, build_input_blocks, build_middle_block, build_output_blocks, gn_silu, normalization,
+                 timestep_embedding, zero_module)
 
 
 class Decoder(nn.Module):
@@ -33,17 +34,29 @@ class Decoder(nn.Module):
             normalization(ch), nn.SiLU(), zero_module(nn.Conv2d(ch, in_channels, 3, padding=1))
         )
 
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-        """ε prediction; ``t`` are integer timesteps of the full schedule, ``codes`` is [B, L, D]."""
+    def code_scales(self, codes: torch.Tensor) -> dict[int, torch.Tensor]:
+        """Every ResBlock's code scale 1 + z_s for ``codes`` [B, L, D]; they do not depend on t, so a
+        sampler computes them once per run and passes them to ``forward`` as ``code_scales``."""
+        out = {}
+        for seq in (*self.input_blocks, self.middle_block, *self.output_blocks):
+            for layer in seq:
+                if isinstance(layer, ResBlock):
+                    out[id(layer)] = layer.code_scale(codes[:, layer.level if codes.shape[1] > 1 else 0])
+        return out
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, codes: torch.Tensor,
+                code_scales: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
+        """ε prediction; ``t`` are integer timesteps of the full schedule, ``codes`` is [B, L, D];
+        ``code_scales`` (from ``code_scales(codes)``) skips recomputing the code projections."""
         if t.dim() == 0:
             t = t.expand(x_t.shape[0])
         emb = self.time_embed(timestep_embedding(t, self.model_channels))
         hs = []
         h = x_t
         for block in self.input_blocks:
-            h = block(h, emb, codes)
+            h = block(h, emb, codes, code_scales)
             hs.append(h)
-        h = self.middle_block(h, emb, codes)
+        h = self.middle_block(h, emb, codes, code_scales)
         for block in self.output_blocks:
-            h = block(torch.cat([h, hs.pop()], dim=1), emb, codes)
-        return self.out(h)
+            h = block(torch.cat([h, hs.pop()], dim=1), emb, codes, code_scales)
+        return self.out[2](gn_silu(self.out[0], h))

@@ -130,9 +130,11 @@ class HDAE(nn.Module):
     def eps_fn(self, codes: torch.Tensor):
         """ε_θ(·, ·, codes) as the samplers take it; the codes are computed once, outside the loop."""
         self.check_codes(codes)
+        # the codes' projections (1 + z_s per ResBlock) do not depend on t: once per sampling run
+        scales = self.decoder.code_scales(codes)
         if self.config.prediction == "v":
-            return lambda x_t, t: diffusion.v_to_eps(self.decoder(x_t, t, codes), x_t, t, self.alphas_cumprod)
-        return lambda x_t, t: self.decoder(x_t, t, codes)
+            return lambda x_t, t: diffusion.v_to_eps(self.decoder(x_t, t, codes, scales), x_t, t, self.alphas_cumprod)
+        return lambda x_t, t: self.decoder(x_t, t, codes, scales)
 
     def timesteps(self, steps: int) -> list[int]:
         return diffusion.spaced_timesteps(self.diffusion_config.T, steps)

@@ -58,6 +58,20 @@ def dropout(h: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     return h * keep.view(h.shape).to(h.dtype).mul_(scale)
 
 
+def norm_affine_silu(h: torch.Tensor, groups: int, eps: float, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """SiLU(GN(h)·a + b) in float32, returned in h's dtype; ``a``, ``b`` are per sample and channel,
+    [B, C, 1, 1]: GroupNorm's kernel (no affine), one fused multiply-add, then SiLU (in place unless
+    autograd records it: an in-place SiLU there makes autograd copy its input)."""
+    y = torch.addcmul(b, F.group_norm(h.float(), groups, eps=eps), a)
+    return F.silu(y, inplace=not y.requires_grad).type(h.dtype)
+
+
+def gn_silu(norm: nn.GroupNorm, h: torch.Tensor) -> torch.Tensor:
+    """SiLU(GroupNorm(h)) in float32 with the norm's own affine inside GroupNorm's kernel."""
+    y = F.group_norm(h.float(), norm.num_groups, norm.weight, norm.bias, norm.eps)
+    return F.silu(y, inplace=not y.requires_grad).type(h.dtype)
+
+
 def normalization(channels: int) -> GroupNorm32:
     """GroupNorm with gcd(32, C) groups: DiffAE's min(32, C) wherever that divides C."""
     return GroupNorm32(math.gcd(32, channels), channels)
@@ -148,19 +162,26 @@ class ResBlock(nn.Module):
             return avgpool2x(x)
         return x
 
-    def forward(self, x, emb=None, cond=None):
+    def forward(self, x, emb=None, cond=None, z=None):
+        """``z``: the code scale 1 + z_s when computed beforehand (``code_scale``), instead of ``cond``."""
+        h = gn_silu(self.in_layers[0], x)
         if self.up or self.down:
             # resample between the activation and the conv, as DiffAE's updown blocks do
-            h = self.in_layers[1](self.in_layers[0](x))
-            h = self.in_layers[2](self._resample(h))
+            h = self._resample(h)
             x = self._resample(x)
-        else:
-            h = self.in_layers(x)
+        h = self.in_layers[2](h)
         if self.out_layers is not None:
-            h = self._adagn(h, emb, cond)
+            h = self._adagn(h, emb, cond, z)
         return self.skip_connection(x) + h
 
-    def _adagn(self, h, emb, cond):
+    def code_scale(self, cond: torch.Tensor) -> torch.Tensor | None:
+        """1 + z_s = 1 + Linear(SiLU(z)) as [B, C, 1, 1] float32; it does not depend on t, so a sampler
+        computes it once per run."""
+        if self.cond_emb_layers is None or cond is None:
+            return None
+        return 1 + self.cond_emb_layers(cond).float()[:, :, None, None]
+
+    def _adagn(self, h, emb, cond, z=None):
         """(GN(h)·(1 + t_s) + t_b)·(1 + z_s), SiLU, dropout, conv — with one fused pass over h.
 
         GN's affine, the time scale/shift and the code scale are all per (sample, channel), so
@@ -170,11 +191,11 @@ class ResBlock(nn.Module):
         scale, shift = self.emb_layers(emb).float()[:, :, None, None].chunk(2, dim=1)
         a = norm.weight.float()[None, :, None, None] * (1 + scale)
         b = norm.bias.float()[None, :, None, None] * (1 + scale) + shift
-        if self.cond_emb_layers is not None and cond is not None:
-            z = 1 + self.cond_emb_layers(cond).float()[:, :, None, None]
+        if z is None:
+            z = self.code_scale(cond)
+        if z is not None:
             a, b = a * z, b * z
-        n = F.group_norm(h.float(), norm.num_groups, eps=norm.eps)
-        h = F.silu(torch.addcmul(b, n, a), inplace=True).type(h.dtype)
+        h = norm_affine_silu(h, norm.num_groups, norm.eps, a, b)
         h = dropout(h, drop.p, drop.training)
         return conv(h)
 
@@ -194,7 +215,7 @@ class AttentionBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, *spatial = x.shape
         x = x.reshape(b, c, -1)
-        qkv = self.qkv(self.norm(x))  # [B, 3C, T]
+        qkv = self.qkv(self.norm(x))  # [B, 3C, T]; plain GN (no SiLU follows)
         n, heads, ch = x.shape[-1], self.num_heads, c // self.num_heads
         if x.device.type == "cpu":
             # legacy layout: per head, q, k and v are consecutive chunks of channels. Two batched
@@ -213,9 +234,12 @@ class AttentionBlock(nn.Module):
 class Seq(nn.Sequential):
     """A sequence of layers where ResBlocks receive the time embedding and their level's code."""
 
-    def forward(self, x, emb=None, codes=None):
+    def forward(self, x, emb=None, codes=None, code_scales=None):
         for layer in self:
             if isinstance(layer, ResBlock):
+                if code_scales is not None:
+                    x = layer(x, emb, z=code_scales[id(layer)])
+                    continue
                 cond = None if codes is None else codes[:, layer.level if codes.shape[1] > 1 else 0]
                 x = layer(x, emb, cond)
             else:
@@ -292,6 +316,12 @@ class PoolHead(nn.Sequential):
             normalization(channels), nn.SiLU(), nn.AdaptiveAvgPool2d(1),
             nn.Conv2d(channels, out_dim, 1), nn.Flatten(),
         )
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        h = gn_silu(self[0], h)
+        for layer in list(self)[2:]:
+            h = layer(h)
+        return h
 
 
 def conv_block(cin: int, cout: int, stride: int) -> nn.Sequential:
