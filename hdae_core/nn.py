@@ -67,9 +67,10 @@ def norm_affine_silu(h: torch.Tensor, groups: int, eps: float, a: torch.Tensor, 
 
 
 def gn_silu(norm: nn.GroupNorm, h: torch.Tensor) -> torch.Tensor:
-    """SiLU(GroupNorm(h)) in float32 with the norm's own affine inside GroupNorm's kernel."""
-    y = F.group_norm(h.float(), norm.num_groups, norm.weight, norm.bias, norm.eps)
-    return F.silu(y, inplace=not y.requires_grad).type(h.dtype)
+    """SiLU(GroupNorm(h)): the norm (its affine inside GroupNorm's kernel) in float32, then, as DiffAE's
+    GroupNorm32 followed by SiLU, the activation in h's dtype."""
+    y = F.group_norm(h.float(), norm.num_groups, norm.weight, norm.bias, norm.eps).type(h.dtype)
+    return F.silu(y, inplace=not y.requires_grad)
 
 
 def normalization(channels: int) -> GroupNorm32:
