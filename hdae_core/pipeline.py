@@ -47,7 +47,7 @@ _FULL: dict[str, dict[str, Any]] = {
     "04_hierarchy": {"checkpoint_hdae": "{hdae_u}"},
     "05_directions": _MODELS,
     "06_editing": {**_MODELS, "directions_dir": "{reports}/05_directions", "oracle_dir": "{work}/oracle"},
-    "07_editor": {"checkpoint": "{hdae_u}"},
+    "07_editor": {"checkpoint": "{hdae_u}", "oracle_dir": "{work}/oracle"},
     "08_layout": {"checkpoint_hdae": "{hdae_u}", "oracle_dir": "{work}/oracle"},
     "09_sampling": {**_MODELS, "oracle_dir": "{work}/oracle"},
 }
@@ -62,7 +62,7 @@ _SMOKE: dict[str, dict[str, Any]] = {
     "05_directions": {"n_encode": 300},
     "06_editing": {"n_encode": 300, "n_images": 3, "steps": 2, "attributes": ["red", "large"],
                    "sweep_attributes": ["red"], "k_fractions": [1.0, 0.25, 0.05], "oracle_steps": 20},
-    "07_editor": {"steps": 2, "n_images": 2, "n_stats": 128},
+    "07_editor": {"steps": 2, "n_images": 2, "n_stats": 128, "oracle_steps": 20},
     "08_layout": {"n_train": 200, "layout_steps": 20, "layout_batch": 16, "n_layouts": 3, "n_images": 3, "steps": 2,
                   "n_pairs": 8, "pixel_oracle_steps": 10},
     "09_sampling": {"n_encode": 300, "latent_steps": 40, "latent_width": 64, "latent_depth": 3, "n_samples": 6,
