@@ -7,6 +7,8 @@ import sys
 import time
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
+from tqdm.auto import tqdm
 
 from .config import VARIANTS, ModelConfig
 from .model import HDAE
@@ -49,8 +51,6 @@ def matmul_peak_flops(device: torch.device, dtype=torch.float32, n: int = 1024) 
 
 def flops_per_image(model: HDAE, x: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> tuple[float, float]:
     """(training-step FLOPs, decoder-forward FLOPs) per image from ``torch.utils.flop_counter``."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     with FlopCounterMode(display=False) as fc:
         model(x, t, noise).mean().backward()
     train = fc.get_total_flops()
@@ -210,7 +210,6 @@ def main(args) -> int:
     presets = [args.preset] if args.preset else list(CPU_PRESETS)
     variants = [args.variant] if args.variant else list(VARIANTS)
     rows = []
-    from tqdm.auto import tqdm
     for p in tqdm(presets, desc="presets"):
         for v in variants:
             rows.append(bench_one(p, v, args.batch, args.device, repeats=2, ddim_steps=(20,), ddim_batch=4, **opts))

@@ -19,7 +19,9 @@ from pathlib import Path
 
 import torch
 
+from .bench import main as bench_main
 from .config import PRESETS, VARIANTS, ModelConfig, check_field_type
+from .diffae_import import main as diffae_main
 from .model import HDAE
 from .train import TrainConfig, TrainingDiverged, train
 
@@ -234,25 +236,21 @@ def _params(args) -> int:
 
 
 def _import_diffae(args, rest) -> int:
-    from .diffae_import import main as diffae_main
-
     return diffae_main(rest)
 
 
 def _figures(args) -> int:
-    from .pipeline import main as pipeline_main
+    from .pipeline import main as pipeline_main  # lazy: papermill and nbconvert add 3-5 s to every `hdae` start
 
     return pipeline_main(args)
 
 
 def _bench(args) -> int:
-    from .bench import main as bench_main
-
     return bench_main(args)
 
 
 def _export(args) -> int:
-    from .modelcard import export_run
+    from .modelcard import export_run  # lazy: its evaluation imports pandas, ~0.7 s on every `hdae` start
 
     info = export_run(args.run, args.dest, command=args.command, n_eval=args.n_eval, device=args.device,
                       note=args.note)

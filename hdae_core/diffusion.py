@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 import torch
+from tqdm.auto import tqdm
 
 EpsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -123,7 +124,6 @@ def ddim_sample(eps_fn: EpsFn, x_T: torch.Tensor, alphas_cumprod: torch.Tensor,
     x = x_T
     steps = list(reversed(range(len(ts))))
     if progress:
-        from tqdm.auto import tqdm
         steps = tqdm(steps, desc="DDIM sample", leave=False)
     t_batch = _t_batches(ts, x)
     for n, i in enumerate(steps):
@@ -164,7 +164,6 @@ def ddim_invert(eps_fn: EpsFn, x0: torch.Tensor, alphas_cumprod: torch.Tensor,
     x = x0
     steps = range(len(ts))
     if progress:
-        from tqdm.auto import tqdm
         steps = tqdm(steps, desc="DDIM invert", leave=False)
     t_batch = _t_batches(ts, x)
     if refine == 0:

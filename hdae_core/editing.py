@@ -15,9 +15,12 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
+import pandas as pd
 import torch
+from torch.utils.data import DataLoader, Subset
+from tqdm.auto import tqdm
 
-from .directions import AttributeDirections
+from .directions import DIRECTIONS_FILE, AttributeDirections
 from .model import inference, model_device
 from .stats import LatentStats
 
@@ -83,8 +86,6 @@ def _batches(data, n: int, batch_size: int):
         for i in range(0, n, batch_size):
             yield data.batch(range(i, min(i + batch_size, n)))
         return
-    from torch.utils.data import DataLoader, Subset
-
     for b in DataLoader(Subset(data, range(n)), batch_size=batch_size, shuffle=False, num_workers=0):
         yield b if isinstance(b, dict) else {"image": b[0] if isinstance(b, (list, tuple)) else b}
 
@@ -106,7 +107,6 @@ def encode_dataset(model, data, n: int | None = None, batch_size: int = 64, with
     codes, attrs = [], []
     bar = None
     if progress:
-        from tqdm.auto import tqdm
         bar = tqdm(total=n, desc="encode", unit="img", leave=False)
     with inference(model):
         for b in _batches(data, n, batch_size):
@@ -141,8 +141,6 @@ class AttributeClassifiers(AttributeDirections):
 
     def report(self):
         """A pandas DataFrame, one row per attribute: held-out AUROC, balanced accuracy, positive rate, sizes."""
-        import pandas as pd
-
         rep = self.meta.get("report", {})
         rows = [{"attribute": n, **{k: _nan(v) if k in ("auroc", "balanced_accuracy") else v
                                     for k, v in rep.get(n, {}).items()}} for n in self.names]
@@ -173,7 +171,7 @@ def train_classifiers(codes: torch.Tensor, attributes, names: Sequence[str] | No
     ``stats`` defaults to the statistics of all the codes (label-free, so no leakage into the score).
     Classes are balanced (CelebA attributes are far from 50/50); one random split (``seed``) serves all attributes.
     """
-    from sklearn.linear_model import LogisticRegression
+    from sklearn.linear_model import LogisticRegression  # lazy: scikit-learn takes ~2 s to import, needed only here
     from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
     _check_codes(codes)
@@ -204,7 +202,6 @@ def train_classifiers(codes: torch.Tensor, attributes, names: Sequence[str] | No
     weights, biases, report = {}, [], {}
     it = list(enumerate(names))
     if progress:
-        from tqdm.auto import tqdm
         it = tqdm(it, desc="classifiers", leave=False)
     for j, name in it:
         y = y_all[:, j]
@@ -260,7 +257,7 @@ def train_directions(codes: torch.Tensor, attributes, names: Sequence[str], kind
     value on the standardised codes; its held-out score is R² (``meta['report'][name]['r2']``). Binary columns
     whose training split holds one class only are left out and listed in ``meta['skipped']``.
     """
-    from sklearn.linear_model import Ridge
+    from sklearn.linear_model import Ridge  # lazy: scikit-learn takes ~2 s to import, needed only here
     from sklearn.metrics import r2_score
 
     _check_codes(codes)
@@ -313,7 +310,7 @@ def train_directions(codes: torch.Tensor, attributes, names: Sequence[str], kind
 def direction_scores(directions: AttributeDirections, codes: torch.Tensor, attributes, names: Sequence[str],
                      kinds: dict[str, str] | None = None) -> dict[str, dict[str, float]]:
     """How well given directions (imported or trained elsewhere) read the labelled codes: AUROC or R² per shared name."""
-    from sklearn.metrics import r2_score, roc_auc_score
+    from sklearn.metrics import r2_score, roc_auc_score  # lazy: scikit-learn takes ~2 s to import, needed only here
 
     y = torch.as_tensor(attributes).double().cpu().numpy().reshape(codes.shape[0], -1)
     z = directions.stats.standardize(codes.float()).flatten(1)
@@ -363,8 +360,6 @@ def directions_for(model, src, source: str = "auto", n_encode: int = 3000, C: fl
     has attributes; "auto" trains when the data has attributes, else uses the imported ones. ``cache``: a folder
     of directions saved earlier (05_directions), used when it fits the model's codes.
     """
-    from .directions import DIRECTIONS_FILE
-
     if source not in ("auto", "train", "checkpoint"):
         raise ValueError(f"directions source: expected auto, train or checkpoint, got {source!r}")
     shape = (model.num_levels, model.code_dim)
@@ -417,8 +412,6 @@ def fit_judge(model, src, n_encode: int = 3000, C: float = 1.0, seed: int = 0,
 
 def score_table(directions: dict[str, AttributeDirections]):
     """Held-out scores per attribute (rows) and model (columns): AUROC for binary attributes, R² for continuous."""
-    import pandas as pd
-
     cols = {}
     for label, d in directions.items():
         rep = d.meta.get("report", {})

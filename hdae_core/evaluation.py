@@ -11,6 +11,7 @@ from typing import Mapping, Sequence
 
 import pandas as pd
 import torch
+from tqdm.auto import tqdm
 
 from . import metrics
 from .model import inference, model_device
@@ -74,7 +75,6 @@ def reconstruction_table(models: Mapping[str, torch.nn.Module], images: torch.Te
     batches = [(i, min(i + batch_size, N)) for i in range(0, N, batch_size)]
     bar = None
     if progress:
-        from tqdm.auto import tqdm
         bar = tqdm(total=len(models) * len(batches) * len(steps), desc="reconstruction", leave=False)
     for name, model in models.items():
         dev = model_device(model)

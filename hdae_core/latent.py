@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 
 from . import diffusion
 from .checkpoint import load_module_weights, read_module_meta, save_module
-from .metrics import frechet_distance
+from .metrics import fid, frechet_distance, frechet_oracle_distance
 from .nn import timestep_embedding
 from .optim import EMA
 from .stats import LatentStats
@@ -261,8 +261,6 @@ def sample_quality(model, latent_model: LatentDDIM, stats: LatentStats, orc, rea
     """Decoded latent-DDIM samples against real images ``real`` in [-1, 1], read by the attribute oracle ``orc``:
     attribute frequencies (samples / data), the Fréchet oracle distance of samples and of random-x_T
     reconstructions of ``real[:n]`` to ``real[n:]``, and FID when ``inception_weights`` is given."""
-    from .metrics import fid, frechet_oracle_distance
-
     if len(real) < 2 * n:
         raise ValueError(f"real: need 2·n = {2 * n} images (n reconstructed, n as the reference), got {len(real)}")
     g = torch.Generator().manual_seed(seed)

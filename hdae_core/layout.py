@@ -16,6 +16,7 @@ from . import editing
 from .checkpoint import load_module_weights, read_module_meta, save_module
 from .config import strict_from_dict
 from .nn import conv_block
+from .oracle import mask_iou
 from .stats import LatentStats
 
 FORMAT = "hdae-layout-encoder"
@@ -292,8 +293,6 @@ def layout_scores(pixel_oracle, synth: torch.Tensor, layout_maps: torch.Tensor, 
     """Does synthesis follow the layout? Per pair i (layout i, style image i): IoU of the decoded object's mask
     (read by ``pixel_oracle``) with the layout's object mask, beside a random layout's mask (another pair's);
     the decoded shape class against the layout's, the colour class against the style image's."""
-    from .oracle import mask_iou
-
     r = pixel_oracle.read(synth)
     n_shapes = len(pixel_oracle.config.label_names) - 2
     lay_mask = (layout_maps >= 1) & (layout_maps <= n_shapes)

@@ -9,6 +9,8 @@ decoder outputs first.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -234,15 +236,13 @@ def fid(real: Tensor, fake: Tensor, weights_path=None, feature=None) -> dict:
     """FID of images in [-1, 1] through torchmetrics, when Inception weights are given (``weights_path``: the
     torch-fidelity ``pt_inception-2015-12-05`` file; ``feature``: any feature module torchmetrics accepts, for tests).
     Without either it returns ``{"fid": None, "skipped": why}`` and downloads nothing."""
-    from pathlib import Path
-
     if feature is None and not weights_path:
         return {"fid": None, "skipped": "no Inception weights given (hdae figures --inception-weights PATH): FID "
                                        "skipped; the Fréchet oracle distance is this world's offline stand-in"}
     if feature is None and not Path(weights_path).is_file():
         raise FileNotFoundError(f"--inception-weights {weights_path}: no such file")
     try:
-        from torchmetrics.image.fid import FrechetInceptionDistance
+        from torchmetrics.image.fid import FrechetInceptionDistance  # lazy: torchmetrics takes ~2 s, FID alone needs it
         m = FrechetInceptionDistance(feature=feature if feature is not None else 2048, normalize=True,
                                      feature_extractor_weights_path=None if feature is not None else str(weights_path))
     except ModuleNotFoundError as e:

@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from . import checkpoint as ck
 from .data import Shapes
@@ -20,8 +21,6 @@ def quality_check(model, n: int = 256, seed: int = 10_000, batch_size: int = 64,
     The encoded x_T comes from the model's default (refined) inversion; the same measure with DiffAE's
     inversion is reported beside it as ``mse_encoded_T100_diffae_inversion`` with its own verdict.
     """
-    from tqdm.auto import tqdm
-
     dev = next(model.parameters()).device
     x = Shapes(size=model.config.image_size, seed=seed).batch(list(range(n)))["image"].to(dev)
     g = torch.Generator().manual_seed(seed)

@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import os
+import shlex
 import shutil
 import sys
 import time
@@ -19,8 +20,10 @@ import papermill
 from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 from tqdm.auto import tqdm
 
+from . import checkpoint as ckpt_io
 from . import pretrained
 from .checks import verdict
+from .data import open_data
 from .pretrained import REPO_DIR, repo_path
 
 NOTEBOOK_DIR = REPO_DIR / "notebooks"
@@ -84,9 +87,6 @@ _TRAINS_ITS_OWN = {"01_train": "trains a model of its own (`hdae train --data` t
 def check_inputs(checkpoint=None, checkpoint_dae=None, data=None, attributes=None) -> dict[str, str]:
     """The user's model and data (``hdae figures --checkpoint … --data … --attributes …``), checked before anything
     is written: resolved paths, or {} for the built-in demo pair on Shapes. Errors say what is wrong."""
-    from . import checkpoint as ckpt_io
-    from .data import open_data
-
     if not any((checkpoint, checkpoint_dae, data, attributes)):
         return {}
     if checkpoint_dae and not checkpoint:
@@ -517,8 +517,6 @@ def run(profile: str = "full", only: Iterable[str] | None = None, reports: str |
 
 def _command(args) -> str:
     """The ``hdae figures`` line that regenerates this report (quoted for a shell)."""
-    import shlex
-
     flags = {"profile": "--profile", "checkpoint": "--checkpoint", "checkpoint_dae": "--checkpoint-dae",
              "data": "--data", "attributes": "--attributes", "reports": "--out"}
     parts = ["hdae", "figures"]

@@ -1,6 +1,7 @@
 """The shipped demo models (``data/pretrained``) and the tiny stand-ins the smoke profile trains in their place."""
 from __future__ import annotations
 
+import re
 import time
 import warnings
 from pathlib import Path
@@ -10,6 +11,7 @@ import torch
 
 from . import checkpoint, oracle
 from .config import ModelConfig
+from .data.shapes import ATTRIBUTE_NAMES
 from .train import TrainConfig, train
 
 REPO_DIR = Path(__file__).resolve().parent.parent
@@ -164,7 +166,6 @@ def load_oracle(size: int, cache_dir: str | Path, train_steps: int | None = None
     cache = repo_path(cache_dir) / f"size{size}"
     if (cache / oracle.CONFIG_FILE).is_file():
         cached = oracle.load(cache)
-        from .data.shapes import ATTRIBUTE_NAMES
         if list(cached.attribute_names) == list(ATTRIBUTE_NAMES):
             return cached, f"cached {cache}"
         if train_steps is None:  # an oracle of another version of the world reads the wrong attributes
@@ -207,8 +208,6 @@ def load_models(checkpoint_hdae: str | Path, checkpoint_dae: str | Path | None =
 
 def model_key(label: str) -> str:
     """A file-name key of a model label: 'HDAE(U)' -> 'hdae_u', 'DAE' -> 'dae'."""
-    import re
-
     return re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_")
 
 

@@ -20,6 +20,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 __all__ = ["UnsafeCheckpointError", "safe_load", "scan_globals", "ALLOWED_GLOBALS", "STAND_INS"]
@@ -111,10 +112,6 @@ STAND_INS: dict[str, type] = {
 
 def _numpy_globals() -> dict[str, Any]:
     """numpy arrays in latent statistics: the array rebuild, ndarray and dtype, by exact name."""
-    try:
-        import numpy as np
-    except ImportError:  # pragma: no cover - numpy ships with torch's wheels
-        return {}
     reconstruct = getattr(np, "_core", np.core).multiarray._reconstruct
     out = {"numpy.core.multiarray._reconstruct": reconstruct, "numpy._core.multiarray._reconstruct": reconstruct,
            "numpy.ndarray": np.ndarray, "numpy.dtype": np.dtype}

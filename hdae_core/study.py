@@ -12,6 +12,7 @@ from IPython.display import Image, Markdown, display
 
 from . import plots
 from .checks import check as _check, describe
+from .data import open_data
 from .pretrained import repo_path
 
 METRICS_FILE = "metrics.json"
@@ -54,8 +55,6 @@ class Study:
 
     def use_data(self, data=None, attributes=None, size: int = 32, **kw):
         """Open the study's images (``hdae_core.data.open_data``): Shapes, or the user's folder / LMDB + attributes."""
-        from .data import open_data
-
         self.data = open_data(data, attributes, size=size, **kw)
         for note in self.data.notes:
             print(f"note: {note}")

@@ -7,6 +7,7 @@ image and cached). Notebooks only construct and display an ``Editor``; tests dri
 """
 from __future__ import annotations
 
+import html
 import io
 import time
 from collections.abc import Mapping, Sequence
@@ -17,8 +18,12 @@ import torch
 from PIL import Image
 
 from . import editing
+from .checkpoint import load as load_checkpoint
+from .data import Shapes, open_data
+from .data.images import BadImageError, center_crop_resize, decode_image, to_tensor
 from .directions import DIRECTIONS_FILE, AttributeDirections, load_directions
 from .plots import image_grid
+from .pretrained import resolve
 from .stats import STATS_FILE, LatentStats
 
 __all__ = ["Editor", "EditorState", "state_from_checkpoint", "paste_back", "resolve_path", "png_bytes", "load_upload",
@@ -52,8 +57,6 @@ def png_bytes(images: torch.Tensor | Sequence[torch.Tensor], scale: int = 1, pad
 
 def load_upload_full(data: bytes, name: str, size: int) -> tuple[Image.Image, tuple[int, int, int, int], torch.Tensor]:
     """(the uploaded photo as RGB, its centre-crop box (left, top, right, bottom), the crop as [3, size, size])."""
-    from .data.images import BadImageError, center_crop_resize, decode_image, to_tensor
-
     if len(data) == 0:
         raise BadImageError(f"{name}: the file is empty")
     if len(data) > MAX_UPLOAD_BYTES:
@@ -140,8 +143,6 @@ class EditorState:
         self.attribute_names = names
 
         if images is None:
-            from .data import Shapes
-
             images = Shapes(size=self.size, seed=10_000).batch(range(8))["image"]
         self.images = _as_images(images, "images")
         self.check_images(self.images, "images")
@@ -313,7 +314,7 @@ class Editor:
                  image_names: Sequence[str] | None = None, partner_names: Sequence[str] | None = None,
                  alpha_range: tuple[float, float] = (-1.0, 1.0), alpha_step: float = 0.05,
                  k: int | None = None, display_size: int = 192, state: EditorState | None = None):
-        import ipywidgets as W
+        import ipywidgets as W  # lazy: ~0.7 s, and EditorState (tests, scripts) needs no widgets
 
         self.state = state or EditorState(model, stats, directions, images=images, attribute_names=attribute_names,
                                           steps=steps, partner_images=partner_images, image_names=image_names,
@@ -524,8 +525,6 @@ class Editor:
             self.render_button.disabled = False
 
     def _error(self, message: str) -> None:
-        import html
-
         self.error_label.value = f"<span style='color:#b00020'>⚠ {html.escape(message)}</span>"
 
     def _preview(self) -> None:
@@ -568,17 +567,11 @@ def state_from_checkpoint(path: str | Path, n_images: int = 8, steps: int = 20, 
     and, when the data has attributes, a linear classifier (regression for continuous ones) per attribute gives
     the directions (HDAE §3.3). Without either the editor edits by style mixing only.
     """
-    from .checkpoint import load
-    from .data import open_data
-    from .pretrained import resolve
-
     folder = resolve(path)  # a folder, a training run's folder or a demo model's name
-    model = load(folder, ema=ema)
+    model = load_checkpoint(folder, ema=ema)
     src = open_data(data, attribute_file, size=model.config.image_size,
                     **({"train_seed": 0} if data is None else {}))
     if src.ground_truth and seed != 10_000:
-        from .data import Shapes
-
         src._shapes["heldout"] = Shapes(size=model.config.image_size, seed=seed)
     batch = src.batch(int(n_images))
     if src.ground_truth:

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .celeba import read_celeba_attributes
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -34,8 +36,6 @@ def attribute_format(path: str | os.PathLike) -> str:
 
 def read_attributes(path: str | os.PathLike) -> tuple["pd.DataFrame", dict[str, str]]:
     """(table, kinds): the annotations of ``path`` in any supported format, and each column's kind (binary | continuous)."""
-    from .celeba import read_celeba_attributes
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"attribute file not found: {path}")
@@ -47,7 +47,7 @@ def read_attributes(path: str | os.PathLike) -> tuple["pd.DataFrame", dict[str, 
 
 def read_attribute_csv(path: str | os.PathLike) -> tuple["pd.DataFrame", dict[str, str]]:
     """A CSV of a file-name column plus attribute columns: 0/1 or ±1 columns as binary 0/1, other numbers continuous."""
-    import pandas as pd
+    import pandas as pd  # lazy: ~0.5 s, and `hdae train` imports this package
 
     path = Path(path)
     try:

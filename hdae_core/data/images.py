@@ -8,6 +8,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+import lmdb
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
@@ -242,8 +243,6 @@ _ENVS: dict = {}  # real path -> (pid, environment); LMDB allows one open per pa
 
 def _open_lmdb(path: str | os.PathLike):
     """This process's shared read-only environment for `path`, opened on first use."""
-    import lmdb
-
     key = os.path.realpath(path)
     pid, env = _ENVS.get(key, (None, None))
     if env is not None and pid != os.getpid():
@@ -284,8 +283,6 @@ class LMDBImages(_ImageSource):
         zfill: int | None = None,
     ):
         super().__init__(size, flip, on_error, convert_mode, seed)
-        import lmdb
-
         self.path = Path(path)
         if not self.path.exists():
             raise FileNotFoundError(f"LMDB not found: {self.path}")
@@ -381,8 +378,6 @@ def write_lmdb(
     """Write images (a folder, or an iterable of PIL images / uint8 arrays / file paths) as DiffAE's LMDB; returns the count."""
     # Each image is centre-cropped, Lanczos-resized to `resolution` and stored as `format` (DiffAE's
     # LMDBs use WebP at quality 100; "png" is lossless). Non-RGB input raises unless convert_mode=True.
-    import lmdb
-
     fmt = format.upper()
     if fmt == "JPG":
         fmt = "JPEG"

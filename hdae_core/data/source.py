@@ -19,9 +19,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
 
 from .attributes import BINARY, CONTINUOUS, read_attributes
+from .celeba import AttributeImages
+from .shapes import Shapes
 
 SHAPES_SEEDS = {"train": 1, "judge": 2, "heldout": 10_000}
 SPLITS = ("train", "judge", "heldout")
@@ -62,8 +65,6 @@ class StudyData:
     """Splits of Shapes or of the user's images (see the module docstring); ``describe()`` goes into metrics.json."""
 
     def __init__(self, data=None, attributes=None, size: int = 32, train_seed: int | None = None):
-        from .shapes import Shapes
-
         self.size = int(size)
         self.notes: list[str] = []
         self.attribute_file = str(attributes) if attributes else None
@@ -86,8 +87,7 @@ class StudyData:
     # ---------------------------------------------------------------- the user's images
 
     def _open_user(self, path: Path, attributes) -> None:
-        from . import make_dataset
-        from .celeba import AttributeImages
+        from . import make_dataset  # here: the package defines it after importing this module
 
         if not path.exists():
             raise FileNotFoundError(f"data: {path} does not exist (expected an image folder or an LMDB folder)")
@@ -135,8 +135,6 @@ class StudyData:
 
     def _note_size(self, images) -> None:
         """A note when the images are not square at the checkpoint's size (read from the first file's header)."""
-        from PIL import Image
-
         try:
             if hasattr(images, "files"):
                 with Image.open(images.root / images.files[0]) as im:
