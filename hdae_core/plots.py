@@ -5,8 +5,11 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import pandas as pd
+import seaborn as sns
 import torch
-from PIL import Image
+from matplotlib.figure import Figure
+from PIL import Image, ImageDraw, ImageFont
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
@@ -63,8 +66,6 @@ def noise_to_image(x: torch.Tensor, sigmas: float = 2.5) -> torch.Tensor:
 
 
 def _font(size: int = 10):
-    from PIL import ImageFont
-
     try:
         return ImageFont.load_default(size=size)
     except TypeError:  # Pillow < 10.1: a fixed bitmap font
@@ -103,8 +104,6 @@ def labeled_grid(rows: Sequence[torch.Tensor], row_labels: Sequence[str] | None 
                  col_labels: Sequence[str] | None = None, scale: int = 2, pad: int = 1,
                  font_size: int = 10) -> Image.Image:
     """``image_grid`` with a label left of each row and above each column (white margins, black text)."""
-    from PIL import ImageDraw
-
     grid = image_grid(rows, scale=scale, pad=pad)
     if row_labels is not None and len(row_labels) != len(rows):
         raise ValueError(f"row_labels: {len(row_labels)} labels for {len(rows)} rows")
@@ -151,8 +150,6 @@ def save_labeled_grid(path: str | Path, rows: Sequence[torch.Tensor], row_labels
 
 
 def _figure(n_panels: int, ncols: int | None, panel_size: tuple[float, float], dpi: int):
-    from matplotlib.figure import Figure
-
     ncols = max(1, min(ncols or n_panels, n_panels))
     nrows = -(-n_panels // ncols)
     fig = Figure(figsize=(panel_size[0] * ncols, panel_size[1] * nrows), dpi=dpi, layout="constrained")
@@ -171,8 +168,6 @@ def save_figure(fig, path: str | Path, dpi: int | None = None) -> Path:
 
 
 def _finite(df, x: str, y: str):
-    import pandas as pd
-
     d = df[[x, y]].apply(pd.to_numeric, errors="coerce").dropna()
     return d[x].to_numpy(), d[y].to_numpy()
 
@@ -222,15 +217,18 @@ def ecdf(values) -> tuple[np.ndarray, np.ndarray]:
 def plot_ecdf(panels, path: str | Path | None = None, xlabel: str = "n̂", ncols: int | None = None,
               styles: dict[str, dict] | None = None, panel_size: tuple[float, float] = (4.5, 3.5), dpi: int = 100,
               suptitle: str | None = None):
-    """ECDFs: ``panels`` is {panel title: {label: values}} (or one {label: values}); ``styles`` maps label → plot kwargs."""
+    """ECDFs (``seaborn.ecdfplot``): ``panels`` is {panel title: {label: values}} (or one {label: values});
+    ``styles`` maps label → line kwargs. A label keeps its colour in every panel."""
     first = next(iter(panels.values()), None)
     if not isinstance(first, dict):
         panels = {"": panels}
+    labels = list(dict.fromkeys(label for series in panels.values() for label in series))
+    colours = dict(zip(labels, sns.color_palette(None if len(labels) <= 10 else "husl", n_colors=len(labels))))
     fig, axes = _figure(len(panels), ncols, panel_size, dpi)
     for ax, (title, series) in zip(axes, panels.items()):
         for label, vals in series.items():
-            xs, F = ecdf(vals)
-            ax.step(xs, F, where="post", label=label, **(styles or {}).get(label, {}))
+            style = {"color": colours[label], **(styles or {}).get(label, {})}
+            sns.ecdfplot(x=ecdf(vals)[0], ax=ax, label=label, **style)
         ax.set_title(title)
         ax.set_xlabel(xlabel)
         ax.set_ylabel("fraction ≤ x")
@@ -270,22 +268,23 @@ def plot_level_heatmap(directions, path: str | Path | None = None, level_names: 
     L = first.shape[0] if first.dim() == 2 else 1
     ph = panel_size[1] * max(1.0, 0.35 * L + 0.3)
     fig, axes = _figure(len(directions), ncols, (panel_size[0], ph), dpi)
-    im = None
     for ax, (name, n) in zip(axes, directions.items()):
         n = torch.as_tensor(n)
         n = n[None] if n.dim() == 1 else n
-        nh = _normalized(n)
-        im = ax.imshow(nh, aspect="auto", cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
         names = list(level_names) if level_names else [f"z{l + 1}" if n.shape[0] > 1 else "z" for l in range(n.shape[0])]
-        ax.set_yticks(range(n.shape[0]), names, fontsize=7)
+        D = n.shape[1]
+        step = 10 ** int(np.log10(max(D, 1)))  # a tick every 100 of 512 dimensions: a ruler, not a label per cell
+        sns.heatmap(_normalized(n), ax=ax, cmap=cmap, vmin=0, vmax=1, cbar=False, yticklabels=names,
+                    xticklabels=False, rasterized=True)
+        ax.set_xticks(np.arange(0, D, step) + 0.5, [str(d) for d in range(0, D, step)], rotation=0, fontsize=6)
+        ax.tick_params(axis="y", labelsize=7, rotation=0)
         ax.set_title(name, fontsize=9, loc="left")
         ax.set_xlabel("dimension", fontsize=7)
-        ax.tick_params(axis="x", labelsize=6)
         sec = ax.secondary_yaxis("right")
-        sec.set_yticks(range(n.shape[0]), [f"{s:.0%}" for s in level_shares(n)], fontsize=7)
+        sec.set_yticks(np.arange(n.shape[0]) + 0.5, [f"{s:.0%}" for s in level_shares(n)], fontsize=7)
         sec.set_ylabel("share of Σ|n|", fontsize=6)
-    if im is not None:
-        fig.colorbar(im, ax=list(axes), shrink=0.8, label="n̂", pad=0.08)
+    if len(axes) and axes[0].collections:
+        fig.colorbar(axes[0].collections[0], ax=list(axes), shrink=0.8, label="n̂", pad=0.08)
     if suptitle:
         fig.suptitle(suptitle)
     if path is not None:
@@ -295,15 +294,24 @@ def plot_level_heatmap(directions, path: str | Path | None = None, level_names: 
 
 def plot_bars(table, path: str | Path | None = None, ylabel: str = "", ylim: tuple[float, float] | None = None,
               title: str | None = None, size: tuple[float, float] = (9.0, 3.5), dpi: int = 100,
-              hline: float | None = None):
-    """Grouped bars: one group per row of ``table`` (a DataFrame), one bar per column."""
+              hline: float | None = None, errorbar=("ci", 95), seed: int = 0):
+    """Grouped bars (``seaborn.barplot``): one group per index label of ``table`` (a DataFrame), one bar per column.
+
+    Rows that share an index label are replicates (per image, per seed): the bar is their mean and the whisker
+    ``errorbar`` (default a 95 % bootstrap interval, seeded); a label with one row has no whisker."""
     fig, (ax,) = _figure(1, 1, size, dpi)
-    rows, cols = list(table.index), list(table.columns)
-    width = 0.8 / max(len(cols), 1)
-    xs = np.arange(len(rows))
-    for i, c in enumerate(cols):
-        ax.bar(xs + (i - (len(cols) - 1) / 2) * width, table[c].to_numpy(dtype=float), width, label=str(c))
-    ax.set_xticks(xs, [str(r) for r in rows], rotation=40, ha="right", fontsize=8)
+    table = table.copy()
+    table.index = [str(r) for r in table.index]
+    rows, cols = list(dict.fromkeys(table.index)), [str(c) for c in table.columns]
+    table.columns = cols
+    long = table.rename_axis("_group").reset_index().melt(id_vars="_group", var_name="_bar", value_name="_value")
+    long["_value"] = pd.to_numeric(long["_value"], errors="coerce")
+    replicated = len(rows) < len(table)
+    sns.barplot(long, x="_group", y="_value", hue="_bar", order=rows, hue_order=cols,
+                errorbar=errorbar if replicated else None, seed=seed, ax=ax, err_kws={"linewidth": 1},
+                capsize=0.15, legend=len(cols) > 1)
+    ax.set_xticks(range(len(rows)), rows, rotation=40, ha="right", fontsize=8)
+    ax.set_xlabel("")
     if hline is not None:
         ax.axhline(hline, color="grey", lw=0.8, ls="--")
     if ylim:
@@ -312,8 +320,9 @@ def plot_bars(table, path: str | Path | None = None, ylabel: str = "", ylim: tup
     if title:
         ax.set_title(title)
     if len(cols) > 1:
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, title=None)
     ax.grid(alpha=0.3, axis="y")
+    ax.set_axisbelow(True)
     if path is not None:
         save_figure(fig, path)
     return fig

@@ -113,18 +113,34 @@ def test_plot_level_heatmap(tmp_path):
     fig = plots.plot_level_heatmap(dirs, path=tmp_path / "h.png", dpi=50)
     w, h = _png_size(tmp_path / "h.png")
     assert w == 9 * 50 and h > 0
-    im = fig.axes[0].images[0].get_array()
+    im = fig.axes[0].collections[0].get_array()  # seaborn's heatmap: one mesh cell per (level, dimension)
     assert im.shape == (4, 16) and float(im.min()) == 0.0 and float(im.max()) == 1.0  # n̂ of Eq. 1
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["z1", "z2", "z3", "z4"]
     # a DAE direction is one row
     fig = plots.plot_level_heatmap(torch.randn(1, 16), path=tmp_path / "d.png", dpi=50)
-    assert fig.axes[0].images[0].get_array().shape == (1, 16)
+    assert fig.axes[0].collections[0].get_array().shape == (1, 16)
 
 
 def test_plot_bars(tmp_path):
     t = pd.DataFrame({"DAE": [0.6, 0.9], "HDAE": [0.7, 0.95]}, index=["red", "large"])
     fig = plots.plot_bars(t, path=tmp_path / "b.png", size=(5, 3), dpi=40, ylim=(0, 1), hline=0.5)
     assert _png_size(tmp_path / "b.png") == (5 * 40, 3 * 40)
-    assert len(fig.axes[0].patches) == 4
+    bars = [b for c in fig.axes[0].containers for b in c]
+    assert len(bars) == 4
+    heights = sorted(round(b.get_height(), 6) for b in bars)
+    assert heights == [0.6, 0.7, 0.9, 0.95] and len(fig.axes[0].lines) == 1  # the hline; one row a group: no interval
+
+
+def test_plot_bars_replicates_get_intervals(tmp_path):
+    rng = np.random.default_rng(0)
+    t = pd.DataFrame({"MSE": rng.normal(0.05, 0.01, 40), "LPIPS": rng.normal(0.2, 0.02, 40)},
+                     index=["DAE"] * 20 + ["HDAE"] * 20)
+    fig = plots.plot_bars(t, path=tmp_path / "ci.png", size=(5, 3), dpi=40)
+    ax = fig.axes[0]
+    assert sorted(round(b.get_height(), 6) for c in ax.containers for b in c) == sorted(
+        round(v, 6) for v in t.groupby(level=0, sort=False).mean().to_numpy().ravel())
+    spans = [np.nanmax(l.get_ydata()) - np.nanmin(l.get_ydata()) for l in ax.lines]
+    assert len(spans) == 4 and min(spans) > 0  # a 95 % interval on every bar
 
 
 # ---------------------------------------------------------------- pipeline plumbing
