@@ -6,7 +6,7 @@ import dataclasses
 import pytest
 
 from hdae_core import ModelConfig
-from hdae_core.cli import build_parser, main, train_config_from_args
+from hdae_core.cli import TRAIN_OPTIONS, build_parser, main, train_config_from_args
 from hdae_core.train import TrainConfig
 
 
@@ -21,6 +21,7 @@ def test_every_train_config_field_has_an_option():
     assert missing == []
     for name in ("preset", "variant", "model_json", "prediction"):  # the model's options
         assert name in actions
+    assert set(TRAIN_OPTIONS) <= {f.name for f in dataclasses.fields(TrainConfig)}  # no stale spelling left behind
 
 
 def test_defaults_agree_with_train_config(tmp_path):
