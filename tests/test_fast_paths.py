@@ -104,3 +104,19 @@ def test_code_scales_computed_once_give_the_same_prediction():
             ts = m.timesteps(5)
             ref = diffusion.ddim_sample(lambda x_t, tt: m.decoder(x_t, tt, codes), x, m.alphas_cumprod, ts)
             assert torch.equal(m.decode(x, codes, 5), ref)
+
+
+def test_upsample_conv_equals_conv_of_the_upsampled_map():
+    from hdae_core.nn import upsample_conv
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(16, 8, 3, padding=1)
+    h = torch.randn(2, 16, 5, 7, requires_grad=True)
+    g = torch.randn(2, 8, 10, 14)
+    ref = conv(F.interpolate(h, scale_factor=2, mode="nearest"))
+    grads_ref = torch.autograd.grad(ref, (h, conv.weight, conv.bias), g)
+    out = upsample_conv(h, conv)
+    grads = torch.autograd.grad(out, (h, conv.weight, conv.bias), g)
+    assert out.shape == ref.shape and (out - ref).abs().max() < 1e-5
+    for a, b in zip(grads, grads_ref):
+        assert (a - b).abs().max() < 1e-4 * b.abs().max()
