@@ -83,15 +83,24 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     ap.add_argument("--amp", default="none", choices=["none", "bf16"], help="our autocast (the peer runs fp32)")
     ap.add_argument("--ddim-steps", default="20", help="DDIM steps for our sampler overhead ('none' skips)")
+    ap.add_argument("--clock", default="wall", choices=["wall", "cpu"],
+                    help="cpu: both sides time with this process's CPU time instead of the wall clock (one thread "
+                         "only); on a machine shared with other jobs, the work each step costs")
     ap.add_argument("--json", default=None, help="append every measurement and the summary as JSON lines")
     a = ap.parse_args()
+    if a.clock == "cpu" and a.threads != 1:
+        raise SystemExit("--clock cpu needs --threads 1 (CPU time of several threads counts their waiting too)")
 
     peer_script = Path(a.peers) / "bench_diffae.py"
     if not peer_script.exists():
         raise SystemExit(f"no {peer_script}: give --peers (a folder with bench_diffae.py and diffae/) or HDAE_PEERS")
     variants = [v for v in a.variants.split(",") if v]
-    base = dict(os.environ, OMP_NUM_THREADS=str(a.threads), MKL_NUM_THREADS=str(a.threads),
+    base = dict(os.environ, OMP_NUM_THREADS=str(a.threads), MKL_NUM_THREADS=str(a.threads), HDAE_BENCH_CLOCK=a.clock,
                 PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    # the peer's script runs unchanged; with --clock cpu its timer reads CPU time, as ours then does
+    peer_cmd = [sys.executable, str(peer_script)] if a.clock == "wall" else [
+        sys.executable, "-c", "import runpy, sys, time; time.perf_counter = time.process_time; "
+        "runpy.run_path(sys.argv[1], run_name='__main__')", str(peer_script)]
     peer_env = dict(base, THREADS=str(a.threads), BATCH=str(a.batch), STEPS=str(a.steps), **preset_shape(a.preset))
     ours_cmd = lambda v: [sys.executable, "-m", "hdae_core.cli", "bench", "--preset", a.preset, "--variant", v,
                           "--batch", str(a.batch), "--json", "--device", "cpu", "--threads", str(a.threads),
@@ -101,7 +110,8 @@ def main() -> int:
     print(f"machine: {info['cpu']}, {info['cores']} cores, {a.threads} threads, torch {info['torch']}, "
           f"python {info['python']}, bf16 instructions: {', '.join(info['bf16_isa'] or ['none'])}")
     print(f"{a.preset}, batch {a.batch}, ours {a.amp if a.amp != 'none' else 'fp32'} / peer fp32, "
-          f"{a.rounds} rounds alternating, each number the mean of {a.steps} steps after 2 warm-up steps\n")
+          f"{a.rounds} rounds alternating, each number the mean of {a.steps} steps after 2 warm-up steps, "
+          f"{'CPU time' if a.clock == 'cpu' else 'wall clock'}\n")
     sink = open(a.json, "a") if a.json else None
     rounds = []
     for r in range(a.rounds):
@@ -110,7 +120,7 @@ def main() -> int:
         res = {}
         for who in order:
             if who == "peer":
-                res[who] = run_json([sys.executable, str(peer_script)], peer_env, "peer")
+                res[who] = run_json(peer_cmd, peer_env, "peer")
             else:
                 res[who] = run_json(ours_cmd(who), base, f"hdae bench {who}")
             m = res[who]
@@ -132,13 +142,13 @@ def main() -> int:
         print("  " + "   ".join(f"{k} {x:.3f}" for k, x in ratios.items()) + "\n", flush=True)
 
     med = {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}
-    print(f"medians over {a.rounds} rounds ({info['cpu']}, {a.threads} threads, torch {info['torch']}):")
+    print(f"medians over {a.rounds} rounds ({info['cpu']}, {a.threads} threads, torch {info['torch']}, {a.clock} clock):")
     for k, x in med.items():
         per = ", ".join(f"{r[k]:.3f}" for r in rounds)
         print(f"  {k:34s} {x:7.3f}   ({per})")
     if sink:
         sink.write(json.dumps({"summary": med, "rounds": rounds, "machine": info, "preset": a.preset,
-                               "batch": a.batch, "amp": a.amp}) + "\n")
+                               "batch": a.batch, "amp": a.amp, "clock": a.clock}) + "\n")
         sink.close()
     return 0
 
