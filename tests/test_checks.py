@@ -55,6 +55,7 @@ _WRITES = ("from hdae_core.study import Study\ns = Study(out_dir)\n"
            "s.check('headline vs baseline', value, 1.0, '<')\ns.finish()")
 
 
+@pytest.mark.slow  # runs notebooks through papermill kernels
 def test_pipeline_verdicts_index_and_strict(tmp_path, monkeypatch, capsys):
     names = ("00_tour", "01_train", "03_reconstruction")
     nbdir = tmp_path / "nbs"

@@ -96,6 +96,7 @@ def test_errors_after_parsing_are_one_line_and_debug_shows_the_traceback(tmp_pat
         main(TINY + ["--out", str(out), "--resume", "--steps", "2", "--batch", "2", "--debug"])
 
 
+@pytest.mark.slow
 def test_exploding_loss_stops_like_a_non_finite_one(tmp_path, capsys):
     out = tmp_path / "o"
     rc, err = _run(capsys, TINY + ["--out", str(out), "--steps", "30", "--batch", "2", "--lr", "1e10",
@@ -132,6 +133,7 @@ def _image_folder(root: Path, n_good=6):
     (root / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
 
 
+@pytest.mark.slow
 def test_bad_images_error_skip_and_convert(tmp_path, capsys):
     data = tmp_path / "imgs"
     _image_folder(data)
@@ -151,6 +153,7 @@ def test_bad_images_error_skip_and_convert(tmp_path, capsys):
     assert rc == 0 and "skipped 1 unusable image(s)" in out.out, out.out + out.err
 
 
+@pytest.mark.slow
 def test_a_negative_batch_in_a_real_process_exits_at_once(tmp_path):
     # it used to spin forever at full CPU, deaf to SIGTERM
     p = subprocess.run([sys.executable, "-m", "hdae_core.cli", *TINY, "--out", str(tmp_path / "o"), "--batch", "-4"],

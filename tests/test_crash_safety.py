@@ -120,6 +120,7 @@ STAGES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage", list(STAGES))
 def test_sigkill_at_each_stage_of_a_save_loses_nothing(tmp_path, reference, one_thread, stage):
     out = tmp_path / "run"

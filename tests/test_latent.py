@@ -29,6 +29,7 @@ def _two_clusters(n, g):
     return x, torch.stack([-center + 1.0, center + 1.0])
 
 
+@pytest.mark.slow
 def test_two_cluster_fit_covers_both_modes():
     g = torch.Generator().manual_seed(0)
     x, centers = _two_clusters(2000, g)
@@ -92,6 +93,7 @@ def _mixture(n, width, g):
     return x, m
 
 
+@pytest.mark.slow
 def test_mixture_at_code_width_reproduces_its_moments():
     # the real width: HDAE(U) at 32 px holds L = 4 codes of D = 128; an ε latent over-disperses here by ~100×
     L, D = 4, 128

@@ -66,6 +66,7 @@ class LabelColours:
         return {"image": self.palette[lm].permute(0, 3, 1, 2).contiguous(), "label_map": lm}
 
 
+@pytest.mark.slow
 def test_training_regresses_held_out_codes_and_round_trips(tmp_path):
     torch.manual_seed(0)
     model = HDAE(ModelConfig.preset("tiny")).eval()  # untrained: codes are still a fixed function of the image

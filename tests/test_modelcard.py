@@ -1,9 +1,13 @@
 import json
 
+import pytest
+
 from hdae_core import ModelConfig
 from hdae_core import train as T
 from hdae_core.checkpoint import load
 from hdae_core.modelcard import export_run
+
+pytestmark = pytest.mark.slow  # each trains a run and measures its quality, 30-45 s
 
 
 def test_export_run_writes_card_weights_and_quality(tmp_path):

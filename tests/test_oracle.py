@@ -70,6 +70,7 @@ def test_oracle_any_size_and_save_load(tmp_path):
     assert oracle_mod.read_report(tmp_path / "o")["mean_accuracy"] == 0.5
 
 
+@pytest.mark.slow
 def test_oracle_beats_majority_baseline():
     torch.manual_seed(0)
     o, rep = train_oracle(size=16, n_train=20_000, steps=200, batch_size=32, seed=0, progress=False,

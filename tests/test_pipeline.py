@@ -231,6 +231,7 @@ def _tiny_notebook(path, body):
     nbformat.write(nb, path)
 
 
+@pytest.mark.slow
 def test_run_continues_past_a_failure(tmp_path, monkeypatch, capsys):
     nbdir = tmp_path / "nbs"
     nbdir.mkdir()

@@ -3,6 +3,7 @@ import re
 import tomllib
 from pathlib import Path
 
+import pytest
 import yaml  # noqa: F401  (pyyaml arrives with papermill)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,6 +44,7 @@ def test_ci_runs_the_readme_test_command():
     assert "make test" in readme and "make figures" in readme
 
 
+@pytest.mark.slow  # two fresh interpreters importing torch
 def test_version_and_module_entry_point():
     import subprocess
     import sys

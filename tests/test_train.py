@@ -27,6 +27,7 @@ def losses(out):
         return [(int(r["step"]), float(r["loss"])) for r in csv.DictReader(f)]
 
 
+@pytest.mark.slow
 def test_resume_continues_exactly(tmp_path):
     T.train(cfg(tmp_path / "a"))
     T.train(cfg(tmp_path / "b", steps=4))
@@ -58,6 +59,7 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path, monkeypatch):
     ck.load(tmp_path / "r" / "checkpoint")  # still loads
 
 
+@pytest.mark.slow
 def test_checkpoint_killed_mid_write_keeps_previous(tmp_path, monkeypatch):
     T.train(cfg(tmp_path / "r", steps=4))
     before = (tmp_path / "r" / "checkpoint" / "model.safetensors").read_bytes()
@@ -141,6 +143,7 @@ def test_ddp_two_gloo_processes_match_one(tmp_path):
         assert a == pytest.approx(b, rel=1e-4)
 
 
+@pytest.mark.slow
 def test_hdae_train_cli_needs_only_an_output_folder(tmp_path):
     out = tmp_path / "run"
     r = subprocess.run(
@@ -194,6 +197,7 @@ def test_cli_maps_new_training_flags_to_the_config():
     assert not plain.compile and plain.cache_data == "auto" and plain.max_minutes == 0
 
 
+@pytest.mark.slow
 def test_hardware_names_each_machine_once_across_resumes(tmp_path, monkeypatch):
     T.train(cfg(tmp_path / "a", steps=2))
     monkeypatch.setattr(T, "describe_hardware", lambda device=None: "machine B")
@@ -235,6 +239,7 @@ def test_optimizer_state_follows_parameter_layout_on_resume():
         torch.testing.assert_close(opt2.state[p]["exp_avg"], opt.state[by_name[name]]["exp_avg"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
 def test_signal_stops_with_a_checkpoint_at_the_current_step(tmp_path, sig):
     # what `timeout`, a cluster scheduler or Ctrl-C sends: the run ends cleanly and loses no step.
