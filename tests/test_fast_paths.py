@@ -120,3 +120,27 @@ def test_upsample_conv_equals_conv_of_the_upsampled_map():
     assert out.shape == ref.shape and (out - ref).abs().max() < 1e-5
     for a, b in zip(grads, grads_ref):
         assert (a - b).abs().max() < 1e-4 * b.abs().max()
+
+
+def test_bf16_autocast_stays_close_to_fp32():
+    """bf16 autocast (hdae train/bench --amp bf16; off by default on the CPU) against fp32: ε and one training loss."""
+    torch.manual_seed(0)
+    m = HDAE(ModelConfig.preset("tiny", "hdae_u")).eval()
+    for p in m.decoder.parameters():  # zero-initialised convs would hide the difference
+        torch.nn.init.normal_(p, std=0.05)
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    t = torch.tensor([10, 700])
+    with torch.no_grad():
+        codes = m.encode(x)
+        ref = m.decoder(x, t, codes)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            codes16 = m.encode(x)
+            out = m.decoder(x, t, codes16).float()
+        assert (codes16.float() - codes).abs().max() < 0.05 * codes.abs().max()
+        assert (out - ref).abs().max() < 0.05 * ref.abs().max()
+        torch.manual_seed(0)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss16 = m(x, t, torch.randn_like(x)).mean()
+        torch.manual_seed(0)
+        loss32 = m(x, t, torch.randn_like(x)).mean()
+    assert abs(loss16.item() - loss32.item()) < 0.02 * loss32.item()
