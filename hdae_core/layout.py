@@ -289,10 +289,12 @@ def control_agreement(probs: torch.Tensor, layout_attributes: torch.Tensor, imag
 
 @torch.no_grad()
 def layout_scores(pixel_oracle, synth: torch.Tensor, layout_maps: torch.Tensor, layout_factors: torch.Tensor,
-                  image_factors: torch.Tensor, factor_names: Sequence[str], seed: int = 0) -> dict[str, Any]:
+                  image_factors: torch.Tensor, factor_names: Sequence[str], seed: int = 0,
+                  attribute_oracle=None) -> dict[str, Any]:
     """Does synthesis follow the layout? Per pair i (layout i, style image i): IoU of the decoded object's mask
     (read by ``pixel_oracle``) with the layout's object mask, beside a random layout's mask (another pair's);
-    the decoded shape class against the layout's, the colour class against the style image's."""
+    the decoded shape class against the layout's (argmax of ``attribute_oracle``'s ``is_<shape>`` outputs when
+    given, else the pixel oracle's vote), the colour class against the style image's."""
     r = pixel_oracle.read(synth)
     n_shapes = len(pixel_oracle.config.label_names) - 2
     lay_mask = (layout_maps >= 1) & (layout_maps <= n_shapes)
@@ -300,10 +302,21 @@ def layout_scores(pixel_oracle, synth: torch.Tensor, layout_maps: torch.Tensor, 
     perm = torch.where(perm == torch.arange(len(perm)), (perm + 1) % len(perm), perm)  # never its own layout
     names = list(factor_names)
     shape_i, color_i = names.index("shape"), names.index("color")
-    return {"iou": mask_iou(r["mask"], lay_mask), "iou_random_layout": mask_iou(r["mask"], lay_mask[perm]),
-            "shape_matches_layout": (r["shape"] == layout_factors[:, shape_i].long()).float(),
-            "color_matches_image": (r["color"] == image_factors[:, color_i].long()).float(),
-            "read": r}
+    shape = layout_factors[:, shape_i].long()
+    out = {"iou": mask_iou(r["mask"], lay_mask), "iou_random_layout": mask_iou(r["mask"], lay_mask[perm]),
+           "shape_matches_layout": (r["shape"] == shape).float(),
+           "color_matches_image": (r["color"] == image_factors[:, color_i].long()).float(),
+           "shape_read_by": "pixel oracle", "read": r}
+    if attribute_oracle is not None:
+        # the pixel oracle votes per pixel, where a star and a square look alike; the attribute oracle sees the
+        # whole outline (on rendered shapes it reads the class far better)
+        shapes = pixel_oracle.config.label_names[1:1 + n_shapes]
+        idx = [list(attribute_oracle.attribute_names).index(f"is_{s}") for s in shapes]
+        read = attribute_oracle.predict_proba(synth)[:, idx].argmax(1).cpu()
+        out.update(shape_matches_layout=(read == shape).float(), shape_matches_layout_pixel=out["shape_matches_layout"],
+                   shape_read_by="attribute oracle")
+        r["shape_attribute_oracle"] = read
+    return out
 
 
 def outline(images: torch.Tensor, mask: torch.Tensor, color=(1.0, 1.0, 1.0)) -> torch.Tensor:

@@ -67,7 +67,7 @@ _SMOKE: dict[str, dict[str, Any]] = {
                    "sweep_attributes": ["red"], "k_fractions": [1.0, 0.25, 0.05], "oracle_steps": 20},
     "07_editor": {"steps": 2, "n_images": 2, "n_stats": 128, "oracle_steps": 20},
     "08_layout": {"n_train": 200, "layout_steps": 20, "layout_batch": 16, "n_layouts": 3, "n_images": 3, "steps": 2,
-                  "n_pairs": 8, "pixel_oracle_steps": 10},
+                  "n_pairs": 8, "pixel_oracle_steps": 10, "oracle_steps": 20},
     "09_sampling": {"n_encode": 300, "latent_steps": 40, "latent_width": 64, "latent_depth": 3, "n_samples": 6,
                     "latent_sample_steps": 5, "steps": 2, "n_quality": 16, "oracle_steps": 20},
 }

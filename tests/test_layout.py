@@ -126,3 +126,33 @@ def test_layout_scores_and_outline():
     drawn = layout.outline(b["image"], mask)
     changed = (drawn != b["image"]).any(1)
     assert changed.any() and not (changed & ~mask).any()  # only the mask's own boundary pixels are painted
+
+
+class _ShapeOracle(torch.nn.Module):
+    """A stand-in attribute oracle that reads the shape class from the factors it was built with."""
+
+    def __init__(self, names, shapes):
+        super().__init__()
+        self.attribute_names, self.shapes = list(names), shapes
+
+    def predict_proba(self, images):
+        p = torch.zeros(len(images), len(self.attribute_names))
+        p[torch.arange(len(images)), self.attribute_names.index("is_ellipse") + self.shapes] = 1.0
+        return p
+
+
+def test_layout_scores_read_the_shape_with_the_attribute_oracle():
+    from hdae_core import oracle
+    from hdae_core.data import Shapes
+
+    data = Shapes(size=16, seed=3)
+    b = data.batch(list(range(6)))
+    net = oracle.PixelOracle(oracle.PixelOracleConfig(image_size=16, channels=8)).eval()
+    shape = b["factors"][:, data.factor_names.index("shape")].long()
+    wrong = (shape + 1) % 4
+    wrong[:2] = shape[:2]  # two of six read right
+    sc = layout.layout_scores(net, b["image"], b["label_map"], b["factors"], b["factors"], data.factor_names,
+                              attribute_oracle=_ShapeOracle(data.attribute_names, wrong))
+    assert sc["shape_read_by"] == "attribute oracle"
+    assert sc["shape_matches_layout"].tolist() == [1.0, 1.0, 0.0, 0.0, 0.0, 0.0]
+    assert set(sc["shape_matches_layout_pixel"].tolist()) <= {0.0, 1.0}
