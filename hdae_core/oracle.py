@@ -18,6 +18,7 @@ from .checkpoint import load_module_weights, read_module_meta, save_module
 from .config import strict_from_dict
 from .data.shapes import ATTRIBUTE_NAMES, Shapes
 from .editing import manipulate
+from .metrics import bootstrap_ci
 from .nn import conv_block
 
 FORMAT = "hdae-attribute-oracle"
@@ -243,6 +244,13 @@ def disentanglement_scores(oracle: nn.Module, x_before: torch.Tensor, x_after: t
     rest = [i for i in others if names[i] not in partners]
     out["leakage_excl_partner"] = float(delta[:, rest].abs().mean()) if rest else float("nan")
     out["delta"] = {n: float(d) for n, d in zip(names, delta.mean(0))}
+    # per image, so callers can put intervals on the means (metrics.bootstrap_ci over images)
+    nan = torch.full((delta.shape[0],), float("nan"), dtype=delta.dtype)
+    out["per_image"] = {
+        "success": s * delta[:, ti],
+        "leakage": delta[:, others].abs().mean(1) if others else nan,
+        "partner_leakage": delta[:, [names.index(p) for p in partners]].abs().mean(1) if partners else nan,
+    }
     return out
 
 
@@ -251,8 +259,9 @@ def edit_sweep(model, oracle: nn.Module, images: torch.Tensor, direction: torch.
                ks: Sequence[int | None] = (None,), alphas: Sequence[float] = (1.0,), steps: int = 50,
                manipulate_fn: Callable | None = None, names: Sequence[str] | None = None, correlated=None,
                levels: Sequence[int] | None = None, x_T: torch.Tensor | None = None,
-               progress: bool = True) -> pd.DataFrame:
-    """One row per (k, α): oracle success / leakage / partner leakage of truncated edits (HDAE Eq. 1–2)."""
+               progress: bool = True, level: float = 0.95, seed: int = 0) -> pd.DataFrame:
+    """One row per (k, α): oracle success / leakage / partner leakage of truncated edits (HDAE Eq. 1–2), each with
+    its percentile bootstrap interval over the images (``<score>_low`` / ``<score>_high`` at ``level``)."""
     manipulate_fn = manipulate if manipulate_fn is None else manipulate_fn
     p = next(model.parameters())
     images = images.to(p)
@@ -270,9 +279,14 @@ def edit_sweep(model, oracle: nn.Module, images: torch.Tensor, direction: torch.
         x_after = model.decode(x_T, edited.to(codes), steps)
         sc = disentanglement_scores(oracle, x_before, x_after, target, names, correlated,
                                     sign=1.0 if alpha >= 0 else -1.0)
-        rows.append({"target": target, "k": k, "alpha": float(alpha), "success": sc["success"],
-                     "leakage": sc["leakage"], "partner_leakage": sc["partner_leakage"],
-                     "leakage_excl_partner": sc["leakage_excl_partner"], "partner": sc["partner"], "n": sc["n"]})
+        row = {"target": target, "k": k, "alpha": float(alpha), "success": sc["success"],
+               "leakage": sc["leakage"], "partner_leakage": sc["partner_leakage"],
+               "leakage_excl_partner": sc["leakage_excl_partner"], "partner": sc["partner"], "n": sc["n"]}
+        for key, v in sc["per_image"].items():
+            ok = len(v) >= 2 and bool(torch.isfinite(v).all())
+            _, row[f"{key}_low"], row[f"{key}_high"] = (bootstrap_ci(v, level=level, seed=seed) if ok
+                                                       else (None, float("nan"), float("nan")))
+        rows.append(row)
     return pd.DataFrame(rows)
 
 

@@ -45,6 +45,10 @@ def test_disentanglement_scores_known_answers():
     assert s["partner"] == "large"
     assert s["leakage_excl_partner"] == pytest.approx((0.1 + 0.1 + 0.0 + 0.2) / 4)
     assert s["delta"]["large"] == pytest.approx(-0.1)
+    per = s["per_image"]  # the means above, image by image (what the bootstrap intervals resample)
+    assert per["success"].tolist() == pytest.approx([0.6, 0.4])
+    assert per["leakage"].tolist() == pytest.approx([(0.2 + 0.1 + 0.0) / 3, (0.4 + 0.1 + 0.2) / 3])
+    assert per["partner_leakage"].tolist() == pytest.approx([0.2, 0.4])
     # an edit away from the attribute: success counts the decrease
     s = disentanglement_scores(fake, x1, x0, "red", NAMES, correlated=pairs, sign=-1)
     assert s["success"] == pytest.approx(0.5)
@@ -107,3 +111,5 @@ def test_edit_sweep_rows_with_a_stub_manipulate():
     # α = 0 changes nothing
     zero = df[df.alpha == 0.0]
     assert (zero[["success", "leakage", "partner_leakage"]].abs() < 1e-6).all().all()
+    for score in ("success", "leakage", "partner_leakage"):  # each mean inside its bootstrap interval
+        assert (df[f"{score}_low"] <= df[score] + 1e-9).all() and (df[score] <= df[f"{score}_high"] + 1e-9).all()
