@@ -175,8 +175,9 @@ def _finite(df, x: str, y: str):
 def plot_curves(runs, x: str, ys: Sequence[str], path: str | Path | None = None, titles: Sequence[str] | None = None,
                 logx: bool = False, logy: bool = False, ncols: int | None = None, xlabel: str | None = None,
                 panel_size: tuple[float, float] = (4.0, 3.0), dpi: int = 100, markers: bool = True,
-                suptitle: str | None = None):
-    """One panel per column in ``ys`` against ``x``, one line per run ({label: DataFrame}); empty cells skipped."""
+                suptitle: str | None = None, bands: bool = True):
+    """One panel per column in ``ys`` against ``x``, one line per run ({label: DataFrame}); empty cells skipped.
+    ``bands``: shade each line's interval where the frame has ``<y>_low`` / ``<y>_high`` columns."""
     if not isinstance(runs, dict):
         runs = {"": runs}
     fig, axes = _figure(len(ys), ncols, panel_size, dpi)
@@ -187,8 +188,11 @@ def plot_curves(runs, x: str, ys: Sequence[str], path: str | Path | None = None,
                 continue
             xs, vs = _finite(df, x, y)
             if len(xs):
-                ax.plot(xs, vs, marker="o" if markers and len(xs) <= 30 else None, ms=3, label=label or None)
+                line, = ax.plot(xs, vs, marker="o" if markers and len(xs) <= 30 else None, ms=3, label=label or None)
                 drawn = True
+                if bands and {f"{y}_low", f"{y}_high"} <= set(df.columns):
+                    b = df[[x, f"{y}_low", f"{y}_high"]].astype(float).dropna().sort_values(x)
+                    ax.fill_between(b[x], b[f"{y}_low"], b[f"{y}_high"], color=line.get_color(), alpha=0.2, lw=0)
         if not drawn:
             ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes, color="grey")
         ax.set_title(title)

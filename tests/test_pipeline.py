@@ -85,6 +85,14 @@ def test_plot_curves_grid_layout(tmp_path):
     assert _png_size(tmp_path / "g.png") == (6 * 40, 4 * 40)
 
 
+def test_plot_curves_shades_intervals(tmp_path):
+    df = pd.DataFrame({"k": [1, 10, 100], "s": [0.2, 0.3, 0.4], "s_low": [0.1, 0.25, 0.3], "s_high": [0.3, 0.35, 0.5]})
+    fig = plots.plot_curves({"m": df}, "k", ["s"], path=tmp_path / "b.png", logx=True)
+    band = fig.axes[0].collections[0].get_paths()[0].vertices
+    assert band[:, 1].min() == pytest.approx(0.1) and band[:, 1].max() == pytest.approx(0.5)
+    assert not plots.plot_curves({"m": df}, "k", ["s"], bands=False).axes[0].collections
+
+
 def test_ecdf_values():
     xs, F = plots.ecdf(torch.tensor([0.5, 0.0, 1.0, 0.25]))
     assert xs.tolist() == [0.0, 0.25, 0.5, 1.0]
