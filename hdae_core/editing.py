@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from .directions import DIRECTIONS_FILE, AttributeDirections
+from .metrics import auroc_ci
 from .model import inference, model_device
 from .stats import LatentStats
 
@@ -213,12 +214,14 @@ def train_classifiers(codes: torch.Tensor, attributes, names: Sequence[str] | No
         clf.fit(X[train], y[train])
         weights[name] = torch.from_numpy(clf.coef_[0]).float().reshape(L, D)
         biases.append(float(clf.intercept_[0]))
-        auroc = bacc = None
+        auroc = bacc = lo = hi = None
         if n_test and len(np.unique(y[test])) == 2:
-            auroc = float(roc_auc_score(y[test], clf.decision_function(X[test])))
+            score = clf.decision_function(X[test])
+            auroc = float(roc_auc_score(y[test], score))
+            _, lo, hi = auroc_ci(y[test], score, seed=seed)  # bootstrap over the held-out split
             bacc = float(balanced_accuracy_score(y[test], clf.predict(X[test])))
-        report[name] = {"auroc": auroc, "balanced_accuracy": bacc, "positive_rate": float(y.mean()),
-                        "n_train": int(len(train)), "n_test": int(n_test)}
+        report[name] = {"auroc": auroc, "auroc_low": lo, "auroc_high": hi, "balanced_accuracy": bacc,
+                        "positive_rate": float(y.mean()), "n_train": int(len(train)), "n_test": int(n_test)}
     meta = {"classifier": "sklearn LogisticRegression", "C": C, "class_weight": "balanced",
             "test_fraction": test_fraction, "seed": seed, "report": report}
     return AttributeClassifiers(weights, names, stats, torch.tensor(biases), meta)
@@ -422,6 +425,14 @@ def score_table(directions: dict[str, AttributeDirections]):
     df.insert(0, "score", ["R2" if kinds.get(n) == "continuous" else "AUROC" for n in df.index])
     df.index.name = "attribute"
     return df
+
+
+def auroc_intervals(directions: dict[str, AttributeDirections]):
+    """Held-out AUROC and its 95 % bootstrap interval, one row per (model, attribute) with an AUROC."""
+    rows = [{"model": label, "attribute": n, "auroc": r["auroc"], "low": r.get("auroc_low"), "high": r.get("auroc_high")}
+            for label, d in directions.items() for n, r in d.meta.get("report", {}).items()
+            if n in d.names and r.get("auroc") is not None]
+    return pd.DataFrame(rows, columns=["model", "attribute", "auroc", "low", "high"])
 
 
 # ---------------------------------------------------------------- truncated features (Eq. 1–2)

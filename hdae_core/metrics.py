@@ -232,6 +232,40 @@ def bootstrap_ci(values, n_boot: int = 2000, level: float = 0.95, seed: int = 0,
     return float(torch.as_tensor(stat(v))), float(lo), float(hi)
 
 
+def _auroc_pairs(pos: Tensor, neg: Tensor) -> Tensor:
+    """AUROC per row of positive scores [B, P] against negative scores [B, N]: P(pos > neg), ties counting half."""
+    d = pos[:, :, None] - neg[:, None, :]
+    return (d > 0).double().mean((1, 2)) + 0.5 * (d == 0).double().mean((1, 2))
+
+
+def auroc(labels, scores) -> float:
+    """AUROC as the Mann–Whitney probability that a positive scores above a negative (ties count half)."""
+    y = torch.as_tensor(labels).flatten() > 0.5
+    s = torch.as_tensor(scores, dtype=torch.float64).flatten()
+    if y.all() or not y.any():
+        raise ValueError("auroc: labels need both classes")
+    return float(_auroc_pairs(s[y][None], s[~y][None])[0])
+
+
+def auroc_ci(labels, scores, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
+    """(AUROC, low, high): the percentile bootstrap interval over items, positives and negatives resampled apart
+    (stratified, so every resample has both classes and the class balance of the split)."""
+    y = torch.as_tensor(labels).flatten() > 0.5
+    s = torch.as_tensor(scores, dtype=torch.float64).flatten()
+    point = auroc(y, s)
+    pos, neg = s[y], s[~y]
+    g = torch.Generator().manual_seed(seed)
+    boots = []
+    chunk = max(1, 4_000_000 // (len(pos) * len(neg)))  # bounds the [chunk, P, N] comparison tensor
+    for i in range(0, n_boot, chunk):
+        b = min(chunk, n_boot - i)
+        boots.append(_auroc_pairs(pos[torch.randint(0, len(pos), (b, len(pos)), generator=g)],
+                                  neg[torch.randint(0, len(neg), (b, len(neg)), generator=g)]))
+    a = (1 - level) / 2
+    lo, hi = torch.quantile(torch.cat(boots), torch.tensor([a, 1 - a], dtype=torch.float64))
+    return point, float(lo), float(hi)
+
+
 def fid(real: Tensor, fake: Tensor, weights_path=None, feature=None) -> dict:
     """FID of images in [-1, 1] through torchmetrics, when Inception weights are given (``weights_path``: the
     torch-fidelity ``pt_inception-2015-12-05`` file; ``feature``: any feature module torchmetrics accepts, for tests).

@@ -298,11 +298,13 @@ def plot_level_heatmap(directions, path: str | Path | None = None, level_names: 
 
 def plot_bars(table, path: str | Path | None = None, ylabel: str = "", ylim: tuple[float, float] | None = None,
               title: str | None = None, size: tuple[float, float] = (9.0, 3.5), dpi: int = 100,
-              hline: float | None = None, errorbar=("ci", 95), seed: int = 0):
+              hline: float | None = None, errorbar=("ci", 95), seed: int = 0, intervals=None):
     """Grouped bars (``seaborn.barplot``): one group per index label of ``table`` (a DataFrame), one bar per column.
 
     Rows that share an index label are replicates (per image, per seed): the bar is their mean and the whisker
-    ``errorbar`` (default a 95 % bootstrap interval, seeded); a label with one row has no whisker."""
+    ``errorbar`` (default a 95 % bootstrap interval, seeded); a label with one row has no whisker.
+    ``intervals`` = (low, high), two frames shaped as ``table``: whiskers computed elsewhere (e.g. a bootstrap of
+    a statistic that is no mean, such as AUROC)."""
     fig, (ax,) = _figure(1, 1, size, dpi)
     table = table.copy()
     table.index = [str(r) for r in table.index]
@@ -314,6 +316,14 @@ def plot_bars(table, path: str | Path | None = None, ylabel: str = "", ylim: tup
     sns.barplot(long, x="_group", y="_value", hue="_bar", order=rows, hue_order=cols,
                 errorbar=errorbar if replicated else None, seed=seed, ax=ax, err_kws={"linewidth": 1},
                 capsize=0.15, legend=len(cols) > 1)
+    if intervals is not None and not replicated:
+        low, high = (pd.DataFrame(f).set_axis([str(r) for r in f.index]).set_axis([str(c) for c in f.columns], axis=1)
+                     for f in intervals)
+        for col, bars in zip(cols, ax.containers):  # one container per hue level, bars in ``rows`` order
+            for row, bar in zip(rows, bars):
+                lo, hi = low.get(col, {}).get(row), high.get(col, {}).get(row)
+                if lo is not None and hi is not None and np.isfinite([lo, hi]).all():
+                    ax.plot([bar.get_x() + bar.get_width() / 2] * 2, [lo, hi], color="black", lw=1)
     ax.set_xticks(range(len(rows)), rows, rotation=40, ha="right", fontsize=8)
     ax.set_xlabel("")
     if hline is not None:

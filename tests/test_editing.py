@@ -6,7 +6,7 @@ import torch
 from hdae_core import HDAE, ModelConfig
 from hdae_core.directions import load_directions
 from hdae_core.editing import (
-    AttributeClassifiers, LatentStats, edit_images, encode_dataset, interpolate, load_classifiers, manipulate,
+    AttributeClassifiers, LatentStats, auroc_intervals, edit_images, encode_dataset, interpolate, load_classifiers, manipulate,
     check_levels, load_or_train_classifiers, mix_levels, normalized_weights, slerp, style_mix_grid, style_mix_labels,
     train_classifiers, truncate,
 )
@@ -171,6 +171,11 @@ def test_classifiers_find_the_informative_coordinate(tmp_path):
     assert divmod(int(clf.direction("b").abs().argmax()), D) == (0, 3) and clf.direction("b")[0, 3] < 0
     rep = clf.report()
     assert list(rep.index) == ["a", "b"] and rep.loc["a", "n_test"] == 100
+    for n in ("a", "b"):  # the held-out AUROC sits inside its bootstrap interval
+        r = clf.meta["report"][n]
+        assert r["auroc_low"] <= r["auroc"] <= r["auroc_high"] <= 1.0
+    table = auroc_intervals({"m": clf})
+    assert list(table["attribute"]) == ["a", "b"] and (table["low"] <= table["auroc"]).all()
     acc = ((clf.logits(codes) > 0).float() == attrs).float().mean()
     assert acc > 0.9
     clf.save(tmp_path)

@@ -238,3 +238,17 @@ def test_frechet_distance_of_samples_approaches_the_closed_form():
     assert frechet_distance(a[:10_000], a[10_000:]) < 0.01
     with pytest.raises(ValueError, match="frechet_distance"):
         frechet_distance(a, b[:, :2])
+
+
+def test_auroc_known_answer_and_its_interval():
+    # scikit-learn's own example: one of four positive-negative pairs is ranked wrong
+    assert M.auroc([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]) == pytest.approx(0.75)
+    assert M.auroc([0, 1], [0.5, 0.5]) == pytest.approx(0.5)  # a tie counts half
+    with pytest.raises(ValueError, match="both classes"):
+        M.auroc([1, 1], [0.1, 0.2])
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(400) % 2
+    s = y + 1.5 * torch.randn(400, generator=g, dtype=torch.float64)  # true AUROC = Φ(1/(1.5·√2)) ≈ 0.684
+    point, lo, hi = M.auroc_ci(y, s, n_boot=500)
+    assert lo < point < hi and lo < 0.684 < hi and 0.05 < hi - lo < 0.2
+    assert M.auroc_ci([0, 0, 1, 1], [0.0, 0.1, 0.8, 0.9], n_boot=50) == (1.0, 1.0, 1.0)  # separated: no spread

@@ -139,6 +139,15 @@ def test_plot_bars(tmp_path):
     assert heights == [0.6, 0.7, 0.9, 0.95] and len(fig.axes[0].lines) == 1  # the hline; one row a group: no interval
 
 
+def test_plot_bars_draw_given_intervals():
+    t = pd.DataFrame({"DAE": [0.6, 0.9], "HDAE": [0.7, 0.95]}, index=["red", "large"])
+    low, high = t - 0.05, t + 0.03
+    high.loc["large", "DAE"] = float("nan")  # no interval: no whisker
+    ax = plots.plot_bars(t, intervals=(low, high)).axes[0]
+    spans = sorted((round(min(l.get_ydata()), 6), round(max(l.get_ydata()), 6)) for l in ax.lines)
+    assert spans == [(0.55, 0.63), (0.65, 0.73), (0.9, 0.98)]
+
+
 def test_plot_bars_replicates_get_intervals(tmp_path):
     rng = np.random.default_rng(0)
     t = pd.DataFrame({"MSE": rng.normal(0.05, 0.01, 40), "LPIPS": rng.normal(0.2, 0.02, 40)},
