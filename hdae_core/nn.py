@@ -61,7 +61,8 @@ _DROP_BITS = 15
 
 def dropout(h: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     """Inverted dropout. On the CPU the keep mask comes from 15-bit slices of 64-bit random words (four
-    per word), about 7x cheaper than ``bernoulli_`` there; p is rounded to a multiple of 2^-15 (0.1 drops
+    per word): ``F.dropout``'s ``bernoulli_`` draws one double per element there, and this forward is
+    measured 2.6-2.9x faster; p is rounded to a multiple of 2^-15 (0.1 drops
     with probability 0.100006) and the kept values are scaled by 1 / (1 - that p), so E[out] = h exactly."""
     if not training or p == 0:
         return h
