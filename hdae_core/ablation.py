@@ -84,7 +84,8 @@ def final_values(runs: pd.DataFrame, columns: Sequence[str] = EVAL_COLUMNS) -> p
         **{f"{c}_min": (c, "min") for c in columns if c in last},
         **{f"{c}_max": (c, "max") for c in columns if c in last},
     )
-    return out.reset_index()
+    order = list(dict.fromkeys(runs["variant"]))  # the order the variants were read in
+    return out.reindex([v for v in order if v in out.index]).reset_index()
 
 
 def flattened(runs: pd.DataFrame, column: str, last: int = 3, tol: float = 0.05) -> dict[tuple[str, int], bool]:

@@ -269,9 +269,9 @@ def auroc_ci(labels, scores, n_boot: int = 1000, level: float = 0.95, seed: int 
 def fid(real: Tensor, fake: Tensor, weights_path=None, feature=None) -> dict:
     """FID of images in [-1, 1] through torchmetrics, when Inception weights are given (``weights_path``: the
     torch-fidelity ``pt_inception-2015-12-05`` file; ``feature``: any feature module torchmetrics accepts, for tests).
-    Without either it returns ``{"fid": None, "skipped": why}`` and downloads nothing."""
+    Without either it returns ``{"skipped": why}`` (no number, so no report shows a blank FID) and downloads nothing."""
     if feature is None and not weights_path:
-        return {"fid": None, "skipped": "no Inception weights given (hdae figures --inception-weights PATH): FID "
+        return {"skipped": "no Inception weights given (hdae figures --inception-weights PATH): FID "
                                        "skipped; the Fréchet oracle distance is this world's offline stand-in"}
     if feature is None and not Path(weights_path).is_file():
         raise FileNotFoundError(f"--inception-weights {weights_path}: no such file")

@@ -114,9 +114,12 @@ def test_01_train(smoke):
 
 
 def test_02_ablation(smoke):
-    m = _check_common(*smoke, "02_ablation", figures=["ablation_curves.png"], tables=["ablation_final.csv"])
+    m = _check_common(*smoke, "02_ablation", figures=["ablation_curves.png"],
+                      tables=["ablation_final.csv", "steps_to_threshold.csv"])
     variants = ["dae", "dae_wide", "dae_u", "hdae_e", "hdae_u"]
-    assert m["found"] == variants and m["missing"] == []
+    assert set(m["runs"]) == set(variants) and all(m["runs"][v] == [0] for v in variants) and m["missing"] == []
+    steps = pd.read_csv(smoke[1] / "02_ablation" / "steps_to_threshold.csv")
+    assert set(steps["variant"]) == set(variants) and len(steps) == 3 * len(variants)
     final = pd.read_csv(smoke[1] / "02_ablation" / "ablation_final.csv")
     assert list(final["variant"]) == variants
     assert final[["eval_mse_enc", "eval_mse_rand"]].apply(lambda c: c.between(0, 4)).all().all()
@@ -151,6 +154,8 @@ def test_05_directions(smoke):
                                "level_shares.png"], tables=["auroc.csv", "level_shares.csv"])
     out = smoke[1] / "05_directions"
     auroc = pd.read_csv(out / "auroc.csv", index_col=0)
+    assert set(auroc["score"]) == {"AUROC"}  # binary attributes only on Shapes (continuous ones score R²)
+    auroc = auroc.drop(columns="score")
     assert len(auroc) == 13 and list(auroc.columns) == ["DAE", "HDAE(U)"]
     assert auroc.stack().between(0, 1).all()
     shares = pd.read_csv(out / "level_shares.csv", index_col=0)
