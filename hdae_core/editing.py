@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from .directions import DIRECTIONS_FILE, AttributeDirections
 from .metrics import auroc_ci
-from .model import inference, model_device
+from .model import HDAE, inference, model_device
 from .stats import LatentStats
 
 __all__ = [
@@ -692,3 +692,22 @@ def interpolate_images(model, x_a: torch.Tensor, x_b: torch.Tensor, n_frames: in
         x_T = model.encode_stochastic(torch.cat([x_a, x_b]), codes, steps)
         c, xt = interpolate(codes[:1], codes[1:], x_T[:1], x_T[1:], n_frames, path, x_T_path)
         return model.decode(xt, c, steps)
+
+
+def untrained_like(model, seed: int = 0) -> HDAE:
+    """The same architecture at its random initialisation: the baseline a trained encoder's codes must beat
+    (random convolutional features already make colour and position linearly readable)."""
+    gen_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        fresh = HDAE(model.config).to(model_device(model)).eval()
+    finally:
+        torch.random.set_rng_state(gen_state)
+    return fresh
+
+
+def mean_auroc(clf) -> float:
+    """Mean held-out AUROC over a classifier set's binary attributes (NaN when it has none)."""
+    table = score_table({"m": clf})
+    au = table.loc[table["score"] == "AUROC", "m"].dropna()
+    return float(au.mean()) if len(au) else float("nan")

@@ -250,3 +250,19 @@ def test_load_or_train_classifiers_reuses_only_matching_ones(tiny, tmp_path):
     type(clf)(clf.directions, clf.names, wrong, clf.bias).save(tmp_path / "other")
     _, where = load_or_train_classifiers(tiny, tmp_path / "other", data, n_encode=128)
     assert "not this model's" in where
+
+
+def test_untrained_like_is_a_fresh_seeded_copy_and_leaves_the_global_rng():
+    from hdae_core import HDAE, ModelConfig, editing
+
+    model = HDAE(ModelConfig.preset("tiny", "hdae_u"))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    state = torch.random.get_rng_state()
+    a, b = editing.untrained_like(model, seed=3), editing.untrained_like(model, seed=3)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    sa, sb, sm = a.state_dict(), b.state_dict(), model.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert any(not torch.equal(sa[k], sm[k]) for k in sa if sa[k].is_floating_point())
+    assert a.config == model.config and not a.training
