@@ -7,12 +7,12 @@
 # Environment (defaults in brackets):
 #   OUT [/tmp/hdae_speed]  PEERS [.peers] (a copy of ../shared/peers: bench_diffae.py + diffae/)
 #   PRESET [ffhq128]  BATCH [64]  STEPS [4] timed steps after 2 warm-up steps, mean (as the peer)
-#   VARIANTS ["dae hdae_u"]  AMP [bf16] (bf16 | none)  DDIM [20] DDIM steps for the sampler
-#   overhead ("none" skips)  LIMIT [28] seconds per measurement  DEVICE [cuda] (cpu: a dry run)
+#   VARIANTS ["dae hdae_u"]  AMP [bf16] (bf16 | none)  DDIM [none] DDIM steps for the sampler
+#   overhead, e.g. 20 (each new batch size costs cuDNN autotuning time)  LIMIT [28] seconds per measurement  DEVICE [cuda] (cpu: a dry run)
 set -u
 OUT=${OUT:-/tmp/hdae_speed}; PEERS=${PEERS:-.peers}; PRESET=${PRESET:-ffhq128}
 BATCH=${BATCH:-64}; STEPS=${STEPS:-4}; VARIANTS=${VARIANTS:-"dae hdae_u"}; AMP=${AMP:-bf16}
-DDIM=${DDIM:-20}; LIMIT=${LIMIT:-28}; DEVICE=${DEVICE:-cuda}; PY=${PY:-python3}
+DDIM=${DDIM:-none}; LIMIT=${LIMIT:-28}; DEVICE=${DEVICE:-cuda}; PY=${PY:-python3}
 export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 mkdir -p "$OUT"
 J=$OUT/speed.jsonl; LOG=$OUT/speed.log
