@@ -162,7 +162,11 @@ def test_05_directions(smoke):
     assert ((shares.sum(axis=1) - 1).abs() < 1e-6).all()
     for key in ("dae", "hdae_u"):
         assert (out / f"classifiers_{key}" / "directions.json").is_file()
-    assert 0 <= m["hdae_fine_half_share.low_level_attributes"] <= 1
+    tiers = pd.read_csv(out / "tiers.csv", index_col=0)
+    assert set(tiers.index) == set(auroc.index) and tiers[["fine_half", "coarse_half"]].stack().between(0, 1).all()
+    assert set(m["tier_summary"]) == {"structure", "appearance", "lighting and clutter"}
+    assert 0 <= m["tier_summary"]["structure"]["as_predicted"] <= 1
+    assert set(m["auroc_mean_untrained"]) == {"DAE", "HDAE(U)"}
 
 
 def test_06_editing(smoke):
