@@ -44,7 +44,7 @@ def save_grid(path: str | Path, rows: Sequence[torch.Tensor], scale: int = 1) ->
 
 # ---------------------------------------------------------------- labelled image grids
 
-# Shapes label colours (background, circle, square, triangle, star, clutter), RGB in [0, 1]
+# Shapes label colours (background, ellipse, square, triangle, star, clutter), RGB in [0, 1]
 LABEL_PALETTE = ((0.12, 0.12, 0.12), (0.90, 0.30, 0.25), (0.25, 0.60, 0.95), (0.35, 0.80, 0.35),
                  (0.98, 0.80, 0.20), (0.75, 0.75, 0.75))
 
