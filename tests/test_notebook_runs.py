@@ -140,9 +140,10 @@ def test_03_reconstruction(smoke):
 
 def test_04_hierarchy(smoke):
     m = _check_common(*smoke, "04_hierarchy",
-                      figures=["style_mix_low_to_high.png", "style_mix_high_to_low.png", "interpolation.png"])
-    for order in ("low_to_high", "high_to_low"):
-        to_a, to_b = m[f"style_mix_{order}"]["mse_to_A"], m[f"style_mix_{order}"]["mse_to_B"]
+                      figures=["style_mix_low_to_high.png", "style_mix_high_to_low.png", "interpolation.png",
+                               "style_mix_random_xT_low_to_high.png", "style_mix_random_xT_high_to_low.png"])
+    for key in ("low_to_high", "high_to_low", "random_xT_low_to_high", "random_xT_high_to_low"):
+        to_a, to_b = m[f"style_mix_{key}"]["mse_to_A"], m[f"style_mix_{key}"]["mse_to_B"]
         assert len(to_a) == len(to_b) >= 3  # L + 1 entries
         assert to_a[0] == 0 and to_b[-1] == 0
     assert {"all", "low_to_high", "high_to_low", "z1 only"} <= set(m["interpolation_max_step_mse"])
