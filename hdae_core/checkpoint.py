@@ -7,7 +7,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 from safetensors import SafetensorError
@@ -194,21 +194,29 @@ def _read_weights(file: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{file}: unreadable weights ({e}); the file may be truncated or corrupt") from e
 
 
-def validate_state(model: torch.nn.Module, state: dict[str, torch.Tensor], file: Path | str) -> None:
-    """Raise a CheckpointError naming the file unless ``state`` matches the model's names and shapes."""
-    own = model.state_dict()
+def state_mismatch(own: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor], name=str,
+                   show: int = 3) -> list[str]:
+    """How ``state`` differs from a model's own state dict: missing, unexpected and reshaped entries (empty: none).
+
+    ``name`` spells a key for the message (e.g. in the file's own naming); ``show`` examples per kind."""
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
-    shapes = [f"{k}: file {list(state[k].shape)} vs config {list(own[k].shape)}"
+    shapes = [f"{name(k)}: file {list(state[k].shape)} vs model {list(own[k].shape)}"
               for k in sorted(set(own) & set(state)) if state[k].shape != own[k].shape]
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
-        if shapes:
-            parts.append(f"{len(shapes)} with other shapes (e.g. {'; '.join(shapes[:3])})")
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing: {', '.join(name(k) for k in missing[:show])}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected: {', '.join(name(k) for k in unexpected[:show])}")
+    if shapes:
+        parts.append(f"{len(shapes)} of other shapes: {'; '.join(shapes[:show])}")
+    return parts
+
+
+def validate_state(model: torch.nn.Module, state: dict[str, torch.Tensor], file: Path | str) -> None:
+    """Raise a CheckpointError naming the file unless ``state`` matches the model's names and shapes."""
+    parts = state_mismatch(model.state_dict(), state)
+    if parts:
         raise CheckpointError(
             f"{file}: weights do not match the config ({'; '.join(parts)}); "
             "was it written for another preset or variant?"

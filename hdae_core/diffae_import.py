@@ -299,20 +299,10 @@ def _cross_check(cfg: ModelConfig, hp: Mapping[str, Any], sd, reachable: set[int
 def _build(cfg: ModelConfig, dcfg: DiffusionConfig, sd: Mapping[str, torch.Tensor], source: str) -> HDAE:
     model = HDAE(cfg, dcfg)
     mapped = {diffae_to_hdae(k): v for k, v in sd.items()}
-    own = model.state_dict()
-    missing = sorted(set(own) - set(mapped))
-    unexpected = sorted(hdae_to_diffae(k) if k.startswith(("encoder.", "decoder.")) else k
-                        for k in set(mapped) - set(own))
-    shapes = [f"{hdae_to_diffae(k)}: checkpoint {list(mapped[k].shape)} vs model {list(own[k].shape)}"
-              for k in sorted(set(own) & set(mapped)) if mapped[k].shape != own[k].shape]
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing: {', '.join(hdae_to_diffae(k) for k in missing[:6])}")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected: {', '.join(unexpected[:6])}")
-        if shapes:
-            parts.append(f"{len(shapes)} of other shapes: {'; '.join(shapes[:6])}")
+    # name every key as DiffAE's file spells it
+    parts = ckpt_io.state_mismatch(model.state_dict(), mapped, show=6,
+                                   name=lambda k: hdae_to_diffae(k) if k.startswith(("encoder.", "decoder.")) else k)
+    if parts:
         raise DiffAEImportError(f"{source}: weights do not map onto the dae model {cfg} ({' | '.join(parts)})")
     model.load_state_dict(mapped, strict=True)
     return model.eval()

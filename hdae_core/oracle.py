@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from .checkpoint import load_module_weights, read_module_meta, save_module
 from .config import strict_from_dict
-from .data.shapes import ATTRIBUTE_NAMES, Shapes
+from .data.shapes import ATTRIBUTE_NAMES, LABEL_NAMES, Shapes
 from .editing import manipulate
 from .metrics import bootstrap_ci
 from .nn import conv_block
@@ -26,15 +26,11 @@ CONFIG_FILE = "oracle_config.json"
 WEIGHTS_FILE = "oracle.safetensors"
 
 
-def _default_names() -> tuple[str, ...]:
-    return tuple(ATTRIBUTE_NAMES)
-
-
 @dataclass(frozen=True)
 class OracleConfig:
     """The oracle CNN: images at ``image_size`` → one logit per attribute in ``attribute_names``."""
 
-    attribute_names: tuple[str, ...] = dataclasses.field(default_factory=_default_names)
+    attribute_names: tuple[str, ...] = ATTRIBUTE_NAMES
     image_size: int = 32  # the size it was trained at; ``predict_proba`` resizes other sizes to it
     channels: int = 16
     grid: int = 4  # features pooled to grid × grid: position and lighting direction need where, not only what
@@ -319,7 +315,7 @@ PIXEL_WEIGHTS_FILE = "pixel_oracle.safetensors"
 class PixelOracleConfig:
     """Per-pixel Shapes labels (``label_names``: background, the shape classes, clutter) and the object's colour."""
 
-    label_names: tuple[str, ...] = ("background", "ellipse", "square", "triangle", "star", "clutter")
+    label_names: tuple[str, ...] = LABEL_NAMES  # the world's own, so a renamed class cannot drift
     num_colors: int = 6
     image_size: int = 32
     channels: int = 32

@@ -18,3 +18,16 @@ def codes_matter(model):
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+def tiny_notebook(path, body):
+    """A two-cell study notebook (a tagged parameters cell, then ``body``) for the pipeline's own tests.
+    Imported by the tests as ``from conftest import tiny_notebook``."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    p = nbformat.v4.new_code_cell('out_dir = "unused"\nvalue = 0')
+    p.metadata["tags"] = ["parameters"]
+    nb.cells = [p, nbformat.v4.new_code_cell(body)]
+    nb.metadata["kernelspec"] = {"name": "hdae", "display_name": "Python (hdae)", "language": "python"}
+    nbformat.write(nb, path)

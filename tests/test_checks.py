@@ -1,11 +1,11 @@
 """Checks, verdicts and what the pipeline and the index make of them (issue: a green run must not hide a broken study)."""
 import json
 
-import nbformat
 import pytest
 
 from hdae_core import checks, cli, pipeline
 from hdae_core.study import Study
+from conftest import tiny_notebook
 
 
 def test_check_relations():
@@ -42,15 +42,6 @@ def test_study_check_writes_checks(tmp_path, capsys):
     assert set(m["checks"][0]) >= {"name", "value", "bound", "passed"}
 
 
-def _notebook(path, body):
-    nb = nbformat.v4.new_notebook()
-    p = nbformat.v4.new_code_cell('out_dir = "unused"\nvalue = 0')
-    p.metadata["tags"] = ["parameters"]
-    nb.cells = [p, nbformat.v4.new_code_cell(body)]
-    nb.metadata["kernelspec"] = {"name": "hdae", "display_name": "Python (hdae)", "language": "python"}
-    nbformat.write(nb, path)
-
-
 _WRITES = ("from hdae_core.study import Study\ns = Study(out_dir)\n"
            "s.check('headline vs baseline', value, 1.0, '<')\ns.finish()")
 
@@ -60,9 +51,9 @@ def test_pipeline_verdicts_index_and_strict(tmp_path, monkeypatch, capsys):
     names = ("00_tour", "01_train", "03_reconstruction")
     nbdir = tmp_path / "nbs"
     nbdir.mkdir()
-    _notebook(nbdir / "00_tour.ipynb", _WRITES)  # value 0 < 1: ok
-    _notebook(nbdir / "01_train.ipynb", _WRITES)  # value 5: degraded
-    _notebook(nbdir / "03_reconstruction.ipynb", "import json, pathlib\n"
+    tiny_notebook(nbdir / "00_tour.ipynb", _WRITES)  # value 0 < 1: ok
+    tiny_notebook(nbdir / "01_train.ipynb", _WRITES)  # value 5: degraded
+    tiny_notebook(nbdir / "03_reconstruction.ipynb", "import json, pathlib\n"
               "(pathlib.Path(out_dir) / 'metrics.json').write_text(json.dumps({'v': 1}))")  # no checks
     monkeypatch.setattr(pipeline, "NOTEBOOKS", names)
     monkeypatch.setattr(pipeline, "NOTEBOOK_DIR", nbdir)

@@ -11,6 +11,7 @@ from PIL import Image
 
 from hdae_core import pipeline, plots, pretrained
 from hdae_core.study import save_metrics
+from conftest import tiny_notebook
 
 
 def _png_size(path):
@@ -239,24 +240,15 @@ def test_write_index(tmp_path):
     assert "1 of 2 notebooks ran" in text
 
 
-def _tiny_notebook(path, body):
-    nb = nbformat.v4.new_notebook()
-    p = nbformat.v4.new_code_cell('out_dir = "unused"\nvalue = 0')
-    p.metadata["tags"] = ["parameters"]
-    nb.cells = [p, nbformat.v4.new_code_cell(body)]
-    nb.metadata["kernelspec"] = {"name": "hdae", "display_name": "Python (hdae)", "language": "python"}
-    nbformat.write(nb, path)
-
-
 @pytest.mark.slow
 def test_run_continues_past_a_failure(tmp_path, monkeypatch, capsys):
     nbdir = tmp_path / "nbs"
     nbdir.mkdir()
-    _tiny_notebook(nbdir / "00_tour.ipynb",
+    tiny_notebook(nbdir / "00_tour.ipynb",
                    "import json, pathlib\nfrom PIL import Image\np = pathlib.Path(out_dir)\n"
                    "Image.new('RGB', (4, 4)).save(p / 'fig.png')\n"
                    "(p / 'metrics.json').write_text(json.dumps({'value': value}))")
-    _tiny_notebook(nbdir / "01_train.ipynb", "raise RuntimeError('deliberate')")
+    tiny_notebook(nbdir / "01_train.ipynb", "raise RuntimeError('deliberate')")
     monkeypatch.setattr(pipeline, "NOTEBOOKS", ("00_tour", "01_train", "02_ablation"))
     monkeypatch.setattr(pipeline, "PROFILES", {"smoke": {n: {"out_dir": "{out}", "value": 7} for n in
                                                          ("00_tour", "01_train", "02_ablation")}})
