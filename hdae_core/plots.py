@@ -319,8 +319,10 @@ def plot_bars(table, path: str | Path | None = None, ylabel: str = "", ylim: tup
     if intervals is not None and not replicated:
         low, high = (pd.DataFrame(f).set_axis([str(r) for r in f.index]).set_axis([str(c) for c in f.columns], axis=1)
                      for f in intervals)
-        for col, bars in zip(cols, ax.containers):  # one container per hue level, bars in ``rows`` order
-            for row, bar in zip(rows, bars):
+        for col, bars in zip(cols, ax.containers):  # one container per hue level
+            for bar in bars:
+                # a NaN value has no bar, so pair each bar with its row by position (group i is centred on x = i)
+                row = rows[int(round(bar.get_x() + bar.get_width() / 2))]
                 lo, hi = low.get(col, {}).get(row), high.get(col, {}).get(row)
                 if lo is not None and hi is not None and np.isfinite([lo, hi]).all():
                     ax.plot([bar.get_x() + bar.get_width() / 2] * 2, [lo, hi], color="black", lw=1)

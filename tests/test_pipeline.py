@@ -149,6 +149,14 @@ def test_plot_bars_draw_given_intervals():
     assert spans == [(0.55, 0.63), (0.65, 0.73), (0.9, 0.98)]
 
 
+def test_plot_bars_pairs_intervals_with_their_bar_past_a_missing_value():
+    # a NaN value draws no bar; the whiskers after it must stay on their own rows, not shift by one
+    t = pd.DataFrame({"DAE": [0.6, float("nan"), 0.8], "HDAE": [0.7, 0.75, 0.9]}, index=["x", "y", "z"])
+    ax = plots.plot_bars(t, intervals=(t - 0.05, t + 0.05)).axes[0]
+    whiskers = sorted((round(l.get_xdata()[0], 6), round(min(l.get_ydata()), 6)) for l in ax.lines)
+    assert whiskers == [(-0.2, 0.55), (0.2, 0.65), (1.2, 0.7), (1.8, 0.75), (2.2, 0.85)]
+
+
 def test_plot_bars_replicates_get_intervals(tmp_path):
     rng = np.random.default_rng(0)
     t = pd.DataFrame({"MSE": rng.normal(0.05, 0.01, 40), "LPIPS": rng.normal(0.2, 0.02, 40)},
