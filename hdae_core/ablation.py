@@ -149,7 +149,7 @@ def plot_curves(runs: pd.DataFrame, columns: Sequence[str], path: str | Path | N
 
 def run_config(run_dir: str | Path):
     """The TrainConfig a run was trained with (its ``config.json``, or ``train.json`` as ``hdae train`` writes it)."""
-    from .train import TrainConfig
+    from .config import TrainConfig
 
     for name in ("config.json", "train.json"):
         f = Path(run_dir) / name
@@ -161,7 +161,8 @@ def run_config(run_dir: str | Path):
 def mean_colour_baselines(folder: str | Path, runs: pd.DataFrame, size: int = 256) -> pd.Series:
     """Per (variant, seed): the mean-colour MSE of the run's own held-out images (the first ``size`` of them)."""
     from .evaluation import mean_colour_mse
-    from .train import TrainConfig, held_out_batch
+    from .config import TrainConfig
+    from .train import held_out_batch
 
     out = {}
     for v, s in runs[["variant", "seed"]].drop_duplicates().itertuples(index=False):
@@ -208,7 +209,8 @@ def retrain(folder: str | Path, preset: str, variant: str, seed: int, steps: int
             eval_every: int, eval_size: int, eval_steps: int) -> Path:
     """Train one ablation run into ``folder/<variant>/seed<k>`` as ``hdae train`` would, with its command."""
     from .config import ModelConfig
-    from .train import TrainConfig, train
+    from .config import TrainConfig
+    from .train import train
 
     out = Path(folder) / variant / f"seed{seed}"
     cfg = TrainConfig(model=ModelConfig.preset(preset, variant), out=str(out), steps=steps, batch_size=batch_size,

@@ -23,7 +23,8 @@ from .bench import main as bench_main
 from .config import PRESETS, VARIANTS, ModelConfig, check_field_type
 from .diffae_import import main as diffae_main
 from .model import HDAE
-from .train import TrainConfig, TrainingDiverged, train
+from .config import TrainConfig
+from .train import TrainingDiverged, train
 
 
 class UserError(Exception):

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 VARIANTS = ("dae", "dae_wide", "dae_u", "hdae_e", "hdae_u")
@@ -175,6 +176,71 @@ class DiffusionConfig:
     @classmethod
     def from_dict(cls, d):
         return strict_from_dict(cls, d, optional=())
+
+
+@dataclass
+class TrainConfig:
+    """Everything ``train`` needs; written as ``train.json`` beside every checkpoint."""
+
+    model: ModelConfig = field(default_factory=lambda: ModelConfig.preset("shapes32"))
+    out: str = "runs/default"
+    data: str | None = None  # None: the built-in shapes; a folder of images or a DiffAE LMDB
+    steps: int = 1000
+    batch_size: int = 32  # global, split over ranks
+    lr: float = 1e-4
+    ema_decay: float = 0.9999
+    ema_warmup: bool = True  # decay min(ema_decay, (1 + n) / (10 + n)) so short runs give a usable EMA
+    grad_clip: float = 1.0
+    seed: int = 0
+    amp: str = "auto"  # auto (bf16 on CUDA, off on CPU) | bf16 | fp16 | none
+    channels_last: str = "auto"  # auto (on for CUDA) | on | off
+    compile: bool = False
+    compile_mode: str = "default"  # torch.compile mode: default | reduce-overhead (CUDA graphs) | max-autotune
+    device: str | None = None
+    num_workers: int = 0
+    cache_data: str = "auto"  # auto (on for the built-in shapes on CUDA) | on | off: render the set once into device memory
+    max_minutes: float = 0.0  # stop after this much wall time with a checkpoint and an evaluation; 0: no limit
+    log_every: int = 50
+    eval_every: int = 1000
+    eval_size: int = 64
+    eval_steps: int = 20
+    ckpt_every: int = 1000
+    grid_every: int = 0  # 0: at every evaluation
+    progress: bool = True
+    tensorboard: bool = True
+    on_bad_image: str = "error"  # error | skip: what an undecodable or non-RGB image in `data` does
+    convert_images: bool = False  # convert grayscale / RGBA / palette images to RGB instead of refusing them
+    diverge_factor: float = 1000.0  # a loss this many times its running level stops the run (0: only non-finite)
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "log_every", "ckpt_every", "eval_size", "eval_steps"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        for name in ("eval_every", "num_workers", "grid_every", "seed"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {v!r}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a finite number > 0, got {self.lr!r}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay!r}")
+        if not (math.isfinite(self.max_minutes) and self.max_minutes >= 0):
+            raise ValueError(f"max_minutes must be a finite number >= 0, got {self.max_minutes!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["model"] = self.model.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        """From ``train.json``: unknown fields and wrong types refused; a field it lacks (a run written before
+        that option existed) takes its default."""
+        if not isinstance(d, dict) or not isinstance(d.get("model"), dict):
+            raise TypeError("TrainConfig: expected a JSON object with a 'model' object")
+        rest = {k: v for k, v in d.items() if k != "model"}
+        return dataclasses.replace(strict_from_dict(cls, rest), model=ModelConfig.from_dict(d["model"]))
 
 
 PRESETS: dict[str, ModelConfig] = {

@@ -12,7 +12,8 @@ import torch
 from . import checkpoint, oracle
 from .config import ModelConfig
 from .data.shapes import ATTRIBUTE_NAMES
-from .train import TrainConfig, train
+from .config import TrainConfig
+from .train import train
 
 REPO_DIR = Path(__file__).resolve().parent.parent
 PRETRAINED_DIR = REPO_DIR / "data" / "pretrained"

@@ -119,3 +119,19 @@ def test_optimizer_check_names_foreign_entries():
         T.check_optimizer_tensors(params, {f"{name}::exp_avg": torch.zeros(params[name].shape, dtype=torch.int64)})
     T.check_optimizer_tensors(params, {f"{name}::step": torch.tensor(3.0),
                                        f"{name}::exp_avg": torch.zeros(params[name].shape)})
+
+
+def test_train_config_round_trips_and_reads_old_runs_strictly():
+    from hdae_core.config import TrainConfig
+
+    cfg = TrainConfig(model=ModelConfig.preset("tiny"), steps=7, lr=3e-4, data=None)
+    assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    old = cfg.to_dict()
+    del old["diverge_factor"]  # a run written before the option existed
+    assert TrainConfig.from_dict(old).diverge_factor == TrainConfig().diverge_factor
+    with pytest.raises(ValueError, match=r"unknown fields \['learning_rate'\]"):
+        TrainConfig.from_dict(dict(cfg.to_dict(), learning_rate=1e-4))
+    with pytest.raises(TypeError, match="field 'steps': expected int"):
+        TrainConfig.from_dict(dict(cfg.to_dict(), steps="7"))
+    with pytest.raises(TypeError, match="'model' object"):
+        TrainConfig.from_dict({"steps": 7})
