@@ -11,6 +11,12 @@ For every model folder given (an exported model, a run's checkpoint folder, or a
 
     python benchmarks/code_probes.py data/pretrained/shapes32_hdae_u data/pretrained/shapes32_dae
     python benchmarks/code_probes.py runs/x/checkpoint --n 3000 --attributes rotated,is_star --no-mlp
+
+With ``--csv`` every model's notebook-05 probe (all its codes, the last C) is appended as one row with the
+model's training step; ``--plot`` draws such a file as AUROC against steps, one panel per attribute:
+
+    python benchmarks/code_probes.py snaps/*/ --n 3000 --C 1 --no-levels --no-mlp --csv steps.csv
+    python benchmarks/code_probes.py --plot steps.csv --out auroc_by_step.png
 """
 from __future__ import annotations
 
@@ -23,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from hdae_core import checkpoint, editing  # noqa: E402
@@ -62,7 +69,7 @@ def probe_table(codes: torch.Tensor, attrs: torch.Tensor, names: list[str], want
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("models", nargs="+", help="model folders (exported, a checkpoint, or EMA + config.json)")
+    ap.add_argument("models", nargs="*", help="model folders (exported, a checkpoint, or EMA + config.json)")
     ap.add_argument("--n", type=int, default=12000, help="held-out Shapes to encode (the largest probe set)")
     ap.add_argument("--sizes", default="3000", help="smaller probe sets to compare, comma-separated")
     ap.add_argument("--C", default="0.1,1", help="inverse L2 strengths, comma-separated")
@@ -71,7 +78,15 @@ def main() -> int:
     ap.add_argument("--no-levels", action="store_true")
     ap.add_argument("--no-mlp", action="store_true")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--csv", default=None, help="append each model's probe on all its codes, with its step")
+    ap.add_argument("--label", default=None, help="the run's name in --csv rows (default: the variant)")
+    ap.add_argument("--plot", default=None, help="draw this --csv file as AUROC against steps (with --out)")
+    ap.add_argument("--out", default="auroc_by_step.png")
     a = ap.parse_args()
+    if a.plot:
+        return plot_steps(a.plot, a.out, [x for x in a.attributes.split(",") if x])
+    if not a.models:
+        ap.error("give model folders, or --plot CSV")
     torch.set_num_threads(a.threads)
     data = Shapes(32, seed=a.data_seed)
     names = list(data.attribute_names)
@@ -94,6 +109,35 @@ def main() -> int:
         print(f"  {'probe':30s} " + " ".join(f"{x:>11s}" for x in wanted))
         for label, res in rows:
             print(f"  {label:30s} " + " ".join(f"{res[x]:11.3f}" for x in wanted), flush=True)
+        if a.csv:
+            meta = checkpoint.read_config(folder).get("extra", {})
+            step = meta.get("step", meta.get("steps"))
+            full = f"linear, {sizes[-1]} codes, C={Cs[-1]:g}"
+            res = dict(rows)[full]
+            row = pd.DataFrame([{"run": a.label or model.config.variant, "step": step, "probe": full, **res}])
+            new = not Path(a.csv).exists()
+            row.to_csv(a.csv, mode="a", header=new, index=False)
+    return 0
+
+
+def plot_steps(csv_path: str, out: str, wanted: list[str]) -> int:
+    """AUROC against training steps, one panel per attribute, one line per run (seaborn)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import seaborn as sns
+
+    df = pd.read_csv(csv_path)
+    wanted = [x for x in wanted if x in df.columns]
+    long = df.melt(id_vars=["run", "step"], value_vars=wanted, var_name="attribute", value_name="AUROC")
+    g = sns.relplot(long, x="step", y="AUROC", hue="run", col="attribute", col_wrap=min(4, len(wanted)),
+                    kind="line", marker="o", height=2.2, aspect=1.2)
+    for ax in g.axes.flat:
+        ax.axhline(0.5, color="grey", lw=0.8, ls="--")
+        ax.set_ylim(0.45, 1.02)
+        ax.grid(alpha=0.3)
+    g.savefig(out, dpi=100)
+    print(f"wrote {out} ({len(df)} rows)")
     return 0
 
 
