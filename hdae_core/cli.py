@@ -24,7 +24,7 @@ from .config import PRESETS, VARIANTS, ModelConfig, check_field_type
 from .diffae_import import main as diffae_main
 from .model import HDAE
 from .config import TrainConfig
-from .train import TrainingDiverged, train
+from .train import RunFolderBusy, TrainingDiverged, train
 
 
 class UserError(Exception):
@@ -216,7 +216,7 @@ def _train(args) -> int:
     cfg = train_config_from_args(args)
     try:
         path = train(cfg, resume=args.resume)
-    except TrainingDiverged as e:
+    except (TrainingDiverged, RunFolderBusy) as e:
         raise UserError(str(e)) from None
     print(f"checkpoint: {path}")
     return 0

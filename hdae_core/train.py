@@ -36,6 +36,39 @@ class TrainingDiverged(RuntimeError):
     """A non-finite loss; the last good checkpoint is kept."""
 
 
+class RunFolderBusy(RuntimeError):
+    """Another training process holds the run folder."""
+
+
+LOCK_FILE = ".train.lock"
+
+
+def lock_run_folder(out: Path):
+    """An exclusive ``flock`` on ``out/.train.lock``, held while the run trains: a second ``hdae train`` on the
+    same folder (say, a resume started while a signalled run still saves) would interleave checkpoints and
+    metrics rows. The system drops the lock when the process ends, however it ends. Returns the open lock
+    file (close it to release), or None where ``fcntl`` does not exist."""
+    try:
+        import fcntl
+    except ImportError:  # not a POSIX system: no lock
+        return None
+    f = open(out / LOCK_FILE, "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        holder = f.read().strip()
+        f.close()
+        who = f" (process {holder})" if holder.isdigit() else ""
+        raise RunFolderBusy(f"{out}: another training run{who} is writing to this folder; wait for it to end "
+                            "(a signalled run saves its checkpoint first) or choose another --out") from None
+    f.seek(0)
+    f.truncate()
+    f.write(str(os.getpid()))
+    f.flush()
+    return f
+
+
 def _step_seed(seed: int, step: int) -> int:
     # every step draws its randomness from (seed, step), so a resumed run repeats an uninterrupted one
     return (seed * 1_000_003 + step * 7919 + 12345) % (2**63 - 1)
@@ -303,11 +336,19 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     if cfg.batch_size % world:
         raise ValueError(f"batch_size {cfg.batch_size} does not split over {world} processes")
     out = Path(cfg.out)
-    ck_dir = out / "checkpoint"
     if dist.rank() == 0:
         out.mkdir(parents=True, exist_ok=True)
+    lock = lock_run_folder(out) if dist.rank() == 0 else None
     dist.barrier()
+    try:
+        return _train(cfg, resume, device, world, out)
+    finally:
+        if lock is not None:
+            lock.close()  # releases the flock, also when the run raised
 
+
+def _train(cfg: TrainConfig, resume: bool, device: torch.device, world: int, out: Path) -> Path:
+    ck_dir = out / "checkpoint"
     torch.manual_seed(cfg.seed)
     model = HDAE(cfg.model)
     start_step, images, wall0 = 0, 0, 0.0

@@ -59,6 +59,22 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path, monkeypatch):
     ck.load(tmp_path / "r" / "checkpoint")  # still loads
 
 
+def test_a_busy_run_folder_is_refused_and_a_failed_run_releases_it(tmp_path, monkeypatch):
+    out = tmp_path / "r"
+    out.mkdir()
+    holder = T.lock_run_folder(out)  # another `hdae train` on the same folder
+    with pytest.raises(T.RunFolderBusy, match=rf"another training run \(process {os.getpid()}\) is writing"):
+        T.train(cfg(out, steps=2), resume=True)
+    assert not (out / "checkpoint").exists()  # refused before anything was written
+    holder.close()
+    monkeypatch.setattr(T, "_train", lambda *a: (_ for _ in ()).throw(RuntimeError("boom")))
+    with pytest.raises(RuntimeError, match="boom"):
+        T.train(cfg(out, steps=2))
+    monkeypatch.undo()
+    T.train(cfg(out, steps=2))  # the failed run let go of the folder
+    assert (out / "checkpoint" / ck.CONFIG_FILE).exists()
+
+
 @pytest.mark.slow
 def test_checkpoint_killed_mid_write_keeps_previous(tmp_path, monkeypatch):
     T.train(cfg(tmp_path / "r", steps=4))
@@ -77,7 +93,7 @@ def test_checkpoint_killed_mid_write_keeps_previous(tmp_path, monkeypatch):
         T.train(cfg(tmp_path / "r", steps=8), resume=True)
     assert (tmp_path / "r" / "checkpoint" / "model.safetensors").read_bytes() == before
     assert ck.read_config(tmp_path / "r" / "checkpoint")["extra"]["step"] == 4
-    assert sorted(p.name for p in (tmp_path / "r").iterdir() if p.name.startswith(".")) == []
+    assert sorted(p.name for p in (tmp_path / "r").iterdir() if p.name.startswith(".") and p.name != T.LOCK_FILE) == []
 
 
 def test_ema_warmup_follows_fast_at_start():
