@@ -22,9 +22,7 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,16 +31,15 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import torch  # noqa: E402
 
+os.environ["HDAE_BENCH_CLOCK"] = "cpu"  # bench._time reads it: this process's CPU time, not the wall clock
+from hdae_core import bench  # noqa: E402
+
 from vs_diffae import cpu_name, preset_shape, run_json  # noqa: E402
 
 
 def _cpu_time(fn, repeats: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    t0 = time.process_time()
-    for _ in range(repeats):
-        fn()
-    return (time.process_time() - t0) / repeats
+    """Mean CPU seconds per call: ``hdae bench``'s own timer with its CPU clock."""
+    return bench._time(fn, torch.device("cpu"), repeats, warmup, "mean")
 
 
 def matmul_peak(n: int) -> float:
