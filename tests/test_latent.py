@@ -128,3 +128,44 @@ def test_eps_latent_config_loads_as_eps():
     assert LatentConfig.from_dict(d).prediction == "eps"
     with pytest.raises(ValueError, match="prediction"):
         LatentConfig(prediction="x0")
+
+
+class _ConstantAE(torch.nn.Module):
+    """A stand-in autoencoder whose code is an image's mean and whose decode paints that mean everywhere."""
+
+    def __init__(self):
+        super().__init__()
+        self.p = torch.nn.Parameter(torch.zeros(()))
+        self.config = type("C", (), {"in_channels": 3, "image_size": 4})()
+        self.num_levels, self.code_dim = 1, 1
+
+    def encode(self, x):
+        return x.mean((1, 2, 3))[:, None, None]
+
+    def decode(self, x_T, codes, steps, progress=False):
+        return codes.reshape(-1, 1, 1, 1).expand_as(x_T).clone()
+
+
+class _BrightOracle:
+    """Reads one attribute, 'bright': the image's mean is above 0."""
+    attribute_names = ["bright"]
+
+    def predict_proba(self, x):
+        return (x.mean((1, 2, 3)) > 0).float()[:, None]
+
+    def embed(self, x):
+        return torch.stack([x.mean((1, 2, 3)), x.std((1, 2, 3))], 1)
+
+
+def test_sample_quality_reports_the_reconstructions_frequencies_beside_the_datas():
+    # reconstructions of real[:n] are exact here, so their frequency is the one of real[:n]; data's is real[n:]
+    signs = torch.tensor([1, 1, -1, -1, 1, 1, 1, -1, 1, -1, -1, -1, 1, -1, 1, 1], dtype=torch.float32)
+    real = (0.5 * signs[:, None, None, None] + 0.05 * torch.randn(16, 3, 4, 4)).clamp(-1, 1)
+    lat = LatentDDIM(LatentConfig(code_levels=1, code_dim=1, width=8, depth=2)).eval()
+    stats = LatentStats(torch.zeros(1, 1), 0.5 * torch.ones(1, 1))
+    q = latent.sample_quality(_ConstantAE(), lat, stats, _BrightOracle(), real, n=8, latent_steps=3, image_steps=1,
+                              batch_size=3)
+    assert q["frequency_reconstructions"]["bright"] == pytest.approx(5 / 8)  # signs[:8]
+    assert q["frequency_data"]["bright"] == pytest.approx(4 / 8)  # signs[8:]
+    assert 0.0 <= q["frequency_samples"]["bright"] <= 1.0 and q["samples"].shape == (8, 3, 4, 4)
+    assert q["frechet_oracle"]["random_xT_reconstruction"] >= 0 and "skipped" in q["fid"]
