@@ -158,7 +158,7 @@ class _BrightOracle:
 
 
 def test_sample_quality_reports_the_reconstructions_frequencies_beside_the_datas():
-    # reconstructions of real[:n] are exact here, so their frequency is the one of real[:n]; data's is real[n:]
+    # reconstructions of real[:n] are exact here, so their frequency is the one of real[:n]; data's is all of real
     signs = torch.tensor([1, 1, -1, -1, 1, 1, 1, -1, 1, -1, -1, -1, 1, -1, 1, 1], dtype=torch.float32)
     real = (0.5 * signs[:, None, None, None] + 0.05 * torch.randn(16, 3, 4, 4)).clamp(-1, 1)
     lat = LatentDDIM(LatentConfig(code_levels=1, code_dim=1, width=8, depth=2)).eval()
@@ -166,6 +166,6 @@ def test_sample_quality_reports_the_reconstructions_frequencies_beside_the_datas
     q = latent.sample_quality(_ConstantAE(), lat, stats, _BrightOracle(), real, n=8, latent_steps=3, image_steps=1,
                               batch_size=3)
     assert q["frequency_reconstructions"]["bright"] == pytest.approx(5 / 8)  # signs[:8]
-    assert q["frequency_data"]["bright"] == pytest.approx(4 / 8)  # signs[8:]
+    assert q["frequency_data"]["bright"] == pytest.approx(9 / 16)  # all of signs
     assert 0.0 <= q["frequency_samples"]["bright"] <= 1.0 and q["samples"].shape == (8, 3, 4, 4)
     assert q["frechet_oracle"]["random_xT_reconstruction"] >= 0 and "skipped" in q["fid"]
