@@ -259,9 +259,9 @@ def sample_quality(model, latent_model: LatentDDIM, stats: LatentStats, orc, rea
                    latent_steps: int = 50, image_steps: int = 20, seed: int = 0, batch_size: int = 64,
                    inception_weights=None) -> dict[str, Any]:
     """Decoded latent-DDIM samples against real images ``real`` in [-1, 1], read by the attribute oracle ``orc``:
-    attribute frequencies (samples / data, read on all 2·n real images / random-x_T reconstructions of
-    ``real[:n]``, which tell the decoder's miss from the sampled codes'), the Fréchet oracle distance of samples and of random-x_T
-    reconstructions of ``real[:n]`` to ``real[n:]``, and FID when ``inception_weights`` is given."""
+    attribute frequencies (samples; the data's, read on all 2·n real images; random-x_T reconstructions of
+    ``real[:n]``, which tell the decoder's miss from the sampled codes'), the Fréchet oracle distance of samples
+    and of random-x_T reconstructions of ``real[:n]`` to ``real[n:]``, and FID when ``inception_weights`` is given."""
     if len(real) < 2 * n:
         raise ValueError(f"real: need 2·n = {2 * n} images (n reconstructed, n as the reference), got {len(real)}")
     g = torch.Generator().manual_seed(seed)
