@@ -274,16 +274,18 @@ def sample_quality(model, latent_model: LatentDDIM, stats: LatentStats, orc, rea
         x_T = torch.randn(x.shape, generator=g).to(p)
         recon.append(model.decode(x_T, model.encode(x), image_steps).float().cpu())
     samples, recon = torch.cat(samples).clamp(-1, 1), torch.cat(recon).clamp(-1, 1)
-    ref = real[n:2 * n].float().cpu()
+    pool = real[:2 * n].float().cpu()
+    held, ref = pool[:n], pool[n:]
     names = list(orc.attribute_names)
-    f_s = (orc.predict_proba(samples) > 0.5).float().mean(0)
-    # the data's frequencies from every real image given: 256 alone move an attribute's rate by ±0.03 (1 s.d.)
-    f_d = (orc.predict_proba(real[:2 * n].float().cpu()) > 0.5).float().mean(0)
-    f_r = (orc.predict_proba(recon) > 0.5).float().mean(0)  # the decoder's own share of a sample's miss
+
+    def rates(x):  # the oracle's frequency of every attribute in images x
+        return dict(zip(names, (orc.predict_proba(x) > 0.5).float().mean(0).tolist()))
+
     return {"samples": samples, "n": n,
-            "frequency_samples": dict(zip(names, f_s.tolist())), "frequency_data": dict(zip(names, f_d.tolist())),
-            "frequency_reconstructions": dict(zip(names, f_r.tolist())),
+            # the data's from every real image given: 256 alone move an attribute's rate by ±0.03 (1 s.d.);
+            # the reconstructions' give the decoder's own share of a sample's miss
+            "frequency_samples": rates(samples), "frequency_data": rates(pool), "frequency_reconstructions": rates(recon),
             "frechet_oracle": {"latent_ddim": frechet_oracle_distance(orc, samples, ref),
                                "random_xT_reconstruction": frechet_oracle_distance(orc, recon, ref),
-                               "real_images": frechet_oracle_distance(orc, real[:n].float().cpu(), ref)},
+                               "real_images": frechet_oracle_distance(orc, held, ref)},
             "fid": fid(ref, samples, inception_weights)}
