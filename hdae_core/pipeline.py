@@ -346,16 +346,28 @@ def _duration(s: float) -> str:
     return f"{m}m{s:02d}s" if m else f"{s}s"
 
 
+def _verdict(nbs: dict[str, dict[str, Any]]) -> str:
+    """One line for the top of the index: all ok, or which notebooks are not and how."""
+    if all(r["status"] == "ok" for r in nbs.values()):
+        return f"All {len(nbs)} notebooks ok: every study ran and passed its checks."
+    by_status: dict[str, list[str]] = {}
+    for name, r in nbs.items():
+        if r["status"] != "ok":
+            by_status.setdefault(r["status"], []).append(name)
+    parts = [f"{st} {len(names)} ({', '.join(names)})" for st, names in by_status.items()]
+    return f"Not all ok: {'; '.join(parts)}."
+
+
 def write_index(reports: Path, summary: dict[str, Any]) -> Path:
     """``reports/index.md``: per notebook its status, run time, headline numbers and every figure inline."""
     nbs = summary["notebooks"]
     inputs = summary.get("inputs") or {}
     ran = sum(r["status"] in RAN for r in nbs.values())
     ok = sum(r["status"] == "ok" for r in nbs.values())
-    lines = ["# hdae reports", "",
+    lines = ["# hdae reports", "", f"**{_verdict(nbs)}**", "",
              f"Profile **{summary['profile']}**, written {summary['written']}; "
-             f"{ran} of {len(nbs)} notebooks ran, {ok} with every check passed "
-             f"(**ok**; **degraded**: ran, but a check failed; **failed**: did not run); notebooks took {_duration(sum(r['seconds'] for r in nbs.values()))} "
+             f"{ran} of {len(nbs)} notebooks ran, {ok} with every check passed; "
+             f"notebooks took {_duration(sum(r['seconds'] for r in nbs.values()))} "
              f"(last invocation {_duration(summary['seconds'])} including set-up). "
              f"Regenerate with `{summary.get('command') or 'hdae figures --profile ' + summary['profile']}`.", ""]
     if inputs:
@@ -366,13 +378,14 @@ def write_index(reports: Path, summary: dict[str, Any]) -> Path:
                   + (f"; attributes `{inputs['attributes']}`" if inputs.get("attributes") else "") + ".", ""]
     for w in summary.get("warnings", []):
         lines += [f"> **WARNING:** {w}", ""]
-    lines += ["| notebook | status | time | figures | tables | failed checks |", "|---|---|---:|---:|---:|---|"]
+    lines += ["| notebook | status | time | figures | tables | checks not passed |", "|---|---|---:|---:|---:|---|"]
     for name, r in nbs.items():
         status = r["status"] if r["status"] == "ok" else f"**{r['status'].upper()}**"
         failed = "; ".join(_fmt(c) for c in r.get("failed_checks", []))
         lines.append(f"| [{name}](#{name.replace('_', '-')}) | {status} | {_duration(r['seconds'])} | "
                      f"{len(r.get('figures', []))} | {len(r.get('tables', []))} | {failed} |")
-    lines.append("")
+    lines += ["", "Status: **ok**, it ran and every check passed; **degraded**, it ran but a check did not pass; "
+              "**failed** or **missing**, it did not run.", ""]
     for name, r in nbs.items():
         lines += [f"## {name}", ""]
         link = f"[{name}.ipynb]({name}/{name}.ipynb)" if r.get("notebook") else "no executed notebook"

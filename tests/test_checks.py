@@ -72,6 +72,10 @@ def test_pipeline_verdicts_index_and_strict(tmp_path, monkeypatch, capsys):
     assert "| **DEGRADED** |" in index and "headline vs baseline: 5 < 1 (FAIL)" in index
     assert "| headline vs baseline | 0 | < 1 | yes |" in index and "| headline vs baseline | 5 | < 1 | **NO** |" in index
     assert "3 of 3 notebooks ran, 1 with every check passed" in index
+    assert index.splitlines()[2] == "**Not all ok: degraded 2 (01_train, 03_reconstruction).**"
+    ok = {n: {"status": "ok"} for n in names}
+    assert pipeline._verdict(ok) == "All 3 notebooks ok: every study ran and passed its checks."
+    assert pipeline._verdict({**ok, "09_sampling": {"status": "failed"}}) == "Not all ok: failed 1 (09_sampling)."
 
     # the command: ran is exit 0, --strict makes degraded an error
     args = cli.build_parser().parse_args(["figures", "--profile", "smoke", "--reports", str(reports)])
