@@ -225,6 +225,10 @@ class ImageFolder(_ImageSource):
     def _name(self, index: int) -> str:
         return str(self.root / self.files[index])
 
+    def item_name(self, index: int) -> str:
+        """Item ``index``'s name inside the folder (its relative path), the same wherever the folder is."""
+        return self.files[index]
+
 
 def find_images(root: str | os.PathLike) -> list[str]:
     """Relative posix paths of the images under `root`, sorted (FFHQ's zero-padded names sort numerically)."""
@@ -342,6 +346,10 @@ class LMDBImages(_ImageSource):
 
     def _name(self, index: int) -> str:
         return f"{self.path}[{self._key(index).decode()}]"
+
+    def item_name(self, index: int) -> str:
+        """Item ``index``'s key inside the LMDB, the same wherever the LMDB is."""
+        return self._key(index).decode()
 
 
 def _probe_key(txn) -> tuple[int | None, int | None]:
