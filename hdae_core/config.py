@@ -6,7 +6,29 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-VARIANTS = ("dae", "dae_wide", "dae_u", "hdae_e", "hdae_u")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One model variant of the paper's Fig. 2 / Fig. 5: which encoder, whether codes are per level, how wide."""
+
+    name: str
+    label: str  # the paper's name, used in every figure and table
+    encoder: str  # "half_unet" (DiffAE's) or "unet"
+    hierarchical: bool  # one code per decoder level (z^l to level l) instead of one code for every block
+    wide: bool = False  # one code L·D wide (the paper's DAE(2560) at 128 px)
+
+
+# the one table of variants: a new variant is a row here plus its encoder in model.build_encoder
+VARIANT_TABLE = {v.name: v for v in (
+    Variant("dae", "DAE", "half_unet", False),
+    Variant("dae_wide", "DAE(wide)", "half_unet", False, wide=True),
+    Variant("dae_u", "DAE(U)", "unet", False),
+    Variant("hdae_e", "HDAE(E)", "half_unet", True),
+    Variant("hdae_u", "HDAE(U)", "unet", True),
+)}
+VARIANTS = tuple(VARIANT_TABLE)
+VARIANT_LABELS = {name: v.label for name, v in VARIANT_TABLE.items()}
 
 
 _SCALARS = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
@@ -123,12 +145,12 @@ class ModelConfig:
     @property
     def code_levels(self) -> int:
         """Levels of the codes tensor: L for hdae_*, 1 for dae*."""
-        return self.decoder_levels if self.variant.startswith("hdae") else 1
+        return self.decoder_levels if VARIANT_TABLE[self.variant].hierarchical else 1
 
     @property
     def code_width(self) -> int:
         """Width D of one row of the codes tensor."""
-        return self.code_dim * self.decoder_levels if self.variant == "dae_wide" else self.code_dim
+        return self.code_dim * self.decoder_levels if VARIANT_TABLE[self.variant].wide else self.code_dim
 
     @property
     def level_resolutions(self) -> tuple[int, ...]:

@@ -3,8 +3,19 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+import numpy as np
 import pandas as pd
+import torch
 
+
+
+def level_shares(n) -> np.ndarray:
+    """Each level's share of Σ|n| for a direction n [L, D] (sums to 1)."""
+    a = torch.as_tensor(n).detach().double().abs().cpu()
+    if a.dim() == 1:
+        a = a[None]
+    tot = a.sum()
+    return (a.sum(1) / tot).numpy() if tot > 0 else np.full(a.shape[0], 1.0 / a.shape[0])
 
 def half_shares(shares: pd.DataFrame) -> pd.DataFrame:
     """Per attribute (rows of level shares, columns z1…zL, finest first): the fine and the coarse half's share."""

@@ -13,7 +13,6 @@ from tqdm.auto import tqdm
 
 from . import diffusion
 from .checkpoint import load_module_weights, read_module_meta, save_module
-from .metrics import fid, frechet_distance, frechet_oracle_distance
 from .nn import timestep_embedding
 from .optim import EMA
 from .stats import LatentStats
@@ -232,18 +231,6 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> LatentDD
     return load_module_weights(LatentDDIM(LatentConfig.from_dict(meta["config"])), path, WEIGHTS_FILE, map_location)
 
 
-def frechet_references(sampled: torch.Tensor, fit: torch.Tensor, ref: torch.Tensor, stats: LatentStats,
-                       generator: torch.Generator | None = None) -> dict[str, float]:
-    """Fréchet distances to held-out real codes ``ref`` (standardised, flattened): of the sampled codes, of the
-    codes the latent DDIM was fitted on (the floor) and of independent N(0, 1) codes (the baseline to beat)."""
-    def std(c):
-        return stats.standardize(c).flatten(1)
-
-    gauss = torch.randn((len(sampled), ref[0].numel()), generator=generator)
-    return {"latent_ddim": frechet_distance(std(sampled), std(ref)), "real_codes": frechet_distance(std(fit), std(ref)),
-            "independent_gaussian": frechet_distance(gauss, std(ref))}
-
-
 def nearest_codes(codes: torch.Tensor, pool: torch.Tensor, stats: LatentStats) -> torch.Tensor:
     """Index of each code's nearest neighbour in ``pool`` by standardised distance (are samples copies?)."""
     return torch.cdist(stats.standardize(codes).flatten(1), stats.standardize(pool).flatten(1)).argmin(1)
@@ -252,40 +239,3 @@ def nearest_codes(codes: torch.Tensor, pool: torch.Tensor, stats: LatentStats) -
 def median_code_std(sampled: torch.Tensor, stats: LatentStats) -> float:
     """Median over dimensions of the per-dimension std of sampled codes, standardised (1 when they match the data)."""
     return float(stats.standardize(sampled).flatten(1).std(0).median())
-
-
-@torch.no_grad()
-def sample_quality(model, latent_model: LatentDDIM, stats: LatentStats, orc, real: torch.Tensor, n: int = 256,
-                   latent_steps: int = 50, image_steps: int = 20, seed: int = 0, batch_size: int = 64,
-                   inception_weights=None) -> dict[str, Any]:
-    """Decoded latent-DDIM samples against real images ``real`` in [-1, 1], read by the attribute oracle ``orc``:
-    attribute frequencies (samples; the data's, read on all 2·n real images; random-x_T reconstructions of
-    ``real[:n]``, which tell the decoder's miss from the sampled codes'), the Fréchet oracle distance of samples
-    and of random-x_T reconstructions of ``real[:n]`` to ``real[n:]``, and FID when ``inception_weights`` is given."""
-    if len(real) < 2 * n:
-        raise ValueError(f"real: need 2·n = {2 * n} images (n reconstructed, n as the reference), got {len(real)}")
-    g = torch.Generator().manual_seed(seed)
-    p = next(model.parameters())
-    samples, recon = [], []
-    for i in range(0, n, batch_size):
-        b = min(batch_size, n - i)
-        samples.append(sample_images(model, latent_model, b, stats, latent_steps, image_steps, generator=g).float().cpu())
-        x = real[i:i + b].to(p)
-        x_T = torch.randn(x.shape, generator=g).to(p)
-        recon.append(model.decode(x_T, model.encode(x), image_steps).float().cpu())
-    samples, recon = torch.cat(samples).clamp(-1, 1), torch.cat(recon).clamp(-1, 1)
-    pool = real[:2 * n].float().cpu()
-    held, ref = pool[:n], pool[n:]
-    names = list(orc.attribute_names)
-
-    def rates(x):  # the oracle's frequency of every attribute in images x
-        return dict(zip(names, (orc.predict_proba(x) > 0.5).float().mean(0).tolist()))
-
-    return {"samples": samples, "n": n,
-            # the data's from every real image given: 256 alone move an attribute's rate by ±0.03 (1 s.d.);
-            # the reconstructions' give the decoder's own share of a sample's miss
-            "frequency_samples": rates(samples), "frequency_data": rates(pool), "frequency_reconstructions": rates(recon),
-            "frechet_oracle": {"latent_ddim": frechet_oracle_distance(orc, samples, ref),
-                               "random_xT_reconstruction": frechet_oracle_distance(orc, recon, ref),
-                               "real_images": frechet_oracle_distance(orc, held, ref)},
-            "fid": fid(ref, samples, inception_weights)}

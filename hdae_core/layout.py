@@ -15,6 +15,8 @@ from tqdm.auto import tqdm
 from . import editing
 from .checkpoint import load_module_weights, read_module_meta, save_module
 from .config import strict_from_dict
+from .metrics import r2_score
+from .model import encode_dataset
 from .nn import conv_block
 from .oracle import mask_iou
 from .stats import LatentStats
@@ -118,43 +120,28 @@ def compose_codes(layout_codes: torch.Tensor, image_codes: torch.Tensor, levels:
     if layout_codes.shape[1:] != (len(levels), image_codes.shape[2]):
         raise ValueError(f"layout codes {list(layout_codes.shape)} do not fit levels {levels} of codes "
                          f"{list(image_codes.shape)}: expected [B, {len(levels)}, {image_codes.shape[2]}]")
-    # one layout with many images (or one image with many layouts) is how Fig. 11 is laid out
-    b = max(layout_codes.shape[0], image_codes.shape[0])
-    if {layout_codes.shape[0], image_codes.shape[0]} - {1, b}:
-        raise ValueError(f"batch sizes {layout_codes.shape[0]} and {image_codes.shape[0]} differ and neither is 1")
-    out = image_codes.expand(b, -1, -1).clone()
-    out[:, levels] = layout_codes.expand(b, -1, -1).to(out)
-    return out
+    # the layout's K levels placed in a full code, so composing is style mixing with the layout as partner
+    partner = image_codes[:1].expand(layout_codes.shape[0], -1, -1).clone()
+    partner[:, levels] = layout_codes.to(partner)
+    try:
+        return editing.mix_levels(image_codes, partner, levels)
+    except ValueError:
+        raise ValueError(f"batch sizes {layout_codes.shape[0]} and {image_codes.shape[0]} differ and neither is 1") from None
 
 
-def _batch(dataset, indices: Sequence[int]) -> dict[str, torch.Tensor]:
-    """Images and label maps of ``indices``: Shapes renders a batch at once; other data sets item by item."""
-    if hasattr(dataset, "batch"):
-        b = dataset.batch(list(indices))
-        return {"image": b["image"], "label_map": b["label_map"]}
-    items = [dataset[i] for i in indices]
-    if not isinstance(items[0], dict) or "label_map" not in items[0]:
-        raise ValueError("dataset items must be dicts with 'image' and 'label_map' (as Shapes gives)")
-    return {k: torch.stack([torch.as_tensor(it[k]) for it in items]) for k in ("image", "label_map")}
-
-
-@torch.no_grad()
-def _encode_all(model, dataset, indices, chunk: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
-    p = next(model.parameters())
-    codes, labels = [], []
-    for s in range(0, len(indices), chunk):
-        b = _batch(dataset, indices[s:s + chunk])
-        codes.append(model.encode(b["image"].to(p)).float())
-        labels.append(b["label_map"].long().to(p.device))
-    return torch.cat(codes), torch.cat(labels)
-
-
-def r2_score(pred: torch.Tensor, target: torch.Tensor) -> float:
-    """Pooled R² = 1 − Σ(y − ŷ)² / Σ(y − ȳ)² over all samples and features (variance-weighted)."""
-    y, yh = target.flatten(1).double(), pred.flatten(1).double()
-    ss_res = (y - yh).pow(2).sum()
-    ss_tot = (y - y.mean(0, keepdim=True)).pow(2).sum()
-    return float(1 - ss_res / ss_tot.clamp_min(1e-12))
+def label_maps(dataset, n: int, chunk: int = 256) -> torch.Tensor:
+    """Label maps [n, H, W] (long) of items 0..n-1: Shapes renders a batch at once; other data sets item by item."""
+    out = []
+    for s in range(0, n, chunk):
+        idx = list(range(s, min(s + chunk, n)))
+        if hasattr(dataset, "batch"):
+            out.append(torch.as_tensor(dataset.batch(idx)["label_map"]).long())
+            continue
+        items = [dataset[i] for i in idx]
+        if not isinstance(items[0], dict) or "label_map" not in items[0]:
+            raise ValueError("dataset items must be dicts with 'image' and 'label_map' (as Shapes gives)")
+        out.append(torch.stack([torch.as_tensor(it["label_map"]) for it in items]).long())
+    return torch.cat(out)
 
 
 def train_layout_encoder(model, dataset, levels: Sequence[int] | None = None, n_images: int = 4096,
@@ -175,10 +162,10 @@ def train_layout_encoder(model, dataset, levels: Sequence[int] | None = None, n_
     if n_images - n_held < 2:
         raise ValueError(f"n_images={n_images} leaves too few training images after holding out {n_held}")
 
-    was_training = model.training
-    model.eval()
-    codes, labels = _encode_all(model, dataset, list(range(n_images)))
-    model.train(was_training)
+    device = next(model.parameters()).device
+    codes = encode_dataset(model, dataset, n=n_images, batch_size=256, with_attributes=False,
+                           progress=False)["codes"].to(device)
+    labels = label_maps(dataset, n_images).to(device)
     n_train = n_images - n_held
     # statistics from the training images only, so the held-out score is honest
     stats = LatentStats.from_codes(codes[:n_train])

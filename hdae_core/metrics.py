@@ -284,3 +284,11 @@ def fid(real: Tensor, fake: Tensor, weights_path=None, feature=None) -> dict:
     for x, real_set in ((real, True), (fake, False)):
         m.update(((x.float().clamp(-1, 1) + 1) / 2), real=real_set)
     return {"fid": float(m.compute()), "n_real": int(real.shape[0]), "n_fake": int(fake.shape[0])}
+
+
+def r2_score(pred: torch.Tensor, target: torch.Tensor) -> float:
+    """Pooled R² = 1 − Σ(y − ŷ)² / Σ(y − ȳ)² over all samples and features (variance-weighted)."""
+    y, yh = target.flatten(1).double(), pred.flatten(1).double()
+    ss_res = (y - yh).pow(2).sum()
+    ss_tot = (y - y.mean(0, keepdim=True)).pow(2).sum()
+    return float(1 - ss_res / ss_tot.clamp_min(1e-12))

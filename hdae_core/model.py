@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, Subset
+from tqdm.auto import tqdm
 
 from . import diffusion
-from .config import DiffusionConfig, ModelConfig
+from .config import VARIANT_TABLE, DiffusionConfig, ModelConfig
 from .decoder import Decoder
 from .encoders import HalfUNetEncoder, UNetEncoder
 from .nn import set_norm_groups
@@ -32,19 +35,19 @@ def model_device(model: torch.nn.Module) -> torch.device:
 
 def build_encoder(cfg: ModelConfig) -> nn.Module:
     """The variant's encoder: DiffAE's half-UNet for dae/dae_wide/hdae_e, a U-Net for dae_u/hdae_u."""
-    hierarchical = cfg.variant.startswith("hdae")
+    variant = VARIANT_TABLE[cfg.variant]
+    hierarchical = variant.hierarchical
     common = dict(
         image_size=cfg.image_size, in_channels=cfg.in_channels, model_channels=cfg.model_channels,
         num_res_blocks=cfg.enc_num_res_blocks or cfg.num_res_blocks,
         attention_resolutions=cfg.attention_resolutions, num_heads=cfg.num_heads,
         dropout=cfg.dropout, out_dim=cfg.code_width, hierarchical=hierarchical,
     )
-    if cfg.variant in ("dae", "dae_wide"):
-        return HalfUNetEncoder(channel_mult=cfg.enc_channel_mult, **common)
-    if cfg.variant == "hdae_e":
-        # one level per decoder resolution, so code l is pooled at decoder level l's resolution
-        return HalfUNetEncoder(channel_mult=cfg.channel_mult, **common)
-    return UNetEncoder(channel_mult=cfg.channel_mult, **common)
+    if variant.encoder == "unet":
+        return UNetEncoder(channel_mult=cfg.channel_mult, **common)
+    # a hierarchical half-UNet has one level per decoder resolution, so code l is pooled at decoder level l's
+    # resolution; a single-code one follows DiffAE's encoder multipliers (one level more than the decoder's)
+    return HalfUNetEncoder(channel_mult=cfg.channel_mult if hierarchical else cfg.enc_channel_mult, **common)
 
 
 class HDAE(nn.Module):
@@ -181,3 +184,66 @@ class HDAE(nn.Module):
                               self.config.prediction)
 
     loss = forward
+
+
+# ---------------------------------------------------------------- helpers over a model
+
+
+def untrained_like(model, seed: int = 0) -> HDAE:
+    """The same architecture at its random initialisation: the baseline a trained encoder's codes must beat
+    (random convolutional features already make colour and position linearly readable)."""
+    gen_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        fresh = HDAE(model.config).to(model_device(model)).eval()
+    finally:
+        torch.random.set_rng_state(gen_state)
+    return fresh
+
+
+def _batches(data, n: int, batch_size: int):
+    """Yield dicts with 'image' (and 'attributes' when the data set has them) for items 0..n-1."""
+    if isinstance(data, torch.Tensor):
+        for i in range(0, n, batch_size):
+            yield {"image": data[i:i + batch_size]}
+        return
+    if hasattr(data, "batch"):  # Shapes renders a whole batch in one vectorised call
+        for i in range(0, n, batch_size):
+            yield data.batch(range(i, min(i + batch_size, n)))
+        return
+    for b in DataLoader(Subset(data, range(n)), batch_size=batch_size, shuffle=False, num_workers=0):
+        yield b if isinstance(b, dict) else {"image": b[0] if isinstance(b, (list, tuple)) else b}
+
+
+def encode_dataset(model, data, n: int | None = None, batch_size: int = 64, with_attributes: bool = True,
+                   progress: bool = True) -> dict[str, Any]:
+    """Codes [N, L, D] (float32, CPU) of the first n items, with their attributes [N, K] when the data has them.
+
+    ``data`` is an image tensor [N, C, H, W] in [-1, 1], a ``Shapes`` set or any data set whose items are
+    dicts with ``image`` (and ``attributes``). ``attributes`` is None for plain images or with_attributes=False.
+    """
+    total = len(data)
+    n = total if n is None else int(n)
+    if not 1 <= n <= total:
+        raise ValueError(f"n: expected 1..{total} (the data set's length), got {n}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size: expected a positive integer, got {batch_size}")
+    device = model_device(model)
+    codes, attrs = [], []
+    bar = None
+    if progress:
+        bar = tqdm(total=n, desc="encode", unit="img", leave=False)
+    with inference(model):
+        for b in _batches(data, n, batch_size):
+            x0 = b["image"].to(device=device, dtype=next(model.parameters()).dtype)
+            codes.append(model.encode(x0).float().cpu())
+            if with_attributes and b.get("attributes") is not None:
+                attrs.append(torch.as_tensor(b["attributes"]).float().cpu())
+            if bar is not None:
+                bar.update(x0.shape[0])
+    if bar is not None:
+        bar.close()
+    codes_t = torch.cat(codes)
+    attributes = torch.cat(attrs) if with_attributes and attrs and len(attrs) == len(codes) else None
+    return {"codes": codes_t, "attributes": attributes,
+            "attribute_names": list(getattr(data, "attribute_names", []) or []) or None}

@@ -11,6 +11,9 @@ import torch
 from matplotlib.figure import Figure
 from PIL import Image, ImageDraw, ImageFont
 
+from .editing import normalized_weights
+from .hierarchy import level_shares
+
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
     """[B, 3, H, W] in [-1, 1] → uint8 [B, H, W, 3]."""
@@ -247,21 +250,6 @@ def plot_ecdf(panels, path: str | Path | None = None, xlabel: str = "n̂", ncols
     return fig
 
 
-def level_shares(n) -> np.ndarray:
-    """Each level's share of Σ|n| for a direction n [L, D] (sums to 1)."""
-    a = torch.as_tensor(n).detach().double().abs().cpu()
-    if a.dim() == 1:
-        a = a[None]
-    tot = a.sum()
-    return (a.sum(1) / tot).numpy() if tot > 0 else np.full(a.shape[0], 1.0 / a.shape[0])
-
-
-def _normalized(n) -> np.ndarray:
-    a = torch.as_tensor(n).detach().double().abs().cpu().numpy()
-    lo, hi = a.min(), a.max()
-    return np.ones_like(a) if hi == lo else (a - lo) / (hi - lo)
-
-
 def plot_level_heatmap(directions, path: str | Path | None = None, level_names: Sequence[str] | None = None,
                        ncols: int = 1, panel_size: tuple[float, float] = (9.0, 1.6), dpi: int = 100,
                        cmap: str = "magma", suptitle: str | None = None):
@@ -278,7 +266,7 @@ def plot_level_heatmap(directions, path: str | Path | None = None, level_names: 
         names = list(level_names) if level_names else [f"z{l + 1}" if n.shape[0] > 1 else "z" for l in range(n.shape[0])]
         D = n.shape[1]
         step = 10 ** int(np.log10(max(D, 1)))  # a tick every 100 of 512 dimensions: a ruler, not a label per cell
-        sns.heatmap(_normalized(n), ax=ax, cmap=cmap, vmin=0, vmax=1, cbar=False, yticklabels=names,
+        sns.heatmap(normalized_weights(n.detach().double().cpu()).numpy(), ax=ax, cmap=cmap, vmin=0, vmax=1, cbar=False, yticklabels=names,
                     xticklabels=False, rasterized=True)
         ax.set_xticks(np.arange(0, D, step) + 0.5, [str(d) for d in range(0, D, step)], rotation=0, fontsize=6)
         ax.tick_params(axis="y", labelsize=7, rotation=0)

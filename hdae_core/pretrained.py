@@ -2,15 +2,14 @@
 from __future__ import annotations
 
 import re
-import time
 import warnings
 from pathlib import Path
 from typing import Callable
 
 import torch
 
-from . import checkpoint, oracle
-from .config import ModelConfig
+from . import cache, checkpoint, oracle
+from .config import VARIANT_LABELS, ModelConfig
 from .data.shapes import ATTRIBUTE_NAMES
 from .config import TrainConfig
 from .train import train
@@ -64,11 +63,11 @@ def resolve(name_or_path: str | Path, pretrained_dir: str | Path | None = None) 
     candidates = [Path(s).expanduser()]
     if not Path(s).is_absolute():
         candidates += [REPO_DIR / s, root / s]
-    for c in candidates:
+    for c in candidates:  # absolute, so a path means the same folder whatever the working directory of its reader
         if c.is_dir() and _is_checkpoint(c):
-            return c
+            return c.resolve()
         if c.is_dir() and _is_checkpoint(c / "checkpoint"):
-            return c / "checkpoint"
+            return (c / "checkpoint").resolve()
     first = candidates[0] if candidates[0].exists() else next((c for c in candidates if c.exists()), None)
     if first is not None and first.is_file():
         raise ValueError(f"checkpoint {s!r} is a file, not an hdae checkpoint folder (config.json + "
@@ -157,26 +156,43 @@ def training_log(name_or_path: str | Path, pretrained_dir: str | Path | None = N
     return found[0] if found else None
 
 
+def _oracle_identity(kind: str, size: int, steps: int, seed: int) -> dict:
+    # the world's attribute list is part of it: an oracle of another version of the world reads other attributes
+    return {"kind": kind, "image_size": int(size), "steps": int(steps), "seed": int(seed),
+            "attributes": list(ATTRIBUTE_NAMES)}
+
+
 def load_oracle(size: int, cache_dir: str | Path, train_steps: int | None = None, seed: int = 0,
-                pretrained_dir: str | Path | None = None):
-    """(oracle, where): the shipped oracle for ``size`` px, else the one cached in ``cache_dir/size<px>``, else one
-    trained for ``train_steps`` and cached there; (None, why) when there is none and ``train_steps`` is None."""
+                pretrained_dir: str | Path | None = None, refit: bool = False):
+    """(oracle, where): the shipped oracle for ``size`` px, else the one cached in ``cache_dir/size<px>`` when it was
+    trained for ``train_steps`` steps with ``seed`` on this world, else one trained and cached there; (None, why)
+    when there is none shipped and ``train_steps`` is None."""
     shipped = find_oracle(size, pretrained_dir)
-    if shipped is not None:
+    if shipped is not None and not refit:
         return oracle.load(shipped), f"shipped {shipped}"
-    cache = repo_path(cache_dir) / f"size{size}"
-    if (cache / oracle.CONFIG_FILE).is_file():
-        cached = oracle.load(cache)
-        if list(cached.attribute_names) == list(ATTRIBUTE_NAMES):
-            return cached, f"cached {cache}"
-        if train_steps is None:  # an oracle of another version of the world reads the wrong attributes
-            return None, f"the oracle cached in {cache} reads {cached.attribute_names}, not this world's attributes"
     if train_steps is None:
-        return None, f"no attribute oracle for {size} px shipped or cached in {cache}"
-    t0 = time.perf_counter()
-    orc, report = oracle.train_oracle(size=size, steps=train_steps, seed=seed, progress=False)
-    oracle.save(orc, cache, report)
-    return orc, f"trained here ({train_steps} steps, {time.perf_counter() - t0:.0f} s), cached in {cache}"
+        return None, f"no attribute oracle for {size} px shipped, and no training steps given to train one"
+
+    def fit():
+        return oracle.train_oracle(size=size, steps=train_steps, seed=seed, progress=False)
+
+    (orc, _), where = cache.fetch(repo_path(cache_dir) / f"size{size}", _oracle_identity("oracle", size, train_steps, seed),
+                                  fit, lambda v, folder: oracle.save(v[0], folder, v[1]),
+                                  lambda folder: (oracle.load(folder), None), "attribute oracle", refit=refit)
+    return orc, where
+
+
+def load_pixel_oracle(size: int, cache_dir: str | Path, train_steps: int = 600, seed: int = 0, refit: bool = False):
+    """(pixel oracle, where): the one cached in ``cache_dir/pixel_size<px>`` when it was trained for ``train_steps``
+    steps with ``seed`` on this world, else one trained and cached there."""
+    def fit():
+        return oracle.train_pixel_oracle(size=size, steps=train_steps, seed=seed)
+
+    (net, report), where = cache.fetch(
+        repo_path(cache_dir) / f"pixel_size{size}", _oracle_identity("pixel_oracle", size, train_steps, seed), fit,
+        lambda v, folder: oracle.save_pixel_oracle(v[0], folder, v[1]),
+        lambda folder: (oracle.load_pixel_oracle(folder), None), "pixel oracle", refit=refit)
+    return net, where + (f": {report}" if report else "")
 
 
 def load(name_or_path: str | Path, pretrained_dir: str | Path | None = None, map_location="cpu"):
@@ -184,40 +200,41 @@ def load(name_or_path: str | Path, pretrained_dir: str | Path | None = None, map
     return checkpoint.load(resolve(name_or_path, pretrained_dir), map_location=map_location)
 
 
-# labels of the comparison notebooks' models, by variant (paper names)
-VARIANT_LABELS = {"dae": "DAE", "dae_wide": "DAE(wide)", "dae_u": "DAE(U)", "hdae_e": "HDAE(E)", "hdae_u": "HDAE(U)"}
+def model_labels(folders: list[Path], variants: list[str]) -> list[str]:
+    """One label per model, unique: the variant's paper name, with the folder's name added when two share a variant
+    (a run's ``checkpoint/`` folder is named by its run folder)."""
+    labels = [VARIANT_LABELS.get(v, v) for v in variants]
+    if len(set(labels)) == len(labels):
+        return labels
+    names = [f.parent.name if f.name == "checkpoint" else f.name for f in folders]
+    out = [f"{lab} [{n}]" for lab, n in zip(labels, names)]
+    if len(set(out)) < len(out):  # same variant and same folder name: tell them apart by place
+        out = [f"{lab} [{i + 1}: {n}]" for i, (lab, n) in enumerate(zip(labels, names))]
+    return out
+
+
+def model_folders(checkpoint_hdae: str | Path, checkpoint_dae: str | Path | None = None,
+                  pretrained_dir: str | Path | None = None) -> dict[str, Path]:
+    """{label: checkpoint folder} of the DAE-vs-HDAE comparisons (DAE first), labels unique per model; an empty
+    ``checkpoint_dae`` leaves the one model. The folder is where imported directions or statistics are looked up."""
+    cks = [c for c in (checkpoint_dae, checkpoint_hdae) if c not in (None, "")]
+    if not cks:
+        raise ValueError("checkpoint_hdae: no checkpoint given")
+    folders = [resolve(c, pretrained_dir) for c in cks]
+    configs = [checkpoint.read_config(f)["model"] for f in folders]
+    sizes = {str(f): int(c["image_size"]) for f, c in zip(folders, configs)}
+    if len(set(sizes.values())) > 1:
+        raise ValueError(f"the compared models must share one image size, got {sizes}")
+    return dict(zip(model_labels(folders, [c.get("variant", "hdae_u") for c in configs]), folders))
 
 
 def load_models(checkpoint_hdae: str | Path, checkpoint_dae: str | Path | None = None,
                 pretrained_dir: str | Path | None = None) -> dict[str, torch.nn.Module]:
-    """{label: model} of the DAE-vs-HDAE comparisons, labelled by variant (DAE first); an empty ``checkpoint_dae``
-    leaves the one model, so every comparison shows it alone."""
-    cks = [c for c in (checkpoint_dae, checkpoint_hdae) if c not in (None, "")]
-    if not cks:
-        raise ValueError("checkpoint_hdae: no checkpoint given")
-    models = [load(c, pretrained_dir) for c in cks]
-    for m, c in zip(models, cks):
-        m.checkpoint = str(resolve(c, pretrained_dir))  # where imported directions / statistics are looked up
-    labels = [VARIANT_LABELS.get(m.config.variant, m.config.variant) for m in models]
-    if len(labels) == 2 and labels[0] == labels[1]:
-        labels = [f"{lab} [{Path(str(c)).name}]" for lab, c in zip(labels, cks)]
-    sizes = {lab: m.config.image_size for lab, m in zip(labels, models)}
-    if len(set(sizes.values())) > 1:
-        raise ValueError(f"the compared models must share one image size, got {sizes}")
-    return dict(zip(labels, models))
+    """{label: model} of ``model_folders``: the DAE-vs-HDAE comparisons, EMA weights, in eval mode."""
+    return {label: load(folder) for label, folder in model_folders(checkpoint_hdae, checkpoint_dae,
+                                                                      pretrained_dir).items()}
 
 
 def model_key(label: str) -> str:
     """A file-name key of a model label: 'HDAE(U)' -> 'hdae_u', 'DAE' -> 'dae'."""
     return re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_")
-
-
-def load_pixel_oracle(size: int, cache_dir: str | Path, train_steps: int = 600, seed: int = 0):
-    """(pixel oracle, where): the one cached in ``cache_dir/pixel_size<px>``, else one trained and cached there."""
-    cache = repo_path(cache_dir) / f"pixel_size{size}"
-    if (cache / oracle.PIXEL_CONFIG_FILE).is_file():
-        return oracle.load_pixel_oracle(cache), f"cached {cache}"
-    t0 = time.perf_counter()
-    net, report = oracle.train_pixel_oracle(size=size, steps=train_steps, seed=seed)
-    oracle.save_pixel_oracle(net, cache, report)
-    return net, f"trained here ({train_steps} steps, {time.perf_counter() - t0:.0f} s), cached in {cache}: {report}"

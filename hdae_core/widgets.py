@@ -17,11 +17,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import editing
+from . import cache, editing
 from .checkpoint import load as load_checkpoint
 from .data import Shapes, open_data
 from .data.images import BadImageError, center_crop_resize, decode_image, to_tensor
-from .directions import DIRECTIONS_FILE, AttributeDirections, load_directions
+from .directions import DIRECTIONS_FILE, AttributeDirections, load_classifiers, load_directions, train_directions
+from .model import encode_dataset
 from .plots import image_grid
 from .pretrained import resolve
 from .stats import STATS_FILE, LatentStats
@@ -113,6 +114,7 @@ class EditorState:
                  attribute_names: Sequence[str] | None = None, steps: int = 20, partner_images=None,
                  image_names: Sequence[str] | None = None, partner_names: Sequence[str] | None = None):
         self.model = model.eval()
+        self.directions_source = "given"  # where the directions came from (``state_from_checkpoint`` says)
         self.steps = int(steps)
         model.timesteps(self.steps)  # an invalid step count fails here, not at the first click
         p = next(model.parameters())
@@ -394,11 +396,12 @@ class Editor:
     @classmethod
     def from_checkpoint(cls, path: str | Path, n_images: int = 8, steps: int = 20, n_stats: int = 512,
                         directions=None, attribute_names: Sequence[str] | None = None, seed: int = 10_000,
-                        ema: bool = True, progress: bool = False, data=None, attribute_file=None, **kw) -> "Editor":
+                        ema: bool = True, progress: bool = False, data=None, attribute_file=None,
+                        directions_cache: str | Path | None = None, **kw) -> "Editor":
         """An editor for a checkpoint folder; see ``state_from_checkpoint``."""
         state = state_from_checkpoint(path, n_images=n_images, steps=steps, n_stats=n_stats, directions=directions,
                                       attribute_names=attribute_names, seed=seed, ema=ema, progress=progress,
-                                      data=data, attribute_file=attribute_file)
+                                      data=data, attribute_file=attribute_file, directions_cache=directions_cache)
         return cls(state.model, None, None, state=state, **kw)
 
     @staticmethod
@@ -558,31 +561,41 @@ class Editor:
 
 def state_from_checkpoint(path: str | Path, n_images: int = 8, steps: int = 20, n_stats: int = 512,
                           directions=None, attribute_names: Sequence[str] | None = None, seed: int = 10_000,
-                          ema: bool = True, progress: bool = False, data=None, attribute_file=None) -> EditorState:
+                          ema: bool = True, progress: bool = False, data=None, attribute_file=None,
+                          directions_cache: str | Path | None = None) -> EditorState:
     """An ``EditorState`` for a checkpoint folder and a data set (``open_data``: Shapes by default, or the user's
     folder / LMDB with an attribute file); the gallery is the first ``n_images`` held-out images.
 
     Statistics and directions come from ``latent_stats.safetensors`` / ``directions.safetensors`` in the folder
     when present (``hdae import-diffae``); otherwise ``n_stats`` training images are encoded for the statistics
     and, when the data has attributes, a linear classifier (regression for continuous ones) per attribute gives
-    the directions (HDAE §3.3). Without either the editor edits by style mixing only.
+    the directions (HDAE §3.3). ``directions_cache`` (05_directions' report folder): its cached classifiers are
+    used when one was fitted on this model's weights. Without any, the editor edits by style mixing only.
+    ``state.directions_source`` says where the directions came from.
     """
     folder = resolve(path)  # a folder, a training run's folder or a demo model's name
     model = load_checkpoint(folder, ema=ema)
     src = open_data(data, attribute_file, size=model.config.image_size,
-                    **({"train_seed": 0} if data is None else {}))
-    if src.ground_truth and seed != 10_000:
-        src._shapes["heldout"] = Shapes(size=model.config.image_size, seed=seed)
+                    **({"train_seed": 0, "heldout_seed": seed} if data is None else {}))
     batch = src.batch(int(n_images))
     if src.ground_truth:
         names = [f"shape {i}: {_describe(a, src.attribute_names)}" for i, a in enumerate(batch["attributes"])]
     else:
         names = list(batch["names"])
     stats = LatentStats.load(folder) if (folder / STATS_FILE).is_file() else None
+    where = "given"
     if directions is None and (folder / DIRECTIONS_FILE).is_file():
-        directions = load_directions(folder)
+        directions, where = load_directions(folder), f"imported with the checkpoint ({folder})"
     elif isinstance(directions, (str, Path)):
+        where = f"loaded from {resolve_path(directions)}"
         directions = load_directions(resolve_path(directions))
+    if directions is None and directions_cache is not None and src.has_attributes:
+        entries = sorted(Path(directions_cache).glob("classifiers_*"))
+        directions, where = cache.lookup(entries, {"kind": "directions", "model": cache.model_identity(model),
+                                                   "data": {"source": str(src.source)}}, load_classifiers,
+                                         "directions") if entries else (None, f"no cached directions in {directions_cache}")
+        if directions is not None:
+            stats = directions.stats  # the space they were fitted in
     if stats is None and isinstance(directions, AttributeDirections):
         stats = directions.stats
     if stats is None or directions is None:
@@ -592,18 +605,20 @@ def state_from_checkpoint(path: str | Path, n_images: int = 8, steps: int = 20, 
             kind = "shapes attributes" if src.ground_truth else f"attributes of {attribute_file}"
             raise KeyError(f"attribute_names: {unknown} are not {kind}; choose from {src.attribute_names}")
         n = src.take(int(n_stats), "train", "images for the editor's statistics")
-        enc = editing.encode_dataset(model, src.split("train"), n=n, progress=progress,
-                                     with_attributes=bool(wanted))
+        enc = encode_dataset(model, src.split("train"), n=n, progress=progress, with_attributes=bool(wanted))
         if stats is None:
             stats = LatentStats.from_codes(enc["codes"])
         if directions is None and wanted:
             cols = [src.attribute_names.index(w) for w in wanted]  # only the attributes that get a slider
-            directions = editing.train_directions(enc["codes"], enc["attributes"][:, cols], wanted,
-                                                  {w: src.attribute_kinds[w] for w in wanted}, stats=stats)
+            directions = train_directions(enc["codes"], enc["attributes"][:, cols], wanted,
+                                          {w: src.attribute_kinds[w] for w in wanted}, stats=stats)
+            where = f"fitted here on {n} training images ({where})"
         elif directions is None:
-            directions = {}
-    return EditorState(model, stats, directions, images=batch["image"], image_names=names, steps=steps,
-                       attribute_names=attribute_names)
+            directions, where = {}, "none: no attributes to fit directions to"
+    state = EditorState(model, stats, directions, images=batch["image"], image_names=names, steps=steps,
+                        attribute_names=attribute_names)
+    state.directions_source = where
+    return state
 
 
 def paste_back(full: Image.Image, box: tuple[int, int, int, int], edited: torch.Tensor,

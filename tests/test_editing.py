@@ -5,11 +5,13 @@ import torch
 
 from hdae_core import HDAE, ModelConfig
 from hdae_core.directions import load_directions
+from hdae_core.directions import AttributeClassifiers, load_classifiers, train_classifiers
 from hdae_core.editing import (
-    AttributeClassifiers, LatentStats, auroc_intervals, edit_images, encode_dataset, interpolate, load_classifiers, manipulate,
-    check_levels, load_or_train_classifiers, mix_levels, normalized_weights, slerp, style_mix_grid, style_mix_labels,
-    train_classifiers, truncate,
+    LatentStats, check_levels, edit_images, interpolate, manipulate, mix_levels, normalized_weights, slerp,
+    style_mix_grid, style_mix_labels, truncate,
 )
+from hdae_core.evaluation import auroc_intervals
+from hdae_core.model import encode_dataset, untrained_like
 from conftest import codes_matter
 
 L, D = 3, 4
@@ -237,30 +239,13 @@ def test_style_mix_labels_name_the_levels_taken_from_b():
     assert style_mix_labels(3, "high_to_low") == ["A", "A codes", "z3 from B", "z2..z3 from B", "all from B", "B"]
 
 
-def test_load_or_train_classifiers_reuses_only_matching_ones(tiny, tmp_path):
-    from hdae_core.data import Shapes
-
-    data = Shapes(size=16, seed=0)
-    clf, where = load_or_train_classifiers(tiny, tmp_path / "none", data, n_encode=128)
-    assert "fitted here on 128 codes" in where and tuple(clf.stats.shape) == (tiny.num_levels, tiny.code_dim)
-    clf.save(tmp_path / "fits")
-    again, where = load_or_train_classifiers(tiny, tmp_path / "fits", data, n_encode=128)
-    assert where.startswith("loaded") and torch.equal(again.weight, clf.weight)
-    wrong = LatentStats.from_codes(torch.randn(8, tiny.num_levels + 1, tiny.code_dim))
-    type(clf)(clf.directions, clf.names, wrong, clf.bias).save(tmp_path / "other")
-    _, where = load_or_train_classifiers(tiny, tmp_path / "other", data, n_encode=128)
-    assert "not this model's" in where
-
-
 def test_untrained_like_is_a_fresh_seeded_copy_and_leaves_the_global_rng():
-    from hdae_core import HDAE, ModelConfig, editing
-
     model = HDAE(ModelConfig.preset("tiny", "hdae_u"))
     with torch.no_grad():
         for p in model.parameters():
             p.add_(1.0)
     state = torch.random.get_rng_state()
-    a, b = editing.untrained_like(model, seed=3), editing.untrained_like(model, seed=3)
+    a, b = untrained_like(model, seed=3), untrained_like(model, seed=3)
     assert torch.equal(torch.random.get_rng_state(), state)
     sa, sb, sm = a.state_dict(), b.state_dict(), model.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from hdae_core import HDAE, ModelConfig
-from hdae_core import latent
+from hdae_core import evaluation, latent
 from hdae_core.latent import LatentConfig, LatentDDIM, sample_codes, sample_images, train_latent
 from hdae_core.stats import LatentStats
 
@@ -163,7 +163,7 @@ def test_sample_quality_reports_the_reconstructions_frequencies_beside_the_datas
     real = (0.5 * signs[:, None, None, None] + 0.05 * torch.randn(16, 3, 4, 4)).clamp(-1, 1)
     lat = LatentDDIM(LatentConfig(code_levels=1, code_dim=1, width=8, depth=2)).eval()
     stats = LatentStats(torch.zeros(1, 1), 0.5 * torch.ones(1, 1))
-    q = latent.sample_quality(_ConstantAE(), lat, stats, _BrightOracle(), real, n=8, latent_steps=3, image_steps=1,
+    q = evaluation.sample_quality(_ConstantAE(), lat, stats, _BrightOracle(), real, n=8, latent_steps=3, image_steps=1,
                               batch_size=3)
     assert q["frequency_reconstructions"]["bright"] == pytest.approx(5 / 8)  # signs[:8]
     assert q["frequency_data"]["bright"] == pytest.approx(9 / 16)  # all of signs

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from hdae_core import pipeline, plots, pretrained
+from hdae_core import hierarchy, pipeline, plots, pretrained
 from hdae_core.study import save_metrics
 from conftest import tiny_notebook
 
@@ -113,8 +113,8 @@ def test_plot_ecdf_panels(tmp_path):
 
 def test_level_shares():
     n = torch.tensor([[1.0, -1.0], [2.0, 0.0], [0.0, 0.0]])
-    assert np.allclose(plots.level_shares(n), [0.5, 0.5, 0.0])
-    assert np.allclose(plots.level_shares(torch.zeros(2, 3)), [0.5, 0.5])
+    assert np.allclose(hierarchy.level_shares(n), [0.5, 0.5, 0.0])
+    assert np.allclose(hierarchy.level_shares(torch.zeros(2, 3)), [0.5, 0.5])
 
 
 def test_plot_level_heatmap(tmp_path):
