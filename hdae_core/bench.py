@@ -11,6 +11,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm.auto import tqdm
 
+from . import hardware
 from .config import VARIANTS, ModelConfig
 from .model import HDAE
 from .optim import EMA, make_optimizer
@@ -69,10 +70,6 @@ def flops_per_image(model: HDAE, x: torch.Tensor, t: torch.Tensor, noise: torch.
     return train / len(x), fc2.get_total_flops() / len(x)
 
 
-def _amp_dtype(amp: str, dev: torch.device):
-    return {"auto": torch.bfloat16 if dev.type == "cuda" else None, "bf16": torch.bfloat16, "none": None}[amp]
-
-
 def ddim_overhead(model: HDAE, x: torch.Tensor, codes: torch.Tensor, steps: int, repeats: int = 3,
                   amp_dtype=None) -> dict:
     """DDIM decode and inversion time over the bare decoder forwards they call, measured as
@@ -123,7 +120,7 @@ def bench_one(preset: str, variant: str, batch: int = 16, device: str | None = N
     x = (torch.rand(batch, 3, s, s, device=dev) * 2 - 1)
     t = torch.randint(0, 1000, (batch,), device=dev)
     noise = torch.randn_like(x)
-    amp_dtype = _amp_dtype(amp, dev)
+    amp_dtype = hardware.amp_dtype(amp, dev)
     cl = channels_last == "on" or (channels_last == "auto" and dev.type == "cuda")
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True  # as train() sets it
@@ -158,7 +155,8 @@ def bench_one(preset: str, variant: str, batch: int = 16, device: str | None = N
     t_fwd = _time(fwd, dev, repeats, warmup, timing)
     out = {
         "preset": preset, "variant": variant, "batch": batch, "device": str(dev),
-        "dtype": "bf16" if amp_dtype is not None else "fp32", "channels_last": cl, "compile": compile,
+        "dtype": {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(amp_dtype, "fp32"),
+        "channels_last": cl, "compile": compile,
         "timing": f"{timing} of {repeats} after {warmup}", "clock": "cpu" if _clock() is time.process_time else "wall",
         "threads": torch.get_num_threads(),
         "params": sum(p.numel() for p in model.parameters()),

@@ -27,6 +27,44 @@ class CheckpointError(ValueError):
     """A checkpoint folder that cannot be loaded; the message names the file and the problem."""
 
 
+class DestinationError(ValueError):
+    """A destination folder that holds something a command may not replace; the message names it and the flag."""
+
+
+def is_checkpoint(path: str | Path) -> bool:
+    """Whether ``path`` is a folder whose ``config.json`` says it is an hdae checkpoint (whole or not)."""
+    try:
+        meta = json.loads((Path(path) / CONFIG_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and meta.get("format") == FORMAT
+
+
+def is_empty_folder(path: str | Path, ignore: tuple[str, ...] = ()) -> bool:
+    """Whether ``path`` is a folder holding nothing but the names in ``ignore``."""
+    path = Path(path)
+    return path.is_dir() and not path.is_symlink() and all(p.name in ignore for p in path.iterdir())
+
+
+def check_destination(path: str | Path, replace: bool = False, flag: str = "--force") -> Path:
+    """Refuse ``path`` unless it does not exist, is an empty folder, or is a checkpoint folder and ``replace``
+    is set (``flag`` names the option that sets it in the refusal). Nothing is written."""
+    path = Path(path)
+    if not path.exists() and not path.is_symlink():
+        return path
+    if not path.is_dir():
+        raise DestinationError(f"{path}: exists and is not a folder; choose a new or empty folder")
+    if is_empty_folder(path):
+        return path
+    if not is_checkpoint(path):
+        raise DestinationError(f"{path}: holds files that are not an hdae checkpoint; nothing was written, "
+                               "choose a new or empty folder")
+    if not replace:
+        raise DestinationError(f"{path}: already holds a checkpoint; pass {flag} to replace it, "
+                               "or choose a new or empty folder")
+    return path
+
+
 def _state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     # safetensors refuses shared or non-contiguous storage: store independent contiguous copies
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in module.state_dict().items()}
@@ -51,8 +89,11 @@ def save(model: HDAE, path: str | Path, ema: HDAE | None = None, extra: dict[str
     when its config is there and agrees with the files (``is_complete``). A kill at any point leaves a
     complete checkpoint at ``path`` or in a hidden sibling, which ``recover`` puts back.
     ``tensors`` maps further file names (e.g. ``optimizer.safetensors``) to flat tensor dicts.
+    Only a checkpoint folder or an empty one is replaced; anything else at ``path`` is refused untouched.
     """
     path = Path(path)
+    if path.exists() and not is_checkpoint(path):
+        check_destination(path)  # raises unless an empty folder
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
@@ -76,6 +117,8 @@ def save(model: HDAE, path: str | Path, ema: HDAE | None = None, extra: dict[str
             _fsync(f)
         _fsync(tmp)
         old = None
+        if path.exists() and not is_checkpoint(path):  # checked again just before the rename
+            check_destination(path)
         if path.exists():
             old = path.with_name(f".{path.name}.old-{os.getpid()}-{time.time_ns()}")
             os.replace(path, old)
@@ -141,6 +184,7 @@ def recover(path: str | Path, log=print) -> bool:
     best = max(complete, key=lambda c: (_step(c), c == path), default=None)
     if best is not None and best != path:
         if path.exists():
+            check_destination(path, replace=True)  # a folder that is not a checkpoint is never moved aside
             aside = path.with_name(f".{path.name}.old-{os.getpid()}-{time.time_ns()}")
             os.replace(path, aside)
             siblings.append(aside)

@@ -395,9 +395,13 @@ def import_classifier(path: str | Path, ema: bool = True, names: Sequence[str] |
 
 
 def import_diffae_folder(ckpt: str | Path, out: str | Path, latent: str | Path | None = None,
-                         classifier: str | Path | None = None, image_size: int | None = None) -> Path:
-    """Convert a DiffAE release into our checkpoint folder (raw + EMA), with latent stats and directions when given."""
+                         classifier: str | Path | None = None, image_size: int | None = None,
+                         force: bool = False) -> Path:
+    """Convert a DiffAE release into our checkpoint folder (raw + EMA), with latent stats and directions when given.
+
+    ``out`` must be new or empty, or a checkpoint folder replaced with ``force``; anything else is refused untouched."""
     ckpt, out = Path(ckpt), Path(out)
+    ckpt_io.check_destination(out, replace=force, flag="--force")
     ck = read_diffae_checkpoint(ckpt)
     raw, ema = _models(ck, str(ckpt), image_size, [False, True])
     hp = _hparams(ck)
@@ -431,7 +435,7 @@ def _check_width(shape, model: HDAE, path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``hdae import-diffae CKPT [--latent PKL] [--classifier CKPT] --out DIR``."""
+    """``hdae import-diffae CKPT [--latent PKL] [--classifier CKPT] --out DIR [--force]``."""
     p = argparse.ArgumentParser(
         prog="hdae import-diffae",
         description="Convert an official DiffAE autoencoder checkpoint (last.ckpt), optionally with its "
@@ -442,10 +446,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--latent", type=Path, help="DiffAE latent.pkl (code statistics) of the same autoencoder")
     p.add_argument("--classifier", type=Path, help="DiffAE attribute classifier, e.g. ffhq128_autoenc_cls/last.ckpt")
     p.add_argument("--image-size", type=int, help="override the image size (read from the hyper-parameters otherwise)")
-    p.add_argument("--out", type=Path, required=True, help="output checkpoint folder")
+    p.add_argument("--out", type=Path, required=True, help="output checkpoint folder (new or empty)")
+    p.add_argument("--force", action="store_true", help="replace the checkpoint already in --out")
     args = p.parse_args(argv)
     out = import_diffae_folder(args.checkpoint, args.out, latent=args.latent, classifier=args.classifier,
-                               image_size=args.image_size)
+                               image_size=args.image_size, force=args.force)
     meta = ckpt_io.read_config(out)
     m = meta["model"]
     print(f"wrote {out}: dae {m['image_size']} px, channel_mult {tuple(m['channel_mult'])}, "

@@ -52,8 +52,3 @@ def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
     x = x.clone()
     dist.all_reduce(x)
     return x / world_size()
-
-
-def cleanup() -> None:
-    if is_dist():
-        dist.destroy_process_group()

@@ -1,4 +1,4 @@
-"""One line naming the machine a run or a benchmark used (model cards, bench tables)."""
+"""The machine a run or a benchmark used, in one line (model cards, bench tables), and the precision it runs at."""
 from __future__ import annotations
 
 import os
@@ -22,3 +22,15 @@ def describe_hardware(device: torch.device | None = None) -> str:
     if device is not None and device.type == "cuda":
         text = f"{torch.cuda.get_device_name(device)} ({text})"
     return f"{text}, torch {torch.__version__}"
+
+
+AMP_DTYPES: dict[str, torch.dtype | None] = {"bf16": torch.bfloat16, "fp16": torch.float16, "none": None}
+
+
+def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``amp`` (auto | bf16 | fp16 | none) on ``device``: auto is bf16 on CUDA, none elsewhere."""
+    if amp == "auto":
+        amp = "bf16" if device.type == "cuda" else "none"
+    if amp not in AMP_DTYPES:
+        raise ValueError(f"amp must be auto, {', '.join(AMP_DTYPES)}; got {amp!r}")
+    return AMP_DTYPES[amp]

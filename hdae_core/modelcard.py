@@ -1,6 +1,7 @@
 """Ship a trained run as a demo model: EMA weights, metrics, a measured quality check and a model card."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -9,20 +10,28 @@ import torch
 from tqdm.auto import tqdm
 
 from . import checkpoint as ck
+from .config import PRESETS, ModelConfig, TrainConfig
 from .data import Shapes
+from .data.source import is_shapes
 from .evaluation import mean_colour_mse
 from .hardware import describe_hardware
+from .train import held_out_batch
 
 
 @torch.no_grad()
-def quality_check(model, n: int = 256, seed: int = 10_000, batch_size: int = 64, progress: bool = True) -> dict:
-    """The shipping bar on n held-out shapes: random-x_T MSE at T = 20 and 100, encoded-x_T MSE at T = 100.
+def quality_check(model, n: int = 256, seed: int = 10_000, batch_size: int = 64, progress: bool = True,
+                  images: torch.Tensor | None = None) -> dict:
+    """The shipping bar on n held-out shapes (or on ``images``, the first n of them): random-x_T MSE at T = 20 and
+    100, encoded-x_T MSE at T = 100.
 
     The encoded x_T comes from the model's default (refined) inversion; the same measure with DiffAE's
     inversion is reported beside it as ``mse_encoded_T100_diffae_inversion`` with its own verdict.
     """
     dev = next(model.parameters()).device
-    x = Shapes(size=model.config.image_size, seed=seed).batch(list(range(n)))["image"].to(dev)
+    if images is None:
+        images = Shapes(size=model.config.image_size, seed=seed).batch(list(range(n)))["image"]
+    x = images[:n].to(dev)
+    n = len(x)
     g = torch.Generator().manual_seed(seed)
     noise = torch.randn(x.shape, generator=g).to(dev)
     sums = {"mse_random_T20": 0.0, "mse_random_T100": 0.0, "mse_encoded_T100": 0.0,
@@ -46,23 +55,47 @@ def quality_check(model, n: int = 256, seed: int = 10_000, batch_size: int = 64,
     return out
 
 
+def preset_name(cfg: ModelConfig) -> str | None:
+    """The preset ``cfg`` was built from (its variant and prediction aside), or None for another architecture."""
+    for name, preset in PRESETS.items():
+        if dataclasses.replace(preset, variant=cfg.variant, prediction=cfg.prediction) == cfg:
+            return name
+    return None
+
+
+def check_export_destination(run_dir: str | Path, dest: str | Path, force: bool = False) -> None:
+    """Refuse a destination that is the run folder, inside it or above it, or that holds anything but a checkpoint
+    (which only ``force`` replaces); nothing is written."""
+    run, to = Path(run_dir).resolve(), Path(dest).resolve()
+    if to == run or run in to.parents or to in run.parents:
+        raise ck.DestinationError(f"{dest}: is the run folder {run_dir}, inside it or above it; nothing was written, "
+                                  "export into another folder")
+    ck.check_destination(dest, replace=force, flag="--force")
+
+
 def export_run(run_dir: str | Path, dest: str | Path, command: str | list[str], n_eval: int = 256,
-               progress: bool = True, device: str | None = None, note: str | None = None) -> dict:
+               progress: bool = True, device: str | None = None, note: str | None = None,
+               force: bool = False) -> dict:
     """Copy a run's EMA model, metrics CSV and a model card with the quality check into ``dest``.
 
     ``command`` is the training command, or the commands in order when the run was resumed with
-    other settings (e.g. a CPU start continued on a GPU at a larger batch).
+    other settings (e.g. a CPU start continued on a GPU at a larger batch). ``dest`` must be new or
+    empty, or a checkpoint folder replaced with ``force``; the card describes the run's own config and data.
     """
     commands = [command] if isinstance(command, str) else list(command)
     if not commands or not all(c.strip() for c in commands):
         raise ValueError("export needs the training command(s) for the model card, got none")
     run_dir, dest = Path(run_dir), Path(dest)
+    check_export_destination(run_dir, dest, force)
     meta = ck.read_config(run_dir / "checkpoint")
     model = ck.load(run_dir / "checkpoint", ema=True)
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    q = quality_check(model.to(dev), n=n_eval, progress=progress)
-    model.cpu()
     extra = meta["extra"]
+    train_cfg = TrainConfig.from_dict(extra["train"]) if isinstance(extra.get("train"), dict) else None
+    shapes = train_cfg is None or is_shapes(train_cfg.data)
+    held_out = None if shapes else held_out_batch(train_cfg, run_dir)
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    q = quality_check(model.to(dev), n=n_eval, progress=progress, images=held_out)
+    model.cpu()
     info = {"images_seen": extra["images"], "steps": extra["step"], "wall_s": extra["wall_s"],
             "hardware": extra.get("hardware") or describe_hardware(), "quality_check_on": describe_hardware(dev),
             "command": commands[0] if len(commands) == 1 else commands, "note": note, "quality": q}
@@ -77,11 +110,29 @@ def export_run(run_dir: str | Path, dest: str | Path, command: str | list[str], 
     else:
         command_lines = "- commands, in order (each resumed the run where the one before stopped):\n" + "\n".join(
             f"  {i}. `{c}`" for i, c in enumerate(commands, 1))
+    preset = preset_name(cfg)
+    arch = (f"at preset `{preset}`" if preset else
+            f"with its own architecture (model channels {cfg.model_channels}, multipliers "
+            f"{','.join(map(str, cfg.channel_mult))})")
+    if train_cfg is None:
+        data = "on data the checkpoint does not record"
+    elif shapes:
+        data = f"on the built-in `Shapes(size={cfg.image_size}, seed={train_cfg.seed})`"
+    else:
+        data = f"on the images of `{train_cfg.data}`, less the {len(held_out)} held out for evaluation (`heldout.txt`)"
+    if not meta.get("has_ema"):
+        weights = "the run's weights; it kept no EMA"
+    elif train_cfg is not None and train_cfg.ema_decay == 0:
+        weights = "the run's weights: its EMA decay was 0"
+    else:
+        weights = "the EMA weights"
+    checked_on = (f"{q['n_images']} held-out shapes, seed 10000" if shapes else
+                  f"{q['n_images']} of the run's held-out images of `{train_cfg.data}`")
     card = f"""# {dest.name}
 
-Variant `{cfg.variant}` at preset `shapes32` ({cfg.image_size} px), trained on the built-in `Shapes(size={cfg.image_size}, seed=0)`.
+Variant `{cfg.variant}` {arch} ({cfg.image_size} px), trained {data}.
 {prediction}
-Files: `config.json` + `model.safetensors` (the EMA weights), `metrics.csv` (the training log),
+Files: `config.json` + `model.safetensors` ({weights}), `metrics.csv` (the training log),
 `quality.json` (the check below).
 
 {command_lines}
@@ -90,7 +141,7 @@ Files: `config.json` + `model.safetensors` (the EMA weights), `metrics.csv` (the
 - hardware: {info['hardware']}
 - quality check run on: {info['quality_check_on']}
 {f"- note: {note}" + chr(10) if note else ""}
-## Quality check ({q['n_images']} held-out shapes, seed 10000; MSE on the [-1, 1] scale)
+## Quality check ({checked_on}; MSE on the [-1, 1] scale)
 
 | measure | value |
 |---|---|

@@ -8,6 +8,7 @@ import os
 import signal
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -21,9 +22,11 @@ from tqdm.auto import tqdm
 from . import checkpoint as ckpt
 from . import dist
 from .config import TrainConfig
-from .data import Shapes
+from .data import BadImageError, Shapes
 from .data import make_dataset as open_dataset
-from .hardware import describe_hardware
+from .data.images import to_tensor
+from .data.source import is_shapes
+from .hardware import amp_dtype, describe_hardware
 from .metrics import lpips
 from .model import HDAE
 from .optim import EMA, make_optimizer
@@ -166,13 +169,6 @@ def batches(dataset, cfg: TrainConfig, start_step: int, device: torch.device) ->
                 step += 1
 
 
-def _amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
-    mode = cfg.amp
-    if mode == "auto":
-        mode = "bf16" if device.type == "cuda" else "none"
-    return {"bf16": torch.bfloat16, "fp16": torch.float16, "none": None}[mode]
-
-
 def optimizer_tensors(model: nn.Module, opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
     """Adam's state as a flat name → tensor dict for safetensors."""
     out = {}
@@ -275,23 +271,101 @@ def _eval_and_grid(ema_model: HDAE, x_eval: torch.Tensor, cfg: TrainConfig, out:
     return metrics
 
 
+HELDOUT_FILE = "heldout.txt"
+
+
 def make_dataset(cfg: TrainConfig):
-    """The training set: the built-in shapes unless ``cfg.data`` names a folder or LMDB."""
-    if cfg.data is None or str(cfg.data).lower() == "shapes":
+    """The whole data set: the built-in shapes unless ``cfg.data`` names a folder or LMDB."""
+    if is_shapes(cfg.data):
         return Shapes(size=cfg.model.image_size, seed=cfg.seed)
     if cfg.on_bad_image not in ("error", "skip"):
         raise ValueError(f"on_bad_image must be error or skip, got {cfg.on_bad_image!r}")
     return open_dataset(cfg.data, cfg.model.image_size, on_error="raise" if cfg.on_bad_image == "error" else "skip",
-                 convert_mode=cfg.convert_images)
+                        convert_mode=cfg.convert_images)
 
 
-def held_out_batch(cfg: TrainConfig) -> torch.Tensor:
-    """A fixed evaluation batch: shapes from another seed, or the data set's last images."""
-    if cfg.data is None:
+def held_out_split(dataset, cfg: TrainConfig, run_dir: str | Path | None = None) -> tuple[list[int], torch.Tensor]:
+    """The ``eval_size`` items of a folder or LMDB that evaluation uses and training never sees, and their images
+    (unflipped): as listed in ``run_dir/heldout.txt`` when the run has one, else the first usable items of a
+    permutation seeded by the run's seed."""
+    n = len(dataset)
+    listed = Path(run_dir) / HELDOUT_FILE if run_dir is not None else None
+    if listed is not None and listed.is_file():
+        names = [line for line in listed.read_text().splitlines() if line]
+        where = {dataset.item_name(i): i for i in range(n)}
+        missing = [name for name in names if name not in where]
+        if missing:
+            raise ValueError(f"{listed}: {len(missing)} held-out image(s) are not in {cfg.data} (e.g. {missing[0]}); "
+                             "resume with the data the run started with")
+        idx = [where[name] for name in names]
+        return idx, torch.stack([to_tensor(dataset.load_image(i)) for i in idx])
+    if cfg.eval_size >= n:
+        raise ValueError(f"{cfg.data}: {n} image(s) leave none to train on once --eval-size {cfg.eval_size} are held "
+                         "out for evaluation; lower --eval-size or add images")
+    idx, images = [], []
+    for i in torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed + 10_000)).tolist():
+        try:
+            images.append(to_tensor(dataset.load_image(i)))
+        except BadImageError:
+            if dataset.on_error == "raise":
+                raise
+            continue  # training meets it too, and counts it as skipped
+        idx.append(i)
+        if len(idx) == cfg.eval_size:
+            break
+    if not idx:
+        raise ValueError(f"{cfg.data}: no usable image to hold out for evaluation")
+    return idx, torch.stack(images)
+
+
+def held_out_batch(cfg: TrainConfig, run_dir: str | Path | None = None) -> torch.Tensor:
+    """The fixed evaluation batch: shapes from another seed, or the held-out images of a folder or LMDB
+    (those listed in ``run_dir/heldout.txt`` when given)."""
+    if is_shapes(cfg.data):
         return Shapes(size=cfg.model.image_size, seed=cfg.seed + 10_000).batch(list(range(cfg.eval_size)))["image"]
-    ds = make_dataset(cfg)
-    idx = range(max(0, len(ds) - cfg.eval_size), len(ds))
-    return torch.stack([ds[i]["image"] for i in idx])
+    return held_out_split(make_dataset(cfg), cfg, run_dir)[1]
+
+
+class TrainSplit(Dataset):
+    """The items of a folder or LMDB at ``positions``: a bad image is replaced by the next usable one of the
+    split (never by a held-out one, as the data set's own skipping might)."""
+
+    def __init__(self, dataset, positions: list[int]):
+        self.dataset, self.positions = dataset, positions
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __getitem__(self, i: int) -> dict:
+        for offset in range(len(self.positions)):
+            p = self.positions[(i + offset) % len(self.positions)]
+            item = self.dataset[p]
+            if item.get("index", p) == p:
+                return item
+        raise RuntimeError(f"{self.dataset!r}: every one of the {len(self)} training images is unusable")
+
+    skipped = property(lambda self: self.dataset.skipped)
+    upscaled = property(lambda self: self.dataset.upscaled)
+
+
+def run_data(cfg: TrainConfig, out: Path):
+    """(training set, rank 0's evaluation batch). A folder or LMDB run holds out ``eval_size`` images: they are
+    listed in ``out/heldout.txt``, which ``--resume`` reads back, and the training set leaves them out."""
+    dataset = make_dataset(cfg)
+    if is_shapes(cfg.data):
+        return dataset, held_out_batch(cfg) if dist.rank() == 0 else None
+    x_eval = None
+    if dist.rank() == 0:  # chooses and lists the split; the other ranks read the list
+        idx, x_eval = held_out_split(dataset, cfg, out)
+        if not (out / HELDOUT_FILE).is_file():
+            tmp = out / f".{HELDOUT_FILE}.tmp"
+            tmp.write_text("".join(f"{dataset.item_name(i)}\n" for i in idx))
+            os.replace(tmp, out / HELDOUT_FILE)
+    dist.barrier()
+    if dist.rank() != 0:
+        idx, _ = held_out_split(dataset, cfg, out)
+    held = set(idx)
+    return TrainSplit(dataset, [i for i in range(len(dataset)) if i not in held]), x_eval
 
 
 class StopSignal:
@@ -329,194 +403,270 @@ class StopSignal:
         return signal.Signals(self.received).name if self.received is not None else ""
 
 
+RUN_MARKERS = ("train.json", "metrics.csv", HELDOUT_FILE, "checkpoint", ".checkpoint.old-*", ".checkpoint.tmp-*")
+
+
+def is_run_folder(out: Path) -> bool:
+    """Whether ``out`` is a folder ``hdae train`` wrote (one of its files, its checkpoint or a save's sibling), and
+    not itself a checkpoint (an export holds a metrics.csv too)."""
+    return out.is_dir() and not ckpt.is_checkpoint(out) and any(next(out.glob(m), None) for m in RUN_MARKERS)
+
+
+def check_run_folder(out: Path, resume: bool) -> None:
+    """Refuse ``out`` unless it is new, empty, or a run folder continued with ``--resume``; nothing is written."""
+    if not out.exists() and not out.is_symlink():
+        return
+    if not out.is_dir():
+        raise ckpt.DestinationError(f"{out}: exists and is not a folder; choose a new or empty --out")
+    if ckpt.is_empty_folder(out, ignore=(LOCK_FILE,)):
+        return
+    if not is_run_folder(out):
+        raise ckpt.DestinationError(f"{out}: holds files that are not an hdae training run; nothing was written, "
+                                    "choose a new or empty --out")
+    if not resume:
+        raise ckpt.DestinationError(f"{out}: already holds a training run; pass --resume to continue it, "
+                                    "or choose a new or empty --out")
+
+
 def train(cfg: TrainConfig, resume: bool = False) -> Path:
-    """Train, writing checkpoints, ``metrics.csv`` and grids to ``cfg.out``; returns the checkpoint folder."""
+    """Train, writing checkpoints, ``metrics.csv`` and grids to ``cfg.out``; returns the checkpoint folder.
+
+    ``cfg.out`` must be new or empty, or (with ``resume``) a run folder; anything else is refused untouched."""
+    out = Path(cfg.out)
+    check_run_folder(out, resume)
     device = dist.init(cfg.device)
     world = dist.world_size()
     if cfg.batch_size % world:
         raise ValueError(f"batch_size {cfg.batch_size} does not split over {world} processes")
-    out = Path(cfg.out)
+    lock = None
     if dist.rank() == 0:
         out.mkdir(parents=True, exist_ok=True)
-    lock = lock_run_folder(out) if dist.rank() == 0 else None
-    dist.barrier()
+        lock = lock_run_folder(out)
     try:
+        if lock is not None:
+            check_run_folder(out, resume)  # again, now that no other run can write here
+        dist.barrier()
         return _train(cfg, resume, device, world, out)
     finally:
         if lock is not None:
             lock.close()  # releases the flock, also when the run raised
 
 
-def _train(cfg: TrainConfig, resume: bool, device: torch.device, world: int, out: Path) -> Path:
-    ck_dir = out / "checkpoint"
-    torch.manual_seed(cfg.seed)
-    model = HDAE(cfg.model)
-    start_step, images, wall0 = 0, 0, 0.0
-    opt_state = None
-    ema_updates = 0
-    if resume:
-        if dist.rank() == 0:
-            # a kill during a save can leave the newest complete checkpoint in a hidden sibling folder
-            ckpt.recover(ck_dir, log=dist.print0)
-        dist.barrier()
-    if resume and (ck_dir / ckpt.CONFIG_FILE).exists():
-        meta = ckpt.read_config(ck_dir)
-        extra = meta.get("extra", {})
-        if "train" not in extra or not (ck_dir / "optimizer.safetensors").is_file():
-            raise ckpt.CheckpointError(
-                f"{ck_dir}: holds a model without training state (an exported or imported model: no train config, "
-                "step or optimizer), so it can't be resumed; start a new run with another --out, or drop --resume "
-                "after moving that folder away")
-        saved = TrainConfig.from_dict(extra["train"])
-        if saved.model != cfg.model:
-            raise ValueError(f"{ck_dir}: checkpoint was trained with another model config; "
-                             f"resume with the same preset and variant, or choose a new --out")
-        model = ckpt.load(ck_dir, ema=False)
-        ema_model = ckpt.load(ck_dir, ema=True)
-        opt_state = ckpt.read_tensors(ck_dir, "optimizer.safetensors")
-        start_step = meta["extra"]["step"]
-        images = meta["extra"]["images"]
-        wall0 = meta["extra"]["wall_s"]
-        ema_updates = meta["extra"]["ema_updates"]
-    elif resume:
-        dist.print0(f"no checkpoint in {ck_dir}: starting a new run")
+@dataclass
+class Resumed:
+    """What a run's checkpoint carries into its continuation."""
 
+    model: HDAE
+    ema_model: HDAE
+    optimizer: dict[str, torch.Tensor]
+    step: int
+    images: int
+    wall_s: float
+    ema_updates: int
+    hardware: str | None
+
+
+def load_resume(cfg: TrainConfig, ck_dir: Path) -> Resumed | None:
+    """The state to continue from ``ck_dir`` (after putting back a checkpoint a kill left aside), or None."""
+    if dist.rank() == 0:
+        # a kill during a save can leave the newest complete checkpoint in a hidden sibling folder
+        ckpt.recover(ck_dir, log=dist.print0)
+    dist.barrier()
+    if not (ck_dir / ckpt.CONFIG_FILE).exists():
+        dist.print0(f"no checkpoint in {ck_dir}: starting a new run")
+        return None
+    extra = ckpt.read_config(ck_dir).get("extra", {})
+    if "train" not in extra or not (ck_dir / "optimizer.safetensors").is_file():
+        raise ckpt.CheckpointError(
+            f"{ck_dir}: holds a model without training state (an exported or imported model: no train config, "
+            "step or optimizer), so it can't be resumed; start a new run with another --out, or drop --resume "
+            "after moving that folder away")
+    if TrainConfig.from_dict(extra["train"]).model != cfg.model:
+        raise ValueError(f"{ck_dir}: checkpoint was trained with another model config; "
+                         f"resume with the same preset and variant, or choose a new --out")
+    return Resumed(ckpt.load(ck_dir, ema=False), ckpt.load(ck_dir, ema=True),
+                   ckpt.read_tensors(ck_dir, "optimizer.safetensors"), extra["step"], extra["images"],
+                   extra["wall_s"], extra["ema_updates"], extra.get("hardware"))
+
+
+def hardware_line(device: torch.device, resumed: Resumed | None) -> str:
+    """The machines the run has seen, in order; a resume on the same machine adds nothing."""
+    here = describe_hardware(device)
+    if resumed is None or not resumed.step:
+        return here
+    saved = resumed.hardware or here
+    return saved if saved.rsplit("; resumed on ", 1)[-1] == here else f"{saved}; resumed on {here}"
+
+
+def check_loss(lv: float, level: float | None, step: int, cfg: TrainConfig, ck_dir: Path) -> float:
+    """Raise TrainingDiverged on a non-finite or exploding loss; return the loss's new running level."""
+    if not math.isfinite(lv):
+        raise TrainingDiverged(
+            f"non-finite loss ({lv}) at step {step}; the last good checkpoint in {ck_dir} is kept. "
+            "Lower --lr, use --amp none, or check the data for NaNs."
+        )
+    if cfg.diverge_factor and level is not None and lv > cfg.diverge_factor * level and lv > 10.0:
+        raise TrainingDiverged(
+            f"loss exploded at step {step}: {lv:.3g}, {lv / level:.2g} times its running level {level:.3g}; "
+            f"the last good checkpoint in {ck_dir} is kept. Lower --lr (it is {cfg.lr:g})."
+        )
+    return lv if level is None else 0.9 * level + 0.1 * lv
+
+
+def optimizer_step(loss: torch.Tensor, model: nn.Module, opt: torch.optim.Optimizer,
+                   scaler: torch.amp.GradScaler | None, grad_clip: float) -> None:
+    """Backward, clip the gradient norm to ``grad_clip`` and step; with fp16's scaler, unscaled before clipping."""
+    opt.zero_grad(set_to_none=True)
+    if scaler is None:
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), grad_clip, foreach=True)
+        opt.step()
+        return
+    scaler.scale(loss).backward()
+    scaler.unscale_(opt)
+    nn.utils.clip_grad_norm_(model.parameters(), grad_clip, foreach=True)
+    scaler.step(opt)
+    scaler.update()
+
+
+def should_stop(cfg: TrainConfig, done: int, t_start: float, stop: "StopSignal",
+                device: torch.device) -> tuple[bool, bool]:
+    """(time limit reached, signal received) after step ``done``; across processes both are decided at log
+    steps and shared, so every rank stops at the same step."""
+    log_step = done % cfg.log_every == 0
+    time_up = bool(cfg.max_minutes) and log_step and time.time() - t_start >= 60 * cfg.max_minutes
+    signalled = stop.received is not None
+    if dist.is_dist():
+        signalled = signalled and log_step
+        if log_step:
+            flags = dist.all_reduce_mean(torch.tensor([float(time_up), float(signalled)], device=device))
+            time_up, signalled = bool(flags[0].item() > 0), bool(flags[1].item() > 0)
+    return time_up, signalled
+
+
+class RunLog:
+    """Rank 0's record of a run (``metrics.csv``, TensorBoard, the progress bar) and the loss averaged between rows."""
+
+    def __init__(self, cfg: TrainConfig, out: Path, start_step: int, resume: bool, device: torch.device):
+        rank0 = dist.rank() == 0
+        self.csv = MetricsLog(out / "metrics.csv", start_step if resume else None) if rank0 else None
+        self.tb = None
+        if cfg.tensorboard and rank0:
+            try:  # tensorboard is optional: without it the run logs to metrics.csv only
+                from torch.utils.tensorboard import SummaryWriter
+                self.tb = SummaryWriter(str(out / "tb"))
+            except ImportError:
+                pass
+        self.bar = (tqdm(total=cfg.steps, initial=start_step, desc=f"train {cfg.model.variant}", unit="step")
+                    if cfg.progress and rank0 else None)
+        self.loss_sum, self.n = torch.zeros((), device=device), 0
+        self.t_last, self.images = time.time(), 0
+
+    def add(self, loss: torch.Tensor, images: int) -> None:
+        self.loss_sum += loss.detach()
+        self.n += 1
+        self.images += images
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def log_row(self, step: int, images: int, wall_s: float, lr: float, evaluate=None) -> None:
+        """One row: the loss averaged over steps and ranks since the last row, throughput, and ``evaluate()``'s
+        metrics when given (called on rank 0 only). Every rank must call it (the loss is all-reduced)."""
+        loss = dist.all_reduce_mean(self.loss_sum / max(self.n, 1)).item()
+        rate = self.images / max(time.time() - self.t_last, 1e-9)
+        row = {"step": step, "images": images, "wall_s": round(wall_s, 2), "loss": loss, "img_s": round(rate, 2),
+               "lr": lr}
+        if self.csv is not None:
+            if evaluate is not None:
+                row.update(evaluate())
+            self.csv.write(row)
+            for k, v in row.items():
+                if self.tb is not None and k != "step":
+                    self.tb.add_scalar(k, v, step)
+            if self.bar is not None:
+                self.bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{rate:.1f}")
+        self.t_last, self.images = time.time(), 0
+        self.loss_sum.zero_()
+        self.n = 0
+
+    def close(self) -> None:
+        for f in (self.bar, self.tb):
+            if f is not None:
+                f.close()
+
+
+def _train(cfg: TrainConfig, resume: bool, device: torch.device, world: int, out: Path) -> Path:
+    ck_dir, rank = out / "checkpoint", dist.rank()
+    # the model, its EMA and Adam: new, or as the run's checkpoint left them
+    torch.manual_seed(cfg.seed)
+    resumed = load_resume(cfg, ck_dir) if resume else None
+    start_step = resumed.step if resumed else 0
+    images, wall0 = (resumed.images, resumed.wall_s) if resumed else (0, 0.0)
+    model = resumed.model if resumed else HDAE(cfg.model)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels once
-    hardware = describe_hardware(device)
-    if resume and start_step:
-        saved = meta["extra"].get("hardware", hardware)
-        # the machines the run has seen, in order; a resume on the same machine adds nothing
-        if saved.rsplit("; resumed on ", 1)[-1] != hardware:
-            hardware = f"{saved}; resumed on {hardware}"
-        else:
-            hardware = saved
+    hardware = hardware_line(device, resumed)
     model.to(device).train()
-    ema = EMA(model, cfg.ema_decay, cfg.ema_warmup, ema_updates)
-    if opt_state is not None:
-        ema.model.load_state_dict(ema_model.state_dict())
+    ema = EMA(model, cfg.ema_decay, cfg.ema_warmup, resumed.ema_updates if resumed else 0)
+    if resumed:
+        ema.model.load_state_dict(resumed.ema_model.state_dict())
     ema.model.to(device)
     cl = cfg.channels_last == "on" or (cfg.channels_last == "auto" and device.type == "cuda")
     if cl:
         model.to(memory_format=torch.channels_last)
     opt = make_optimizer(model, cfg.lr)
-    if opt_state is not None:
-        load_optimizer_tensors(model, opt, opt_state)
-    amp = _amp_dtype(cfg, device)
+    if resumed:
+        load_optimizer_tensors(model, opt, resumed.optimizer)
+    amp = amp_dtype(cfg.amp, device)
     scaler = torch.amp.GradScaler(device.type) if amp == torch.float16 else None
     net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None) if dist.is_dist() else model
     step_fn = torch.compile(net, mode=cfg.compile_mode) if cfg.compile else net
 
-    if dist.rank() == 0:
+    # the data (the held-out images listed first) and the run's record: train.json, metrics.csv
+    dataset, x_eval = run_data(cfg, out)
+    x_eval = x_eval.to(device) if x_eval is not None else None
+    if rank == 0:
         (out / "train.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
-    log = MetricsLog(out / "metrics.csv", start_step if resume else None) if dist.rank() == 0 else None
-    tb = None
-    if cfg.tensorboard and dist.rank() == 0:
-        try:  # tensorboard is optional: without it the run logs to metrics.csv only
-            from torch.utils.tensorboard import SummaryWriter
-            tb = SummaryWriter(str(out / "tb"))
-        except ImportError:
-            pass
-    x_eval = held_out_batch(cfg).to(device) if dist.rank() == 0 else None
-    dataset = make_dataset(cfg)
+    log = RunLog(cfg, out, start_step, resume, device)
     data = batches(dataset, cfg, start_step, device)
 
-    rank = dist.rank()
-    bar = None
-    if cfg.progress and rank == 0:
-        bar = tqdm(total=cfg.steps, initial=start_step, desc=f"train {cfg.model.variant}", unit="step")
-    t_start, t_log, img_log = time.time(), time.time(), 0
-    loss_acc = torch.zeros((), device=device)
-    n_acc = 0
-
-    def save_checkpoint(step):
-        if rank != 0:
-            return
-        extra = {"step": step, "images": images, "wall_s": wall0 + time.time() - t_start,
-                 "ema_updates": ema.updates, "train": cfg.to_dict(), "hardware": hardware}
-        ckpt.save(model, ck_dir, ema=ema.model, extra=extra,
-                  tensors={"optimizer.safetensors": optimizer_tensors(model, opt)})
-
-    level = None  # running level of the loss, for the explosion check
+    t_start, level = time.time(), None  # level: the loss's running level, for the explosion check
     stop = StopSignal().install()
     try:
         for step in range(start_step, cfg.steps):
+            # one step; its t, noise and dropout drawn from (seed, step), the global batch's dealt as its images
             x0 = next(data)
             if cl:
                 x0 = x0.contiguous(memory_format=torch.channels_last)
             g = torch.Generator().manual_seed(_step_seed(cfg.seed, step))
-            # the global batch's t and noise, dealt to ranks as the sampler deals images (rank::world)
             t = torch.randint(0, model.diffusion_config.T, (cfg.batch_size,), generator=g)[rank::world]
             noise = torch.randn((cfg.batch_size, *x0.shape[1:]), generator=g)[rank::world]
             t, noise = t.to(device), noise.to(device, x0.dtype)
-            torch.manual_seed(_step_seed(cfg.seed, step) + rank)  # dropout
+            torch.manual_seed(_step_seed(cfg.seed, step) + rank)
             with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
                 loss = step_fn(x0, t, noise).mean()
-            lv = loss.detach().float().item()
-            if not math.isfinite(lv):
-                raise TrainingDiverged(
-                    f"non-finite loss ({lv}) at step {step}; the last good checkpoint in {ck_dir} is kept. "
-                    "Lower --lr, use --amp none, or check the data for NaNs."
-                )
-            if cfg.diverge_factor and level is not None and lv > cfg.diverge_factor * level and lv > 10.0:
-                raise TrainingDiverged(
-                    f"loss exploded at step {step}: {lv:.3g}, {lv / level:.2g} times its running level {level:.3g}; "
-                    f"the last good checkpoint in {ck_dir} is kept. Lower --lr (it is {cfg.lr:g})."
-                )
-            level = lv if level is None else 0.9 * level + 0.1 * lv
-            opt.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.unscale_(opt)
-            else:
-                loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip, foreach=True)
-            if scaler is not None:
-                scaler.step(opt)
-                scaler.update()
-            else:
-                opt.step()
+            level = check_loss(loss.detach().float().item(), level, step, cfg, ck_dir)
+            optimizer_step(loss, model, opt, scaler, cfg.grad_clip)
             ema.update(model)
             images += cfg.batch_size
-            img_log += cfg.batch_size
-            loss_acc += loss.detach()
-            n_acc += 1
+            log.add(loss, cfg.batch_size)
             done = step + 1
-            if bar is not None:
-                bar.update(1)
-            log_step = done % cfg.log_every == 0
-            time_up = bool(cfg.max_minutes) and log_step and time.time() - t_start >= 60 * cfg.max_minutes
-            signalled = stop.received is not None
-            if dist.is_dist():
-                # decided at log steps and shared, so every rank stops at the same step
-                signalled = signalled and log_step
-                if log_step:
-                    flags = dist.all_reduce_mean(torch.tensor([float(time_up), float(signalled)], device=device))
-                    time_up, signalled = bool(flags[0].item() > 0), bool(flags[1].item() > 0)
+
+            # stop, log and evaluate (a signal wants its checkpoint soon: it skips the closing evaluation)
+            time_up, signalled = should_stop(cfg, done, t_start, stop, device)
             last = done == cfg.steps or time_up or signalled
-            # a signal wants the checkpoint soon: it skips the closing evaluation
             is_eval = bool(cfg.eval_every) and (done % cfg.eval_every == 0 or (last and not signalled))
             if done % cfg.log_every == 0 or last or is_eval:
-                l = dist.all_reduce_mean(loss_acc / max(n_acc, 1)).item()
-                now = time.time()
-                rate = img_log / max(now - t_log, 1e-9)
-                row = {"step": done, "images": images, "wall_s": round(wall0 + now - t_start, 2),
-                       "loss": l, "img_s": round(rate, 2), "lr": cfg.lr}
-                if rank == 0:
-                    if is_eval:
-                        row.update(_eval_and_grid(ema.model, x_eval, cfg, out, done))
-                    log.write(row)
-                    if tb is not None:
-                        for k2, v in row.items():
-                            if k2 != "step":
-                                tb.add_scalar(k2, v, done)
-                    if bar is not None:
-                        bar.set_postfix(loss=f"{l:.4f}", img_s=f"{rate:.1f}")
-                t_log, img_log = time.time(), 0
-                loss_acc.zero_()
-                n_acc = 0
+                log.log_row(done, images, wall0 + time.time() - t_start, cfg.lr,
+                            (lambda: _eval_and_grid(ema.model, x_eval, cfg, out, done)) if is_eval else None)
+
+            # checkpoint
             if done % cfg.ckpt_every == 0 or last:
-                save_checkpoint(done)
+                if rank == 0:
+                    extra = {"step": done, "images": images, "wall_s": wall0 + time.time() - t_start,
+                             "ema_updates": ema.updates, "train": cfg.to_dict(), "hardware": hardware}
+                    ckpt.save(model, ck_dir, ema=ema.model, extra=extra,
+                              tensors={"optimizer.safetensors": optimizer_tensors(model, opt)})
                 dist.barrier()
             if time_up:
                 dist.print0(f"time limit of {cfg.max_minutes} min reached at step {done}; checkpoint saved in {ck_dir}")
@@ -527,10 +677,7 @@ def _train(cfg: TrainConfig, resume: bool, device: torch.device, world: int, out
                 break
     finally:
         stop.restore()
-        if bar is not None:
-            bar.close()
-        if tb is not None:
-            tb.close()
+        log.close()
         _report_data(dataset, cfg)
     return ck_dir
 

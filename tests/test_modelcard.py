@@ -45,3 +45,37 @@ def test_export_records_every_command_of_a_resumed_run(tmp_path):
     assert info["command"] == cmds and load(tmp_path / "ship") is not None
     with pytest.raises(ValueError, match="command"):
         export_run(run, tmp_path / "ship2", command=[], n_eval=2, progress=False, device="cpu")
+
+
+def test_the_card_describes_the_runs_own_preset_data_and_weights(tmp_path):
+    from PIL import Image
+
+    from hdae_core import checkpoint as ck
+
+    data = tmp_path / "imgs"
+    data.mkdir()
+    for i in range(6):
+        Image.new("RGB", (16, 16), (40 * i, 90, 30)).save(data / f"{i}.png")
+    run = tmp_path / "run"
+    T.train(T.TrainConfig(model=ModelConfig.preset("tiny", "dae"), out=str(run), data=str(data), steps=1,
+                          batch_size=2, eval_every=0, eval_size=2, progress=False, tensorboard=False))
+    info = export_run(run, tmp_path / "ship", command="hdae train ...", n_eval=4, progress=False, device="cpu")
+    card = (tmp_path / "ship" / "README.md").read_text()
+    assert "preset `tiny`" in card and f"the images of `{data}`, less the 2 held out" in card
+    assert "shapes32" not in card and "Shapes" not in card and "the EMA weights" in card
+    assert info["quality"]["n_images"] == 2 and "2 of the run's held-out images" in card
+    # the same run's checkpoint without EMA weights
+    meta = ck.read_config(run / "checkpoint")
+    ck.save(ck.load(run / "checkpoint", ema=False), run / "checkpoint", extra=meta["extra"])
+    export_run(run, tmp_path / "ship2", command="hdae train ...", n_eval=2, progress=False, device="cpu")
+    card = (tmp_path / "ship2" / "README.md").read_text()
+    assert "EMA weights" not in card and "it kept no EMA" in card
+
+
+def test_a_shapes_card_names_the_seed_it_trained_on(tmp_path):
+    run = tmp_path / "run"
+    T.train(T.TrainConfig(model=ModelConfig.preset("tiny", "hdae_e"), out=str(run), steps=1, batch_size=2, seed=3,
+                          eval_every=0, progress=False, tensorboard=False))
+    export_run(run, tmp_path / "ship", command="hdae train ...", n_eval=2, progress=False, device="cpu")
+    card = (tmp_path / "ship" / "README.md").read_text()
+    assert "at preset `tiny` (16 px), trained on the built-in `Shapes(size=16, seed=3)`" in card

@@ -139,8 +139,8 @@ def _ddp_worker(rank, world, port, out):
     try:
         T.train(cfg(out, device="cpu"))
     finally:
-        from hdae_core import dist
-        dist.cleanup()
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
 
 
 @pytest.mark.slow
@@ -283,3 +283,80 @@ def test_signal_stops_with_a_checkpoint_at_the_current_step(tmp_path, sig):
     assert f"stopped by {sig}" in log
     step = ck.read_config(out / "checkpoint")["extra"]["step"]
     assert step >= 3 and step == losses(out)[-1][0]
+
+
+def test_shapes_by_name_and_by_default_evaluate_on_the_same_held_out_images():
+    by_default, by_name = T.held_out_batch(cfg("unused", eval_size=4)), T.held_out_batch(cfg("unused", data="shapes",
+                                                                                          eval_size=4))
+    assert torch.equal(by_default, by_name)
+    training = T.make_dataset(cfg("unused", data="shapes")).batch([0, 1, 2, 3])["image"]
+    assert not any(torch.equal(a, b) for a in by_name for b in training)
+
+
+def _colour_folder(root, n=10):
+    """``n`` images of one flat colour each, told apart by their red channel whichever way they are flipped."""
+    from PIL import Image
+
+    root.mkdir()
+    for i in range(n):
+        Image.new("RGB", (16, 16), (20 * i, 100, 50)).save(root / f"img{i:02d}.png")
+    return root
+
+
+def _reds(x):
+    return sorted({round(((v + 1) * 127.5).item()) for v in x[:, 0].mean(dim=(1, 2))})
+
+
+def test_a_folder_run_never_trains_on_its_held_out_images_and_lists_them(tmp_path, monkeypatch):
+    data = _colour_folder(tmp_path / "imgs")
+    seen = []
+    real = T.batches
+
+    def spy(dataset, c, start_step, device):
+        for x in real(dataset, c, start_step, device):
+            seen.append(x.clone())
+            yield x
+
+    monkeypatch.setattr(T, "batches", spy)
+    out = tmp_path / "r"
+    T.train(cfg(out, data=str(data), steps=6, batch_size=2, eval_size=3))  # 7 training images: 2 epochs
+    names = (out / T.HELDOUT_FILE).read_text().split()
+    assert len(names) == 3 and all((data / n).is_file() for n in names)
+    held = {20 * int(n[3:5]) for n in names}
+    trained = set(_reds(torch.cat(seen)))
+    assert trained.isdisjoint(held) and len(trained) >= 6
+    x_eval = T.held_out_batch(cfg(out, data=str(data), eval_size=3), out)
+    assert set(_reds(x_eval)) == held
+
+
+def test_resume_reads_the_held_out_list_back(tmp_path):
+    data = _colour_folder(tmp_path / "imgs")
+    out = tmp_path / "r"
+    T.train(cfg(out, data=str(data), steps=2, batch_size=2, eval_size=3, ckpt_every=2))
+    chosen = ["img09.png", "img00.png", "img04.png"]  # not what the seed picks: only read back can give these
+    (out / T.HELDOUT_FILE).write_text("\n".join(chosen) + "\n")
+    dataset, x_eval = T.run_data(cfg(out, data=str(data), eval_size=3), out)
+    assert _reds(x_eval) == [0, 80, 180] and len(dataset) == 7
+    assert 0 not in dataset.positions and 9 not in dataset.positions
+    T.train(cfg(out, data=str(data), steps=4, batch_size=2, eval_size=3, ckpt_every=2), resume=True)
+    assert (out / T.HELDOUT_FILE).read_text().split() == chosen
+    (out / T.HELDOUT_FILE).write_text("gone.png\n")
+    with pytest.raises(ValueError, match=r"heldout.txt: 1 held-out image\(s\) are not in .*gone.png"):
+        T.train(cfg(out, data=str(data), steps=6, batch_size=2, eval_size=3), resume=True)
+
+
+def test_an_lmdb_run_lists_its_held_out_keys(tmp_path):
+    from hdae_core.data import write_lmdb
+
+    write_lmdb(_colour_folder(tmp_path / "imgs"), tmp_path / "db", resolution=16, format="png")
+    dataset, x_eval = T.run_data(cfg(tmp_path, data=str(tmp_path / "db"), eval_size=3), tmp_path)
+    keys = (tmp_path / T.HELDOUT_FILE).read_text().split()
+    assert len(keys) == 3 and all(k.startswith("16-") for k in keys) and len(dataset) == 7
+    assert set(_reds(x_eval)) == {20 * int(k[3:]) for k in keys}
+    assert not {int(k[3:]) for k in keys} & set(dataset.positions)
+
+
+def test_a_folder_too_small_to_hold_out_is_refused(tmp_path):
+    data = _colour_folder(tmp_path / "imgs", n=3)
+    with pytest.raises(ValueError, match=r"imgs: 3 image\(s\) leave none to train on .*--eval-size 3"):
+        T.train(cfg(tmp_path / "r", data=str(data), eval_size=3, batch_size=2))
