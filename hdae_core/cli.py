@@ -130,7 +130,7 @@ def _model_json(text: str) -> dict:
 # a field missing here gets --field-name typed by its default, so a new field is an option at once.
 # `model` is built from --preset, --variant, --model-json and --prediction.
 TRAIN_OPTIONS: dict[str, dict] = {
-    "out": dict(required=True, type=_out_folder, help="run folder (checkpoint, metrics.csv, grids)"),
+    "out": dict(required=True, type=_out_folder, help="run folder, new or empty (checkpoint, metrics.csv, grids)"),
     "data": dict(type=_data, help="image folder or DiffAE LMDB; default: built-in shapes"),
     "steps": dict(type=POSITIVE_INT),
     "batch_size": dict(flag="--batch", type=POSITIVE_INT, help="global batch size"),
@@ -254,7 +254,7 @@ def _export(args) -> int:
     from .modelcard import export_run  # lazy: its evaluation imports pandas, ~0.7 s on every `hdae` start
 
     info = export_run(args.run, args.dest, command=args.command, n_eval=args.n_eval, device=args.device,
-                      note=args.note)
+                      note=args.note, force=args.force)
     print(json.dumps(info["quality"], indent=2))
     return 0
 
@@ -278,7 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--prediction", default=None, choices=["eps", "v"],
                    help="decoder output: eps (DiffAE, the default) or v (its decoder follows the codes far sooner)")
     add_train_config_options(t)
-    t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint when present")
+    t.add_argument("--resume", action="store_true",
+                   help="continue the run in OUT from its checkpoint (an existing run folder is refused without it)")
     t.set_defaults(func=_train)
 
     p = sub.add_parser("params", help="print the parameter count table (presets × variants)")
@@ -331,7 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("export", help="ship a run as a demo model (EMA weights, metrics, quality check, card)")
     e.add_argument("run", type=_existing, help="run folder written by `hdae train`")
-    e.add_argument("dest", help="destination, e.g. data/pretrained/shapes32_hdae_u")
+    e.add_argument("dest", help="destination, new or empty, e.g. data/pretrained/shapes32_hdae_u")
+    e.add_argument("--force", action="store_true", help="replace the checkpoint already in DEST")
     e.add_argument("--command", required=True, action="append",
                    help="the training command, recorded in the model card; repeat it, in order, for a run "
                         "resumed with other settings")
