@@ -303,6 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--no-progress", action="store_true")
     f.add_argument("--pretrained-dir", default=None, help="folder of the demo models (default data/pretrained)")
     f.add_argument("--kernel", default="hdae", help="Jupyter kernel the notebooks run with (make venv registers 'hdae')")
+    f.add_argument("--overwrite", action="store_true",
+                   help="write into an --out that holds an earlier hdae report (its notebooks' results are replaced)")
     f.add_argument("--strict", action="store_true",
                    help="exit non-zero when a notebook is degraded (it ran, but one of its checks failed)")
     f.add_argument("--inception-weights", default=None, metavar="PATH", type=_existing,

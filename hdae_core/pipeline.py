@@ -11,6 +11,7 @@ import shutil
 import sys
 import time
 import warnings
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
@@ -23,65 +24,73 @@ from tqdm.auto import tqdm
 from . import checkpoint as ckpt_io
 from . import pretrained
 from .checks import verdict
+from .locking import lock_folder
 from .data import open_data
 from .pretrained import REPO_DIR, repo_path
 
 NOTEBOOK_DIR = REPO_DIR / "notebooks"
-NOTEBOOKS = (
-    "00_tour", "01_train", "02_ablation", "03_reconstruction", "04_hierarchy",
-    "05_directions", "06_editing", "07_editor", "08_layout", "09_sampling",
-)
 RAN = ("ok", "degraded")  # statuses of a notebook that ran to the end (failed / missing: it did not)
 WORK = "_tmp"  # reports/_tmp: models, oracles and runs the notebooks train, reused across runs
 
 KERNEL = "hdae"  # registered by `make venv` (ipykernel install --sys-prefix --name hdae)
 
-# Per-profile notebook parameters. "full" runs each notebook with its own defaults: it passes only where
-# things go (placeholders filled in by ``run``: {out} the notebook's report folder, {reports} the reports
-# folder, {work} reports/_tmp) and which models to load ({hdae_u} / {dae}: the shipped demo models, or
-# the stand-ins when they are missing). "smoke" shrinks every study to tiny 16 px models and 2–3 DDIM steps.
-_WHERE = {"out_dir": "{out}"}
-_MODELS = {"checkpoint_hdae": "{hdae_u}", "checkpoint_dae": "{dae}"}
-_FULL: dict[str, dict[str, Any]] = {
-    "00_tour": {"checkpoint_hdae": "{hdae_u}"},
-    "01_train": {"out": "{work}/01_train/run"},
-    "02_ablation": {"work_dir": "{work}/02_ablation"},
-    "03_reconstruction": _MODELS,
-    "04_hierarchy": {"checkpoint_hdae": "{hdae_u}"},
-    "05_directions": _MODELS,
-    "06_editing": {**_MODELS, "directions_dir": "{reports}/05_directions", "oracle_dir": "{work}/oracle"},
-    "07_editor": {"checkpoint": "{hdae_u}", "oracle_dir": "{work}/oracle"},
-    "08_layout": {"checkpoint_hdae": "{hdae_u}", "oracle_dir": "{work}/oracle"},
-    "09_sampling": {**_MODELS, "oracle_dir": "{work}/oracle"},
-}
-_SMOKE: dict[str, dict[str, Any]] = {
-    "00_tour": {"n_images": 2, "steps": 3},
-    "01_train": {"preset": "tiny", "variant": "hdae_u", "steps": 4, "batch_size": 8, "eval_every": 2, "eval_size": 4,
-                 "eval_steps": 2, "log_every": 1, "reference": ""},
-    "02_ablation": {"retrain": True, "preset": "tiny", "steps": 2, "batch_size": 4, "eval_every": 1, "eval_size": 2,
-                    "eval_steps": 2},
-    "03_reconstruction": {"n_images": 6, "steps": [2, 3], "n_show": 4, "batch_size": 6},
-    "04_hierarchy": {"n_pairs": 2, "n_frames": 4, "steps": 2},
-    "05_directions": {"n_encode": 300},
-    "06_editing": {"n_encode": 300, "n_images": 3, "steps": 2, "attributes": ["red", "large"],
-                   "sweep_attributes": ["red"], "k_fractions": [1.0, 0.25, 0.05], "oracle_steps": 20},
-    "07_editor": {"steps": 2, "n_images": 2, "n_stats": 128, "oracle_steps": 20},
-    "08_layout": {"n_train": 200, "layout_steps": 20, "layout_batch": 16, "n_layouts": 3, "n_images": 3, "steps": 2,
-                  "n_pairs": 8, "pixel_oracle_steps": 10, "oracle_steps": 20},
-    "09_sampling": {"n_encode": 300, "latent_steps": 40, "latent_width": 64, "latent_depth": 3, "n_samples": 6,
-                    "latent_sample_steps": 5, "steps": 2, "n_quality": 16, "oracle_steps": 20},
-}
+
+@dataclass(frozen=True)
+class StudySpec:
+    """One study: its notebook, what it regenerates, and what the pipeline passes it per profile.
+
+    Parameter values may hold placeholders that ``parameters_for`` fills in: {out} the notebook's report
+    folder, {reports} the reports folder, {work} reports/_tmp, {hdae_u} / {dae} the models to study (the
+    shipped demo pair, the smoke stand-ins, or the user's --checkpoint / --checkpoint-dae). "full" runs each
+    notebook with its own defaults apart from these; "smoke" shrinks it to tiny models and 2–3 DDIM steps.
+    """
+
+    name: str  # the notebook's file name without .ipynb
+    regenerates: str  # the paper's figure or table it regenerates, or "none, teaching"
+    full: dict[str, Any] = field(default_factory=dict)
+    smoke: dict[str, Any] = field(default_factory=dict)
+    needs_models: bool = True  # loads the models to study (else it trains its own)
+    trains_own: str = ""  # why it is not run on the user's --checkpoint (it trains models of its own)
+    takes_inception: bool = False  # computes FID when --inception-weights is given
+
+
+_PAIR = {"checkpoint_hdae": "{hdae_u}", "checkpoint_dae": "{dae}"}
+_ORACLE = {"oracle_dir": "{work}/oracle"}
+# the one table of studies: a new study is one notebook plus one row here
+STUDIES: tuple[StudySpec, ...] = (
+    StudySpec("00_tour", "none, teaching", {"checkpoint_hdae": "{hdae_u}"}, {"n_images": 2, "steps": 3}),
+    StudySpec("01_train", "none, teaching (the training run behind Fig. 5)", {"out": "{work}/01_train/run"},
+              {"preset": "tiny", "variant": "hdae_u", "steps": 4, "batch_size": 8, "eval_every": 2, "eval_size": 4,
+               "eval_steps": 2, "log_every": 1, "reference": ""},
+              needs_models=False, trains_own="trains a model of its own (`hdae train --data` trains on your images)"),
+    StudySpec("02_ablation", "HDAE Fig. 5", {"work_dir": "{work}/02_ablation"},
+              {"retrain": True, "preset": "tiny", "steps": 2, "batch_size": 4, "eval_every": 1, "eval_size": 2,
+               "eval_steps": 2},
+              needs_models=False, trains_own="trains the Fig. 5 variants on Shapes; it does not study a given model"),
+    StudySpec("03_reconstruction", "HDAE Table 1", _PAIR, {"n_images": 6, "steps": [2, 3], "n_show": 4, "batch_size": 6}),
+    StudySpec("04_hierarchy", "HDAE Fig. 7 and Fig. 8", {"checkpoint_hdae": "{hdae_u}"},
+              {"n_pairs": 2, "n_frames": 4, "steps": 2}),
+    StudySpec("05_directions", "HDAE Fig. 3 and Fig. 4", _PAIR, {"n_encode": 300}),
+    StudySpec("06_editing", "HDAE Fig. 9 and Fig. 10", {**_PAIR, "directions_dir": "{reports}/05_directions", **_ORACLE},
+              {"n_encode": 300, "n_images": 3, "steps": 2, "attributes": ["red", "large"], "sweep_attributes": ["red"],
+               "k_fractions": [1.0, 0.25, 0.05], "oracle_steps": 20}),
+    StudySpec("07_editor", "HDAE Fig. 7 and Fig. 9, interactively",
+              {"checkpoint": "{hdae_u}", "directions_cache": "{reports}/05_directions", **_ORACLE},
+              {"steps": 2, "n_images": 2, "n_stats": 128, "oracle_steps": 20}),
+    StudySpec("08_layout", "HDAE Fig. 11", {"checkpoint_hdae": "{hdae_u}", **_ORACLE},
+              {"n_train": 200, "layout_steps": 20, "layout_batch": 16, "n_layouts": 3, "n_images": 3, "steps": 2,
+               "n_pairs": 8, "pixel_oracle_steps": 10, "oracle_steps": 20}),
+    StudySpec("09_sampling", "DiffAE's latent DDIM sampling, on HDAE's codes", {**_PAIR, **_ORACLE},
+              {"n_encode": 300, "latent_steps": 40, "latent_width": 64, "latent_depth": 3, "n_samples": 6,
+               "latent_sample_steps": 5, "steps": 2, "n_quality": 16, "oracle_steps": 20},
+              takes_inception=True),
+)
+STUDY = {s.name: s for s in STUDIES}
+NOTEBOOKS = tuple(STUDY)
 PROFILES: dict[str, dict[str, dict[str, Any]]] = {
-    "smoke": {n: {**_WHERE, "profile": "smoke", **_FULL[n], **_SMOKE[n]} for n in NOTEBOOKS},
-    "full": {n: {**_WHERE, "profile": "full", **_FULL[n]} for n in NOTEBOOKS},
+    "smoke": {s.name: {"out_dir": "{out}", "profile": "smoke", **s.full, **s.smoke} for s in STUDIES},
+    "full": {s.name: {"out_dir": "{out}", "profile": "full", **s.full} for s in STUDIES},
 }
-# notebooks that compute FID when the user gives Inception weights (``hdae figures --inception-weights``)
-_TAKES_INCEPTION = {"09_sampling"}
-# notebooks that load the demo models (the others train their own)
-_NEEDS_MODELS = {n for n in NOTEBOOKS if n not in ("01_train", "02_ablation")}
-# with the user's checkpoint these train models of their own on Shapes instead of studying it: not run
-_TRAINS_ITS_OWN = {"01_train": "trains a model of its own (`hdae train --data` trains on your images)",
-                   "02_ablation": "trains the Fig. 5 variants on Shapes; it does not study a given model"}
 
 
 def check_inputs(checkpoint=None, checkpoint_dae=None, data=None, attributes=None) -> dict[str, str]:
@@ -114,7 +123,7 @@ def check_inputs(checkpoint=None, checkpoint_dae=None, data=None, attributes=Non
 
 def _input_parameters(name: str, inputs: dict[str, str]) -> dict[str, Any]:
     """The data parameters every study notebook takes (01/02 train their own and take none)."""
-    if not inputs.get("data") or name in _TRAINS_ITS_OWN:
+    if not inputs.get("data") or STUDY[name].trains_own:
         return {}
     return {"data": inputs["data"], "attribute_file": inputs.get("attributes")}
 
@@ -169,8 +178,10 @@ def check_parameters(profiles: Iterable[str] | None = None, notebook_dir: str | 
 
 def select(only: Iterable[str] | None) -> list[str]:
     """Notebook names from ``--only`` values: a full name ('03_reconstruction'), its number ('03') or its topic."""
-    if not only:
+    if only is None:
         return list(NOTEBOOKS)
+    if isinstance(only, str):
+        only = [only]
     chosen = []
     for q in only:
         for part in str(q).split(","):
@@ -181,7 +192,62 @@ def select(only: Iterable[str] | None) -> list[str]:
             if not hits:
                 raise ValueError(f"--only {part!r}: no such notebook; choose from {', '.join(NOTEBOOKS)}")
             chosen += [h for h in hits if h not in chosen]
+    if not chosen:
+        raise ValueError(f"--only {', '.join(map(repr, only)) or repr('')}: selects no notebook; give a number, "
+                         f"name or topic of one of {', '.join(NOTEBOOKS)}")
     return [n for n in NOTEBOOKS if n in chosen]
+
+
+# ---------------------------------------------------------------- the report folder: whose it is, and one writer
+
+
+SUMMARY_KEYS = {"profile", "notebooks", "ran"}
+REPORT_LOCK = ".figures.lock"
+DEFAULT_REPORTS = REPO_DIR / "reports"  # the checkout's own generated folder (only README.md is tracked there)
+
+
+class ReportFolderBusy(RuntimeError):
+    """Another ``hdae figures`` is writing into the report folder."""
+
+
+def read_summary(reports: Path) -> dict[str, Any] | None:
+    """The report folder's ``summary.json`` (None when there is none); ValueError naming it when it is not one of
+    ours (unreadable or of another shape), since every later run would otherwise trip over it."""
+    f = reports / "summary.json"
+    if not f.exists():
+        return None
+    try:
+        d = json.loads(f.read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{f}: not an hdae report summary ({type(e).__name__}); move it away or choose another "
+                         f"--out") from None
+    if not isinstance(d, dict) or not SUMMARY_KEYS <= set(d) or not isinstance(d.get("notebooks"), dict):
+        raise ValueError(f"{f}: not an hdae report summary (expected keys {sorted(SUMMARY_KEYS)}); move it away or "
+                         f"choose another --out")
+    return d
+
+
+def check_destination(reports: Path, overwrite: bool = False) -> None:
+    """The report folder may be new or empty, the checkout's own reports/, or (with ``overwrite``) an earlier hdae
+    report; anything else is refused with one line, before a file is touched."""
+    if not reports.exists():
+        return
+    if not reports.is_dir():
+        raise ValueError(f"--out {reports}: is a file, not a folder; choose a new or empty folder")
+    if not any(reports.iterdir()) or reports == DEFAULT_REPORTS.resolve():
+        read_summary(reports)
+        return
+    if read_summary(reports) is None:
+        raise ValueError(f"--out {reports}: holds files that are not an hdae report; choose a new or empty folder "
+                         f"(nothing was written)")
+    if not overwrite:
+        raise ValueError(f"--out {reports}: holds an earlier hdae report; pass --overwrite to replace its notebooks' "
+                         f"results, or choose a new folder")
+
+
+def lock_reports(reports: Path):
+    """Held while a run writes the report: a second run into the same folder stops with one line."""
+    return lock_folder(reports, REPORT_LOCK, ReportFolderBusy, "hdae figures run")
 
 
 def _fill(value: Any, subs: dict[str, str]) -> Any:
@@ -385,7 +451,8 @@ def write_index(reports: Path, summary: dict[str, Any]) -> Path:
         lines.append(f"| [{name}](#{name.replace('_', '-')}) | {status} | {_duration(r['seconds'])} | "
                      f"{len(r.get('figures', []))} | {len(r.get('tables', []))} | {failed} |")
     lines += ["", "Status: **ok**, it ran and every check passed; **degraded**, it ran but a check did not pass; "
-              "**failed** or **missing**, it did not run.", ""]
+              "**failed** or **missing**, it did not run; **incomplete**, the run stopped before it finished (or is still "
+              "running).", ""]
     for name, r in nbs.items():
         lines += [f"## {name}", ""]
         link = f"[{name}.ipynb]({name}/{name}.ipynb)" if r.get("notebook") else "no executed notebook"
@@ -433,21 +500,34 @@ def run(profile: str = "full", only: Iterable[str] | None = None, reports: str |
         progress: bool = True, notebook_dir: str | Path | None = None, pretrained_dir: str | Path | None = None,
         timeout: float | None = None, kernel: str = KERNEL,
         inception_weights: str | Path | None = None, checkpoint=None, checkpoint_dae=None, data=None,
-        attributes=None, command: str | None = None) -> dict[str, Any]:
+        attributes=None, command: str | None = None, overwrite: bool = False) -> dict[str, Any]:
     """Run the notebooks (all, or ``only``) with the profile's parameters; returns the summary (``summary['ok']``:
     every selected notebook ran; ``summary['all_checks_passed']``: and none is degraded). ``inception_weights``
-    goes to the notebooks that take it (FID on real images)."""
+    goes to the notebooks that take it (FID on real images). ``reports`` must be new, empty, the checkout's
+    reports/ or (with ``overwrite``) an earlier report: ``check_destination``."""
     if profile not in PROFILES:
         raise ValueError(f"profile: expected one of {', '.join(PROFILES)}, got {profile!r}")
     kernel_python(kernel)  # a clear error before any work when the kernel is missing
     names = select(only)
     # the user's model and data (or {}: the demo pair on Shapes), checked before anything is written
     inputs = check_inputs(checkpoint, checkpoint_dae, data, attributes)
-    not_run = {n: _TRAINS_ITS_OWN[n] for n in names if inputs.get("checkpoint") and n in _TRAINS_ITS_OWN}
+    not_run = {n: STUDY[n].trains_own for n in names if inputs.get("checkpoint") and STUDY[n].trains_own}
     names = [n for n in names if n not in not_run]
     t0 = time.perf_counter()
     reports = Path(reports).expanduser().resolve()
+    check_destination(reports, overwrite)
     reports.mkdir(parents=True, exist_ok=True)
+    lock = lock_reports(reports)
+    try:
+        return _run_locked(profile, names, not_run, inputs, reports, t0, progress, notebook_dir, pretrained_dir,
+                           timeout, kernel, inception_weights, command)
+    finally:
+        if lock is not None:
+            lock.close()
+
+
+def _run_locked(profile, names, not_run, inputs, reports: Path, t0: float, progress, notebook_dir, pretrained_dir,
+                timeout, kernel, inception_weights, command) -> dict[str, Any]:
     work = reports / WORK
     run_warnings: list[str] = []
 
@@ -458,7 +538,7 @@ def run(profile: str = "full", only: Iterable[str] | None = None, reports: str |
     model_error = None
     if inputs.get("checkpoint"):
         models = {"hdae_u": Path(inputs["checkpoint"]), "dae": inputs.get("checkpoint_dae", "")}
-    elif _NEEDS_MODELS & set(names):
+    elif any(STUDY[n].needs_models for n in names):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", pretrained.PretrainedMissingWarning)
@@ -473,17 +553,17 @@ def run(profile: str = "full", only: Iterable[str] | None = None, reports: str |
     # earlier results stay in the index when only some notebooks run
     summary_file = reports / "summary.json"
     previous = {}
-    if summary_file.is_file():
-        try:
-            prev = json.loads(summary_file.read_text())
-            if prev.get("profile") == profile and (prev.get("inputs") or {}) == inputs:
-                previous = prev.get("notebooks", {})
-        except json.JSONDecodeError:
-            pass
+    prev = read_summary(reports)
+    if prev is not None and prev.get("profile") == profile and (prev.get("inputs") or {}) == inputs:
+        previous = prev["notebooks"]
     results: dict[str, dict[str, Any]] = {n: previous[n] for n in NOTEBOOKS if n in previous and n not in names}
     for n, why in not_run.items():
         results[n] = {"status": "not run", "seconds": 0.0, "error": None, "notebook": None,
                       "note": f"not run with --checkpoint: {why}", "figures": [], "tables": []}
+    # until a notebook finishes, the index says so: a run killed midway leaves these, not the previous statuses
+    for n in names:
+        results[n] = {"status": "incomplete", "seconds": 0.0, "notebook": None, "figures": [], "tables": [],
+                      "error": "did not finish: this run was stopped before it (or is still running)"}
 
     def write_summary() -> dict[str, Any]:
         ordered = {n: results[n] for n in NOTEBOOKS if n in results}
@@ -497,6 +577,7 @@ def run(profile: str = "full", only: Iterable[str] | None = None, reports: str |
         summary["index"] = str(write_index(reports, summary))
         return summary
 
+    write_summary()
     bar = tqdm(names, desc="notebooks", unit="nb", disable=not progress, file=sys.stderr)
     threads = int(PROFILES[profile][names[0]].get("threads", 1)) if names else 1
     with _kernel_env(threads):
@@ -505,11 +586,11 @@ def run(profile: str = "full", only: Iterable[str] | None = None, reports: str |
             out_dir = reports / name
             params = parameters_for(profile, name, reports, models)
             params.update(_input_parameters(name, inputs))
-            if inception_weights and name in _TAKES_INCEPTION:
+            if inception_weights and STUDY[name].takes_inception:
                 params["inception_weights"] = str(Path(inception_weights).expanduser().resolve())
             problems = [p.split(": ", 1)[1] for p in check_parameters([profile], notebook_dir)
                         if p.startswith(f"{profile}/{name}:")]
-            if name in _NEEDS_MODELS and model_error:
+            if STUDY[name].needs_models and model_error:
                 res = {"status": "failed", "seconds": 0.0, "error": model_error, "notebook": None}
             else:
                 res = execute(name, params, out_dir, notebook_dir, timeout, kernel)
@@ -528,30 +609,52 @@ def run(profile: str = "full", only: Iterable[str] | None = None, reports: str |
     return write_summary()
 
 
-def _command(args) -> str:
-    """The ``hdae figures`` line that regenerates this report (quoted for a shell)."""
-    flags = {"profile": "--profile", "checkpoint": "--checkpoint", "checkpoint_dae": "--checkpoint-dae",
-             "data": "--data", "attributes": "--attributes", "reports": "--out"}
-    parts = ["hdae", "figures"]
-    for key, flag in flags.items():
-        v = getattr(args, key, None)
-        if v and not (key == "profile" and v == "full") and not (key == "reports" and v == "reports"):
-            parts += [flag, shlex.quote(str(v))]
-    return " ".join(parts)
+@dataclass
+class FiguresOptions:
+    """``hdae figures``'s options, as ``run`` takes them; defaults in one place."""
+
+    profile: str = "full"
+    only: list[str] | None = None
+    reports: str = "reports"
+    progress: bool = True
+    pretrained_dir: str | None = None
+    kernel: str = KERNEL
+    inception_weights: str | None = None
+    checkpoint: str | None = None
+    checkpoint_dae: str | None = None
+    data: str | None = None
+    attributes: str | None = None
+    overwrite: bool = False
+    strict: bool = False
+
+    @classmethod
+    def from_args(cls, args) -> "FiguresOptions":
+        """From parsed arguments (missing ones keep their defaults; ``--no-progress`` turns progress off)."""
+        given = {f.name: getattr(args, f.name) for f in fields(cls) if getattr(args, f.name, None) is not None}
+        if getattr(args, "no_progress", False):
+            given["progress"] = False
+        return cls(**given)
+
+    def command(self) -> str:
+        """The ``hdae figures`` line that regenerates this report (quoted for a shell)."""
+        flags = {"profile": "--profile", "checkpoint": "--checkpoint", "checkpoint_dae": "--checkpoint-dae",
+                 "data": "--data", "attributes": "--attributes", "reports": "--out"}
+        parts = ["hdae", "figures"]
+        for key, flag in flags.items():
+            v = getattr(self, key)
+            if v and v != getattr(FiguresOptions, key):
+                parts += [flag, shlex.quote(str(v))]
+        return " ".join(parts)
 
 
 def main(args) -> int:
     """``hdae figures``: exit code 0 when every selected notebook ran (with ``--strict``: and every check passed),
-    1 otherwise."""
+    1 otherwise; 2 for a refused input or destination (one line, nothing written)."""
+    opts = FiguresOptions.from_args(args)
     try:
-        summary = run(profile=getattr(args, "profile", "full"), only=getattr(args, "only", None),
-                      reports=getattr(args, "reports", "reports"), progress=not getattr(args, "no_progress", False),
-                      pretrained_dir=getattr(args, "pretrained_dir", None), kernel=getattr(args, "kernel", None) or KERNEL,
-                      inception_weights=getattr(args, "inception_weights", None),
-                      checkpoint=getattr(args, "checkpoint", None), checkpoint_dae=getattr(args, "checkpoint_dae", None),
-                      data=getattr(args, "data", None), attributes=getattr(args, "attributes", None),
-                      command=_command(args))
-    except ValueError as e:
+        summary = run(**{f.name: getattr(opts, f.name) for f in fields(opts) if f.name != "strict"},
+                      command=opts.command())
+    except (ValueError, ReportFolderBusy) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     failed = [n for n in summary["ran"] if summary["notebooks"][n]["status"] not in RAN]
@@ -566,5 +669,5 @@ def main(args) -> int:
         print(f"{len(failed)} notebook(s) failed: {', '.join(failed)}", file=sys.stderr)
     if degraded:
         print(f"{len(degraded)} notebook(s) degraded (a check failed): {', '.join(degraded)}"
-              + ("" if getattr(args, "strict", False) else " (--strict makes this an error)"), file=sys.stderr)
-    return 1 if failed or (degraded and getattr(args, "strict", False)) else 0
+              + ("" if opts.strict else " (--strict makes this an error)"), file=sys.stderr)
+    return 1 if failed or (degraded and opts.strict) else 0

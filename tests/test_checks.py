@@ -1,4 +1,5 @@
 """Checks, verdicts and what the pipeline and the index make of them (issue: a green run must not hide a broken study)."""
+import dataclasses
 import json
 
 import pytest
@@ -60,7 +61,7 @@ def test_pipeline_verdicts_index_and_strict(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(pipeline, "PROFILES", {"smoke": {
         "00_tour": {"out_dir": "{out}", "value": 0}, "01_train": {"out_dir": "{out}", "value": 5},
         "03_reconstruction": {"out_dir": "{out}", "value": 0}}})
-    monkeypatch.setattr(pipeline, "_NEEDS_MODELS", set())
+    monkeypatch.setattr(pipeline, "STUDY", {n: dataclasses.replace(st, needs_models=False) for n, st in pipeline.STUDY.items()})
     reports = tmp_path / "rep"
     s = pipeline.run("smoke", reports=reports, progress=False)
     nbs = s["notebooks"]
@@ -79,13 +80,17 @@ def test_pipeline_verdicts_index_and_strict(tmp_path, monkeypatch, capsys):
 
     # the command: ran is exit 0, --strict makes degraded an error
     args = cli.build_parser().parse_args(["figures", "--profile", "smoke", "--reports", str(reports)])
+    assert pipeline.main(args) == 2  # an earlier report is replaced only with --overwrite
+    assert "--overwrite" in capsys.readouterr().err
+    args = cli.build_parser().parse_args(["figures", "--profile", "smoke", "--reports", str(reports), "--overwrite"])
     assert not args.strict and args.inception_weights is None
     assert pipeline.main(args) == 0
     assert "degraded" in capsys.readouterr().err
-    args = cli.build_parser().parse_args(["figures", "--profile", "smoke", "--reports", str(reports), "--strict"])
+    args = cli.build_parser().parse_args(["figures", "--profile", "smoke", "--reports", str(reports), "--strict",
+                                          "--overwrite"])
     assert pipeline.main(args) == 1
     args = cli.build_parser().parse_args(["figures", "--profile", "smoke", "--reports", str(reports), "--strict",
-                                          "--only", "00"])
+                                          "--only", "00", "--overwrite"])
     assert pipeline.main(args) == 0
 
 

@@ -79,7 +79,7 @@ def test_untrained_models_make_degraded_studies(smoke):
     # the smoke stand-ins are tiny models after 20 steps, untrained for every purpose: a study that ran on them
     # must say so through a failed check, never come out ok
     summary, reports = smoke
-    for name in sorted(pipeline._NEEDS_MODELS):
+    for name in sorted(n for n, st in pipeline.STUDY.items() if st.needs_models):
         r = summary["notebooks"][name]
         assert r["status"] == "degraded", f"{name}: {r['status']} {r.get('error')}"
         m = _metrics(reports, name)

@@ -1,4 +1,5 @@
 """The figure pipeline's pieces: plot helpers, parameter plumbing, the index, demo-model resolution."""
+import dataclasses
 import json
 import warnings
 
@@ -260,7 +261,7 @@ def test_run_continues_past_a_failure(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(pipeline, "NOTEBOOKS", ("00_tour", "01_train", "02_ablation"))
     monkeypatch.setattr(pipeline, "PROFILES", {"smoke": {n: {"out_dir": "{out}", "value": 7} for n in
                                                          ("00_tour", "01_train", "02_ablation")}})
-    monkeypatch.setattr(pipeline, "_NEEDS_MODELS", set())
+    monkeypatch.setattr(pipeline, "STUDY", {n: dataclasses.replace(st, needs_models=False) for n, st in pipeline.STUDY.items()})
     reports = tmp_path / "rep"
     s = pipeline.run("smoke", reports=reports, progress=False, notebook_dir=nbdir)
     nbs = s["notebooks"]
@@ -276,7 +277,7 @@ def test_run_continues_past_a_failure(tmp_path, monkeypatch, capsys):
 
     # --only keeps the other notebooks' earlier results in the index; the exit code reflects the selection
     class Args:
-        profile, only = "smoke", ["00"]
+        profile, only, overwrite = "smoke", ["00"], True
 
     Args.reports = str(reports)
 
