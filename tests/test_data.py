@@ -393,36 +393,50 @@ def bad_folder(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "index, pattern",
+    "index, pattern, when",
     [
-        (1, r"00001\.png: can't decode"),
-        (2, r"00002\.jpg: can't decode"),
-        (3, r"00003\.png: mode 'L' \(grayscale\), expected RGB"),
-        (4, r"00004\.png: mode 'RGBA' \(RGB with alpha\), expected RGB"),
-        (5, r"00005\.png: can't decode"),
+        (1, r"00001\.png: can't decode", "item"),  # a truncated file has a sound header
+        (2, r"00002\.jpg: can't decode", "item"),
+        (3, r"00003\.png: mode 'L' \(grayscale\), expected RGB", "open"),
+        (4, r"00004\.png: mode 'RGBA' \(RGB with alpha\), expected RGB", "open"),
+        (5, r"00005\.png: can't read the image", "open"),
     ],
 )
-def test_bad_images_raise(bad_folder, index, pattern):
-    ds = ImageFolder(bad_folder, 16, flip=False)
-    with pytest.raises(ValueError, match=pattern):
-        ds[index]
+def test_bad_images_raise(bad_folder, tmp_path, index, pattern, when):
+    # one good image and the bad one: what the header shows is refused when the folder is opened
+    root = tmp_path / "one"
+    root.mkdir()
+    for src in (bad_folder / "00000.png", next(bad_folder.glob(f"{index:05d}.*"))):
+        (root / src.name).write_bytes(src.read_bytes())
+    if when == "open":
+        with pytest.raises(BadImageError, match=pattern):
+            ImageFolder(root, 16, flip=False)
+    else:
+        ds = ImageFolder(root, 16, flip=False)
+        with pytest.raises(BadImageError, match=pattern):
+            ds[1]
     assert issubclass(BadImageError, ValueError)
 
 
 def test_bad_images_skip(bad_folder, caplog):
-    ds = ImageFolder(bad_folder, 16, flip=False, on_error="skip")
     with caplog.at_level(logging.WARNING, logger="hdae_core.data.images"):
+        ds = ImageFolder(bad_folder, 16, flip=False, on_error="skip")
+        # the mode and the junk file are seen in the headers: left out at once, so len() counts readable files
+        assert ds.files == ["00000.png", "00001.png", "00002.jpg", "00006.png"] and len(ds) == 4
         items = [ds[i] for i in range(len(ds))]
-    assert [it["index"] for it in items] == [0, 6, 6, 6, 6, 6, 6]
-    assert torch.equal(items[1]["image"], ds[6]["image"])
+    assert [it["index"] for it in items] == [0, 3, 3, 3]
+    assert torch.equal(items[1]["image"], ds[3]["image"])
     assert sorted(p.rsplit("/", 1)[-1] for p in ds.skipped) == ["00001.png", "00002.jpg", "00003.png", "00004.png", "00005.png"]
     assert "grayscale" in ds.skipped[str(bad_folder / "00003.png")]
-    assert sum("skipping" in r.message for r in caplog.records) == 5  # one warning per bad file
-    assert set(ds.scan()) == set(ds.skipped)
-    converted = ImageFolder(bad_folder, 16, flip=False, convert_mode=True)
-    gray = converted[3]["image"]
+    # one summary line for what the headers showed, then one warning per file met later
+    assert sum("can't be used and are left out" in r.getMessage() for r in caplog.records) == 1
+    assert sum("skipping" in r.getMessage() for r in caplog.records) == 2
+    assert set(ds.scan()) == {str(bad_folder / "00001.png"), str(bad_folder / "00002.jpg")}
+    converted = ImageFolder(bad_folder, 16, flip=False, convert_mode=True, on_error="skip")
+    assert "00005.png" not in converted.files
+    gray = converted[converted.files.index("00003.png")]["image"]
     assert torch.equal(gray[0], gray[1]) and torch.equal(gray[1], gray[2])
-    assert converted[4]["image"].shape == (3, 16, 16)
+    assert converted[converted.files.index("00004.png")]["image"].shape == (3, 16, 16)
 
 
 def test_lmdb_round_trip(tmp_path, folder):
@@ -535,7 +549,7 @@ def test_read_celeba_attributes_errors(tmp_path):
         read_celeba_attributes(_write_attr(tmp_path / "count.txt", _rows(["0.jpg", "1.jpg", "2.jpg"]), count=5))
     rows = _rows(["0.jpg", "1.jpg"])
     rows[1][1][3] = 2
-    with pytest.raises(ValueError, match=r"line 4: value '2'"):
+    with pytest.raises(ValueError, match=r"line 4 \('1.jpg'\), column 'Bags_Under_Eyes': value '2'"):
         read_celeba_attributes(_write_attr(tmp_path / "value.txt", rows))
     (tmp_path / "nocount.txt").write_text("abc\nx y\n")
     with pytest.raises(ValueError, match="line 1"):

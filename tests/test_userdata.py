@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from hdae_core import editing, pretrained
+from hdae_core import directions, pretrained
 from hdae_core.data import open_data, read_attributes
 from hdae_core.data.attributes import attribute_format
 from userdata_helpers import RENAMED, celeba_file, csv_file, shapes_folder
@@ -75,7 +75,7 @@ def test_bad_inputs_are_clear_errors(folder, tmp_path):
         open_data(root / "img", tmp_path / "missing.csv", size=32)
     bad = tmp_path / "bad.csv"
     bad.write_text("filename,Smiling\n00000.png,yes\n")
-    with pytest.raises(ValueError, match="'yes' in column 'Smiling' is not a number"):
+    with pytest.raises(ValueError, match=r"bad\.csv, line 2 \('00000\.png'\), column 'Smiling': 'yes' is not a finite number"):
         read_attributes(bad)
     (tmp_path / "notack").mkdir()
     (tmp_path / "notack" / "weights.pt").write_bytes(b"x")
@@ -90,12 +90,12 @@ def test_binary_and_continuous_directions_and_the_judge():
     codes = torch.randn(200, 2, 8, generator=g)
     binary = (codes[:, 0, 0] > 0).float()
     angle = 3.0 * codes[:, 1, 2] + 0.1 * torch.randn(200, generator=g)
-    dirs = editing.train_directions(codes, torch.stack([binary, angle, torch.ones(200)], 1),
+    dirs = directions.train_directions(codes, torch.stack([binary, angle, torch.ones(200)], 1),
                                     ["smile", "yaw", "always"], kinds={"yaw": "continuous"})
     rep = dirs.meta["report"]
     assert dirs.names == ["smile", "yaw"] and "always" in dirs.meta["skipped"]
     assert rep["smile"]["auroc"] > 0.95 and rep["yaw"]["kind"] == "continuous" and rep["yaw"]["r2"] > 0.9
     assert dirs.direction("yaw").abs().argmax() == 1 * 8 + 2  # the regression weight sits on the one dimension
-    scores = editing.direction_scores(dirs, codes, torch.stack([binary, angle], 1), ["smile", "yaw"],
+    scores = directions.direction_scores(dirs, codes, torch.stack([binary, angle], 1), ["smile", "yaw"],
                                       {"yaw": "continuous"})
     assert scores["smile"]["auroc"] > 0.95 and scores["yaw"]["r2"] > 0.9

@@ -9,6 +9,7 @@
 """
 from __future__ import annotations
 
+import csv
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -50,40 +51,91 @@ def read_attribute_csv(path: str | os.PathLike) -> tuple["pd.DataFrame", dict[st
     import pandas as pd  # lazy: ~0.5 s, and `hdae train` imports this package
 
     path = Path(path)
-    try:
-        raw = pd.read_csv(path, dtype=str, skipinitialspace=True)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: not a readable CSV ({e})") from None
-    if raw.shape[1] < 2:
+    header, lines, rows = _read_csv(path)
+    k = len(header)
+    # a trailing comma on every line makes a last column with neither name nor values: not an attribute
+    cols = [j for j in range(k) if header[j] or any(r[j] for r in rows)]
+    for j in cols:
+        if not header[j]:
+            raise ValueError(f"{path}, line 1: column {j + 1} holds values but has no name")
+    if len(cols) < 2:
         raise ValueError(f"{path}: expected a file-name column and at least one attribute column, "
-                         f"got the columns {list(raw.columns)}")
-    lower = {str(c).strip().lower(): c for c in raw.columns}
-    key = next((lower[c] for c in FILENAME_COLUMNS if c in lower), raw.columns[0])
-    files = raw[key].fillna("").str.strip()
-    if (files == "").any():
-        row = int(np.argmax((files == "").to_numpy())) + 2
-        raise ValueError(f"{path}, line {row}: no file name in column {key!r}")
-    dup = files[files.duplicated()]
-    if len(dup):
-        raise ValueError(f"{path}: {dup.iloc[0]!r} is annotated more than once")
+                         f"got the columns {[header[j] for j in cols]}")
+    if not rows:
+        raise ValueError(f"{path}: a header but no rows")
+    lower = {header[j].lower(): j for j in cols}
+    key = next((lower[c] for c in FILENAME_COLUMNS if c in lower), cols[0])
+    files = [r[key] for r in rows]
+    first_line: dict[str, int] = {}
+    for f, n in zip(files, lines):
+        if not f:
+            raise ValueError(f"{path}, line {n}: no file name in column {header[key]!r}")
+        if f in first_line:
+            raise ValueError(f"{path}, line {n}: {f!r} is annotated again (first on line {first_line[f]})")
+        first_line[f] = n
     out, kinds = {}, {}
-    for col in raw.columns:
-        if col == key:
+    for j in cols:
+        if j == key:
             continue
-        name = str(col).strip()
-        values = pd.to_numeric(raw[col].str.strip(), errors="coerce")
-        bad = values.isna() & raw[col].notna() & (raw[col].str.strip() != "")
+        name = header[j]
+        cells = np.array([r[j] for r in rows], dtype=object)
+        with np.errstate(over="ignore", invalid="ignore"):
+            values = pd.to_numeric(pd.Series(cells), errors="coerce").to_numpy(dtype=np.float64)
+            # text, inf, nan and what float32 can't hold (1e39) would surface later as a NaN in a classifier
+            bad = ~np.isfinite(values) | ~np.isfinite(values.astype(np.float32))
         if bad.any():
-            i = int(np.argmax(bad.to_numpy()))
-            raise ValueError(f"{path}, line {i + 2}: {raw[col].iloc[i]!r} in column {name!r} is not a number")
-        if values.isna().any():
-            i = int(np.argmax(values.isna().to_numpy()))
-            raise ValueError(f"{path}, line {i + 2}: no value in column {name!r} for {files.iloc[i]!r}")
-        seen = set(np.unique(values.to_numpy()).tolist())
+            i = int(np.argmax(bad))
+            where = f"{path}, line {lines[i]} ({files[i]!r}), column {name!r}"
+            if cells[i] == "":
+                raise ValueError(f"{where}: no value; every image needs one in every attribute column")
+            raise ValueError(f"{where}: {cells[i]!r} is not a finite number")
+        seen = set(np.unique(values).tolist())
         if seen <= {0.0, 1.0} or seen <= {-1.0, 1.0}:
             out[name], kinds[name] = (values > 0).astype(np.int8), BINARY
         else:
             out[name], kinds[name] = values.astype(np.float32), CONTINUOUS
-    df = pd.DataFrame(out)
-    df.index = pd.Index(files.tolist(), name="image")
+    df = pd.DataFrame(out, index=pd.Index(files, name="image"))
     return df, kinds
+
+
+def _read_csv(path: Path) -> tuple[list[str], list[int], list[list[str]]]:
+    """(column names, each row's line number, the rows' stripped cells), blank lines left out; one-line errors."""
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            reader = csv.reader(f, skipinitialspace=True)
+            header = [c.strip() for c in next(reader, [])]
+            if not any(header):
+                raise ValueError(f"{path}: empty; expected a header line of column names")
+            _check_names(header, path)
+            lines, rows = [], []
+            for fields in reader:
+                fields = [c.strip() for c in fields]
+                if not any(fields):
+                    continue
+                if len(fields) > len(header) and not any(fields[len(header):]):
+                    fields = fields[:len(header)]  # trailing commas
+                if len(fields) != len(header):
+                    raise ValueError(f"{path}, line {reader.line_num}: {len(fields)} fields, "
+                                     f"but the header names {len(header)} columns")
+                lines.append(reader.line_num)
+                rows.append(fields)
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not a readable CSV (not UTF-8 text: {e})") from None
+    except csv.Error as e:
+        raise ValueError(f"{path}: not a readable CSV ({e})") from None
+    return header, lines, rows
+
+
+def _check_names(header: list[str], path: Path) -> None:
+    """Refuse a column name written twice (pandas would rename the second 'smiling.1', a new attribute)."""
+    seen: dict[str, str] = {}
+    for n in header:
+        if not n:
+            continue
+        if n.lower() in seen:
+            if seen[n.lower()] == n:
+                raise ValueError(f"{path}, line 1: the column name {n!r} appears twice; "
+                                 "give every column its own name")
+            raise ValueError(f"{path}, line 1: the column names {seen[n.lower()]!r} and {n!r} differ only in case; "
+                             "give every column its own name")
+        seen[n.lower()] = n

@@ -48,8 +48,11 @@ def read_celeba_attributes(path: str | os.PathLike) -> pd.DataFrame:
     names = lines[1].split()
     if not names:
         raise ValueError(f"{path}, line 2: expected the attribute names")
-    if len(set(names)) != len(names):
-        raise ValueError(f"{path}, line 2: repeated attribute names")
+    seen = set()
+    for name in names:
+        if name in seen:
+            raise ValueError(f"{path}, line 2: the attribute name {name!r} appears twice; give every column its own name")
+        seen.add(name)
     k = len(names)
     files, values, line_of = [], [], {}
     for n, line in enumerate(lines[2:], start=3):
@@ -67,35 +70,107 @@ def read_celeba_attributes(path: str | os.PathLike) -> pd.DataFrame:
         values.append(fields[1:])
     if len(files) != count:
         raise ValueError(f"{path}: line 1 says {count} images but {len(files)} annotation rows follow")
-    arr = _parse_values(values, k, path, files, line_of)
+    arr = _parse_values(values, names, path, files, line_of)
     df = pd.DataFrame(arr.astype(np.int8), index=pd.Index(files, name="image"), columns=names)
     return df
 
 
-def _parse_values(values: list[list[str]], k: int, path: Path, files: list[str], line_of: dict) -> np.ndarray:
-    """The -1/0/1 tokens as a boolean array (True = present); names the first line with another token."""
-    arr = np.array(values, dtype=str).reshape(len(values), k)
+def _parse_values(values: list[list[str]], names: list[str], path: Path, files: list[str], line_of: dict) -> np.ndarray:
+    """The -1/0/1 tokens as a boolean array (True = present); names the first line and column with another token."""
+    arr = np.array(values, dtype=str).reshape(len(values), len(names))
     present = arr == "1"
     ok = (present | (arr == "-1") | (arr == "0")).all(axis=1)
     if not ok.all():
         i = int(np.argmin(ok))
-        bad = next(v for v in values[i] if v not in ("-1", "0", "1"))
-        raise ValueError(f"{path}, line {line_of[files[i]]}: value {bad!r} for {files[i]!r}; expected -1 or 1")
+        j = next(j for j, v in enumerate(values[i]) if v not in ("-1", "0", "1"))
+        raise ValueError(f"{path}, line {line_of[files[i]]} ({files[i]!r}), column {names[j]!r}: "
+                         f"value {values[i][j]!r}; expected -1 or 1")
     return present
 
 
-def _match_key(name: str) -> str:
-    """Name used to pair an image with an annotation row: the stem, with numbers un-padded ("00012.png" ~ "12.jpg")."""
-    stem = PurePosixPath(name.replace("\\", "/")).stem
-    return str(int(stem)) if stem.isdigit() else stem
+# How a row names an image, most exact first. A row that names a folder ("a/1.png") is matched by path
+# only; a bare name may match by file name, by stem (another extension: CelebA-HQ's rows say .jpg) or by
+# number (zero padding ignored: "12.jpg" ~ "00012.png"), and only where that key belongs to one image
+# and one row, so "1.png" never labels both "1.png" and "0001.png", nor "a/1.png" and "b/1.png".
+MATCH_LEVELS = ("path", "path without extension", "file name", "stem", "number")
+
+
+def _clean(name: str) -> str:
+    path = name.strip().replace("\\", "/")
+    while path.startswith("./"):
+        path = path[2:]
+    return path
+
+
+def _match_key(name: str, level: str) -> str | None:
+    """The key of ``name`` (a relative posix path) at a matching level; None where the level does not apply."""
+    p = PurePosixPath(name)
+    if level == "path":
+        return name
+    if level == "path without extension":
+        return str(p.with_suffix("")) if p.suffix else name
+    if level == "file name":
+        return p.name
+    if level == "stem":
+        return p.stem
+    return str(int(p.stem)) if p.stem.isascii() and p.stem.isdigit() else None
+
+
+def match_rows(rows: list[str], files: list[str]) -> tuple[dict[int, int], dict[int, str]]:
+    """({image index: row index}, {image index: why its row is ambiguous}) for row names and image paths."""
+    from collections import defaultdict
+
+    rows = [_clean(r) for r in rows]
+    bare = [r for r in range(len(rows)) if "/" not in rows[r]]
+    row_of_image: dict[int, int] = {}
+    used: set[int] = set()
+    ambiguous: dict[int, str] = {}
+    for level in MATCH_LEVELS:
+        eligible = range(len(rows)) if level.startswith("path") else bare
+        by_row, by_image = defaultdict(list), defaultdict(list)
+        for r in eligible:
+            k = _match_key(rows[r], level)
+            if k is not None:
+                by_row[k].append(r)
+        for i, f in enumerate(files):
+            k = _match_key(f, level)
+            if k is not None:
+                by_image[k].append(i)
+        for k, images in by_image.items():
+            candidates = by_row.get(k, [])
+            for i in images:
+                if i in row_of_image or not candidates:
+                    continue
+                if len(candidates) == 1 and len(images) == 1:
+                    if candidates[0] not in used:
+                        row_of_image[i] = candidates[0]
+                        used.add(candidates[0])
+                elif len(candidates) > 1:
+                    ambiguous.setdefault(i, f"rows {rows[candidates[0]]!r} and {rows[candidates[1]]!r} both "
+                                            f"match it by {level}")
+                elif candidates[0] not in used:
+                    ambiguous.setdefault(i, f"row {rows[candidates[0]]!r} matches {len(images)} images by {level}, "
+                                            f"e.g. {files[images[0]]!r} and {files[images[1]]!r}")
+    return row_of_image, {i: why for i, why in ambiguous.items() if i not in row_of_image}
+
+
+def _relative(name: str, root) -> str:
+    """A row naming an absolute path inside ``root``, as a path relative to it; any other row as written."""
+    if root is None or not os.path.isabs(name):
+        return name
+    try:
+        rel = os.path.relpath(os.path.realpath(name), os.path.realpath(root))
+    except ValueError:  # another drive
+        return name
+    return name if rel.startswith("..") else Path(rel).as_posix()
 
 
 class AttributeImages(Dataset):
     """Images paired with attribute rows: items get `attributes` (float32 0/1 vector, order `attribute_names`)."""
     # `images` is a dataset (an ImageFolder, LMDBImages, ...) or a folder (read with ImageFolder at
     # `size`); `attributes` a DataFrame from read_celeba_attributes or the annotation file's path.
-    # match="name" pairs by file name stem, numbers compared without zero padding (needs
-    # `images.files`); "index" pairs image i with row i (DiffAE's CelebA-HQ LMDB keeps the
+    # match="name" pairs by relative path, or by file name / stem / number where that is unique (see
+    # MATCH_LEVELS; needs `images.files`); "index" pairs image i with row i (DiffAE's CelebA-HQ LMDB keeps the
     # annotation order); "auto" picks "name" when the data set has files. An image without a
     # row raises ValueError naming it, or with on_error="skip" is logged, listed in `skipped`, and left out.
 
@@ -128,32 +203,28 @@ class AttributeImages(Dataset):
         if match == "auto":
             match = "name" if hasattr(images, "files") else "index"
         self.skipped: dict[str, str] = {}
+        self.unused_rows = 0  # rows that label no image
         if match == "name":
             if not hasattr(images, "files"):
                 raise ValueError(f"match='name' needs a data set with .files; {type(images).__name__} has none")
-            row_of: dict[str, int] = {}
-            for r, name in enumerate(df.index):
-                key = _match_key(str(name))
-                if key in row_of:
-                    raise ValueError(f"annotations {df.index[row_of[key]]!r} and {name!r} both match images named {key!r}")
-                row_of[key] = r
-            keep, rows, missing = [], [], []
-            for i, name in enumerate(images.files):
-                r = row_of.get(_match_key(name))
-                if r is None:
-                    missing.append(name)
-                else:
-                    keep.append(i)
-                    rows.append(r)
+            root = getattr(images, "root", None)
+            row_names = [_relative(str(name), root) for name in df.index]
+            row_of_image, ambiguous = match_rows(row_names, list(images.files))
+            keep = sorted(row_of_image)
+            rows = [row_of_image[i] for i in keep]
+            self.unused_rows = len(df) - len(rows)
+            missing = [i for i in range(len(images.files)) if i not in row_of_image]
             if missing:
-                root = getattr(images, "root", "")
-                example = os.path.join(str(root), missing[0])
-                message = f"{len(missing)} of {len(images.files)} images have no attribute row, e.g. {example}"
+                first = missing[0]
+                example = os.path.join(str(root or ""), images.files[first])
+                why = f" ({ambiguous[first]})" if first in ambiguous else ""
+                message = f"{len(missing)} of {len(images.files)} images have no attribute row, e.g. {example}{why}"
                 if self.on_error == "raise":
                     raise ValueError(message + "; pass on_error='skip' to leave them out")
                 log.warning("skipping: %s", message)
-                for name in missing:
-                    self.skipped[os.path.join(str(root), name)] = "no attribute row"
+                for i in missing:
+                    reason = f"ambiguous: {ambiguous[i]}" if i in ambiguous else "no attribute row"
+                    self.skipped[os.path.join(str(root or ""), images.files[i])] = reason
         elif match == "index":
             if len(images) != len(df):
                 raise ValueError(

@@ -5,19 +5,30 @@ from __future__ import annotations
 import io
 import logging
 import os
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
 import lmdb
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
 ON_ERROR = ("raise", "skip")
+
+MAX_PIXELS = 40_000_000
+# The most pixels (width x height) a data image or an upload may have, read from the file's header before
+# anything is decoded. PIL's own decompression-bomb guard starts at 89 megapixels (an error only at 179), so
+# a 21 KB PNG of 13300x13300 one-colour pixels passes it and then takes ~530 MB as RGB, more while it is
+# converted and cropped. 40 megapixels (120 MB as RGB) admits any camera photo up to ~7300x5500 and data
+# sets many times over (FFHQ and CelebA-HQ are 1 megapixel), and keeps one image well under half a GB.
+
+# 16-bit grayscale modes: PIL's convert("RGB") clips them at 255 (all white), so they are scaled instead
+_SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 _MODE_WORDS = {
     "L": "grayscale",
     "LA": "grayscale with alpha",
@@ -46,31 +57,94 @@ def _check_on_error(on_error: str) -> str:
     return on_error
 
 
-def check_mode(img: Image.Image, name: str, convert_mode: bool = False) -> Image.Image:
-    """The image as RGB: as-is when RGB, PIL's convert("RGB") when convert_mode (alpha dropped), else BadImageError."""
-    if img.mode == "RGB":
-        return img
-    if convert_mode:
-        return img.convert("RGB")
-    word = _MODE_WORDS.get(img.mode, "non-RGB")
-    raise BadImageError(
-        f"{name}: mode {img.mode!r} ({word}), expected RGB; "
+def _mode_problem(mode: str, name: str) -> BadImageError:
+    word = _MODE_WORDS.get(mode, "non-RGB")
+    return BadImageError(
+        f"{name}: mode {mode!r} ({word}), expected RGB; "
         "convert it, pass convert_mode=True, or pass on_error='skip'"
     )
 
 
+def check_mode(img: Image.Image, name: str, convert_mode: bool = False) -> Image.Image:
+    """The image as RGB: as-is when RGB, converted when convert_mode (alpha dropped, 16 bits scaled to 8), else BadImageError."""
+    if img.mode == "RGB":
+        return img
+    if not convert_mode:
+        raise _mode_problem(img.mode, name)
+    if img.mode in _SIXTEEN_BIT:
+        # 0..65535 onto 0..255 (65535 / 255 = 257), rounded; PNG stores at most 16 bits per sample
+        arr = np.asarray(img).astype(np.uint32)
+        img = Image.fromarray(((np.clip(arr, 0, 65535) + 128) // 257).astype(np.uint8), "L")
+    return img.convert("RGB")
+
+
+def check_pixels(size: tuple[int, int], name: str) -> None:
+    """BadImageError when an image of ``size`` (width, height) has more than MAX_PIXELS pixels."""
+    w, h = size
+    if w * h > MAX_PIXELS:
+        raise BadImageError(f"{name}: {w}x{h} px ({w * h / 1e6:.0f} megapixels) is more than the "
+                            f"{MAX_PIXELS / 1e6:.0f}-megapixel limit for an image; downscale it")
+
+
+def _open(src, name: str) -> Image.Image:
+    """Image.open with the pixel limit applied to the header, before any pixel is decoded."""
+    try:
+        with warnings.catch_warnings():
+            # MAX_PIXELS is below PIL's warning threshold: what PIL would warn about is refused below
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(src)
+    except Image.DecompressionBombError as e:
+        raise BadImageError(f"{name}: more than the {MAX_PIXELS / 1e6:.0f}-megapixel limit for an image "
+                            f"({e}); downscale it") from None
+    try:
+        check_pixels(img.size, name)
+    except BadImageError:
+        img.close()
+        raise
+    return img
+
+
+def _source(data):
+    return io.BytesIO(data) if isinstance(data, (bytes, bytearray, memoryview)) else data
+
+
+def read_header(data: bytes | str | os.PathLike, name: str, convert_mode: bool = False) -> tuple[int, int, str]:
+    """(width, height, mode) from the header alone; BadImageError when unidentifiable, too large or (unless convert_mode) not RGB."""
+    try:
+        with _open(_source(data), name) as img:
+            w, h, mode = img.size[0], img.size[1], img.mode
+    except BadImageError:
+        raise
+    except (OSError, SyntaxError, ValueError, UnidentifiedImageError) as e:
+        raise BadImageError(f"{name}: can't read the image (not an image, or a corrupt file?): {e}") from e
+    if mode != "RGB" and not convert_mode:
+        raise _mode_problem(mode, name)
+    return w, h, mode
+
+
+def _upright(img: Image.Image) -> Image.Image:
+    """The image as a viewer shows it: its EXIF orientation applied (a broken EXIF block is ignored, as viewers do)."""
+    try:
+        orientation = img.getexif().get(ExifTags.Base.Orientation, 1)
+    except Exception:  # PIL raises many kinds on malformed EXIF; the pixels themselves are fine
+        return img
+    if orientation in (2, 3, 4, 5, 6, 7, 8):
+        return ImageOps.exif_transpose(img)
+    return img
+
+
 def decode_image(data: bytes | str | os.PathLike, name: str, convert_mode: bool = False) -> Image.Image:
-    """Open and fully decode an image as RGB, raising BadImageError (naming `name`) for corrupt or non-RGB input."""
+    """Open and fully decode an image as RGB, upright per its EXIF; BadImageError (naming `name`) when corrupt, too large or non-RGB."""
     # Truncated files are caught unless PIL.ImageFile.LOAD_TRUNCATED_IMAGES was switched on globally.
     try:
-        src = io.BytesIO(data) if isinstance(data, (bytes, bytearray, memoryview)) else data
-        with Image.open(src) as img:
+        with _open(_source(data), name) as img:
             img.load()  # decode now: truncation and corruption only show up here
-            out = check_mode(img, name, convert_mode)
+            upright = _upright(img)
+            out = check_mode(upright, name, convert_mode)
             return out.copy() if out is img else out
     except BadImageError:
         raise
-    except (OSError, SyntaxError, ValueError, UnidentifiedImageError, Image.DecompressionBombError) as e:
+    except (OSError, SyntaxError, ValueError, UnidentifiedImageError) as e:
         raise BadImageError(f"{name}: can't decode the image (corrupt or truncated file?): {e}") from e
 
 
@@ -109,6 +183,7 @@ class _ImageSource(Dataset):
         # name -> (width, height) of every image this process had to upscale to `size`
         self.upscaled: dict[str, tuple[int, int]] = {}
         self._bad: set[int] = set()
+        self.first_size: tuple[int, int] | None = None  # (width, height) of the first usable image, upright
 
     def __len__(self) -> int:
         raise NotImplementedError
@@ -172,6 +247,21 @@ class _ImageSource(Dataset):
     def _name(self, index: int) -> str:
         raise NotImplementedError
 
+    def _first_usable(self) -> int | None:
+        """The first item that decodes; those before it are raised (on_error='raise') or marked bad and recorded."""
+        # opening the set decodes one image, so a set with none usable is refused up front, not mid-study
+        for i in range(len(self)):
+            try:
+                data, name = self._load(i)
+                self.first_size = decode_image(data, name, self.convert_mode).size
+                return i
+            except BadImageError as e:
+                if self.on_error == "raise":
+                    raise
+                self._bad.add(i)
+                self.skipped.setdefault(self._name(i), str(e))
+        return None
+
     def scan(self) -> dict[str, str]:
         """Decode every image once and return {name: problem} for the unusable ones (nothing is raised)."""
         bad = {}
@@ -206,11 +296,34 @@ class ImageFolder(_ImageSource):
             raise FileNotFoundError(f"image folder not found: {self.root}")
         if not self.root.is_dir():
             raise NotADirectoryError(f"not a folder: {self.root}")
-        self.files = find_images(self.root)
-        if not self.files:
+        listed = find_images(self.root)
+        if not listed:
             raise ValueError(
                 f"no images in {self.root} (looked recursively for {', '.join(IMAGE_EXTENSIONS)}, any case)"
             )
+        # headers only (~20 us a file): what can't be identified, is too large or has the wrong mode is
+        # left out now, so len() counts images that can be read
+        self.files = [f for f in listed if self._header_ok(f)]
+        first = self._first_usable()
+        if first is None:
+            example = next(iter(self.skipped.values()))
+            raise ValueError(f"{self.root}: none of its {len(listed)} image files can be used, e.g. {example}")
+        self.files = self.files[first:]  # those before the first usable one failed to decode
+        self._bad.clear()
+        if self.skipped:
+            log.warning("%d of %d image files in %s can't be used and are left out, e.g. %s",
+                        len(self.skipped), len(listed), self.root, next(iter(self.skipped.values())))
+
+    def _header_ok(self, file: str) -> bool:
+        name = str(self.root / file)
+        try:
+            read_header(self.root / file, name, self.convert_mode)
+            return True
+        except BadImageError as e:
+            if self.on_error == "raise":
+                raise
+            self.skipped[name] = str(e)
+            return False
 
     def __len__(self) -> int:
         return len(self.files)
@@ -232,14 +345,33 @@ class ImageFolder(_ImageSource):
 
 def find_images(root: str | os.PathLike) -> list[str]:
     """Relative posix paths of the images under `root`, sorted (FFHQ's zero-padded names sort numerically)."""
+    # Linked folders are followed, but each real folder only once (first in sorted walk order): a link
+    # to the folder itself or a sibling would otherwise list the same images again, or without end.
     root = Path(root)
     out = []
+    seen = {_dir_id(root)}
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        kept = []
+        for d in sorted(dirnames):
+            key = _dir_id(Path(dirpath, d))
+            if d.startswith(".") or key is None or key in seen:
+                continue
+            seen.add(key)
+            kept.append(d)
+        dirnames[:] = kept
         for fn in filenames:
             if fn.lower().endswith(IMAGE_EXTENSIONS) and not fn.startswith("."):
                 out.append(Path(dirpath, fn).relative_to(root).as_posix())
     return sorted(out)
+
+
+def _dir_id(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of the folder ``path`` leads to; None when it can't be reached."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 _ENVS: dict = {}  # real path -> (pid, environment); LMDB allows one open per path and process
@@ -317,6 +449,9 @@ class LMDBImages(_ImageSource):
                     f"{self.path}: no key {self._key(0).decode()!r}; "
                     f"resolution {self.resolution} / zfill {self.zfill} don't match the keys stored"
                 )
+        if self._first_usable() is None:
+            example = next(iter(self.skipped.values()))
+            raise ValueError(f"{self.path}: none of its {self.length} images can be used, e.g. {example}")
 
     def __len__(self) -> int:
         return self.length

@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
 from .attributes import BINARY, CONTINUOUS, read_attributes
@@ -64,7 +63,8 @@ class _Split(Dataset):
 class StudyData:
     """Splits of Shapes or of the user's images (see the module docstring); ``describe()`` goes into metrics.json."""
 
-    def __init__(self, data=None, attributes=None, size: int = 32, train_seed: int | None = None):
+    def __init__(self, data=None, attributes=None, size: int = 32, train_seed: int | None = None,
+                 heldout_seed: int | None = None):
         self.size = int(size)
         self.notes: list[str] = []
         self.attribute_file = str(attributes) if attributes else None
@@ -74,12 +74,14 @@ class StudyData:
                 raise ValueError("attributes: an attribute file goes with --data (a folder or LMDB); the built-in "
                                  "Shapes world carries its own")
             self.source = "shapes"
-            seeds = dict(SHAPES_SEEDS, **({"train": int(train_seed)} if train_seed is not None else {}))
+            seeds = dict(SHAPES_SEEDS, **({"train": int(train_seed)} if train_seed is not None else {}),
+                         **({"heldout": int(heldout_seed)} if heldout_seed is not None else {}))
             self._shapes = {k: Shapes(size=self.size, seed=s) for k, s in seeds.items()}
             self.attribute_names = list(Shapes.attribute_names)
             self.attribute_kinds = {n: BINARY for n in self.attribute_names}
             self.correlated_pairs = list(self._shapes["train"].correlated_pairs)
             self.n_images, self.n_unannotated = None, 0
+            self.constant_attributes = []
             return
         self.source = str(data)
         self._open_user(Path(data), attributes)
@@ -112,8 +114,20 @@ class StudyData:
                     "rows are matched to image files by name, without extension or zero padding)") from None
             self.n_unannotated = len(base.skipped)
             if self.n_unannotated:
+                example = next(iter(base.skipped))
+                shown = Path(example).relative_to(path).as_posix() if Path(example).is_relative_to(path) else example
                 self.notes.append(f"{self.n_unannotated} of {self.n_images} images have no row in {attributes}: "
-                                  "left out of every study (e.g. " + Path(next(iter(base.skipped))).name + ")")
+                                  f"left out of every study (e.g. {shown})")
+            ambiguous = [f"{Path(k).name}: {v[len('ambiguous: '):]}" for k, v in base.skipped.items()
+                         if v.startswith("ambiguous")]
+            if ambiguous:
+                self.notes.append(f"{len(ambiguous)} of them could take more than one row, so take none "
+                                  f"(rows match by relative path, by bare name only when unique), e.g. {ambiguous[0]}")
+            if base.unused_rows:
+                used = set(base.names)
+                unused = next(str(r) for r in df.index if str(r) not in used)
+                self.notes.append(f"{base.unused_rows} of the {len(df)} rows of {attributes} label no image "
+                                  f"in {path} (e.g. {unused!r})")
             self.attribute_names = list(base.attribute_names)
             self.attribute_kinds = {n: kinds[n] for n in self.attribute_names}
             names = [files[int(i)] if files else str(i) for i in base.indices]
@@ -131,18 +145,34 @@ class StudyData:
         self._splits = {k: _Split(base, np.sort(v), self.attribute_names, [names[int(j)] for j in np.sort(v)])
                         for k, v in parts.items()}
         self._split_rows = {k: np.sort(v) for k, v in parts.items()}
+        self.constant_attributes = self._note_constant(attributes)
         self.correlated_pairs = self._correlations()
 
-    def _note_size(self, images) -> None:
-        """A note when the images are not square at the checkpoint's size (read from the first file's header)."""
-        try:
-            if hasattr(images, "files"):
-                with Image.open(images.root / images.files[0]) as im:
-                    w, h = im.size
+    def _note_constant(self, attributes) -> list[str]:
+        """Attributes with one value over the data, or over its training split: no direction can be fitted for them."""
+        if self._values is None:
+            return []
+        out = []
+        train = self._values[self._split_rows["train"]]
+        for j, name in enumerate(self.attribute_names):
+            every, values = np.unique(self._values[:, j]), np.unique(train[:, j])
+            if len(every) == 1:
+                self.notes.append(f"attribute {name!r} is {every[0]:g} for every one of the {len(self._values)} "
+                                  f"annotated images in {attributes}: no edit direction can be fitted for it")
+            elif len(values) == 1:
+                self.notes.append(f"attribute {name!r} is {values[0]:g} for every one of the {len(train)} images of "
+                                  f"the training split: no edit direction can be fitted for it")
             else:
-                w = h = int(getattr(images, "resolution", self.size))
-        except OSError:
-            return
+                continue
+            out.append(name)
+        return out
+
+    def _note_size(self, images) -> None:
+        """A note when the images are not square at the checkpoint's size (the first usable one, as decoded)."""
+        if getattr(images, "first_size", None):
+            w, h = images.first_size
+        else:
+            w = h = int(getattr(images, "resolution", self.size))
         if (w, h) != (self.size, self.size):
             what = "upscaled" if min(w, h) < self.size else "downscaled"
             self.notes.append(f"images are {w}x{h} px (the first one), the checkpoint's size {self.size} px: "
@@ -181,6 +211,7 @@ class StudyData:
     def pick(self, wanted, n: int = 4, binary: bool = True) -> list[str]:
         """The names of ``wanted`` the data has; when it has none of them, its first ``n`` (binary) attributes."""
         have = self.binary_attributes() if binary else self.attribute_names
+        have = [n for n in have if n not in self.constant_attributes]  # no direction can be fitted for those
         chosen = [w for w in (wanted or []) if w in have]
         if not chosen and have:
             chosen = have[:n]
@@ -233,19 +264,21 @@ class StudyData:
         if upscaled:
             notes.append(f"{upscaled} image(s) smaller than {self.size} px were upscaled")
         if skipped:
-            notes.append(f"{len(skipped)} unreadable image(s) skipped, e.g. {next(iter(skipped))}")
+            notes.append(f"{len(skipped)} image file(s) can't be used and are left out, e.g. {next(iter(skipped.values()))}")
         kinds = Counter(self.attribute_kinds.values())
         return {"source": self.source, "image_size": self.size, "ground_truth": False, "images": self.n_images,
                 "attribute_file": self.attribute_file, "attributes": self.attribute_names,
                 "binary_attributes": kinds.get(BINARY, 0), "continuous_attributes": kinds.get(CONTINUOUS, 0),
                 "without_annotation": self.n_unannotated, "unreadable": len(skipped),
+                "constant_attributes": list(self.constant_attributes),
                 "splits": {k: self.available(k) for k in SPLITS}, "notes": notes}
 
 
-def open_data(data=None, attributes=None, size: int = 32, train_seed: int | None = None) -> StudyData:
+def open_data(data=None, attributes=None, size: int = 32, train_seed: int | None = None,
+              heldout_seed: int | None = None) -> StudyData:
     """The study's images: ``data`` None / 'shapes' (built-in) or a folder / LMDB; ``attributes`` a file (any format)."""
     if isinstance(attributes, str) and not attributes.strip():
         attributes = None
     if attributes is not None and not Path(os.fspath(attributes)).is_file():
         raise FileNotFoundError(f"attributes: {attributes} is not a file")
-    return StudyData(data, attributes, size=size, train_seed=train_seed)
+    return StudyData(data, attributes, size=size, train_seed=train_seed, heldout_seed=heldout_seed)
