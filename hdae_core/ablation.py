@@ -112,7 +112,7 @@ def checks(runs: pd.DataFrame, baselines: pd.Series, column: str = "eval_mse_ran
     return out
 
 
-def plot_curves(runs: pd.DataFrame, columns: Sequence[str], path: str | Path | None = None,
+def plot_ablation_curves(runs: pd.DataFrame, columns: Sequence[str], path: str | Path | None = None,
                 titles: Sequence[str] | None = None, baselines: Mapping[str, float] | None = None,
                 logy: bool = True, panel_size: tuple[float, float] = (4.6, 3.4)):
     """One panel per column against steps: a line per variant (median over seeds), its seeds' range as a band."""

@@ -33,19 +33,19 @@ class Decoder(nn.Module):
         self.out = nn.Sequential(
             normalization(ch), nn.SiLU(), zero_module(nn.Conv2d(ch, in_channels, 3, padding=1))
         )
+        # each ResBlock's place in ``code_scales``' list, in the order the forward pass meets them
+        self._res_blocks = [layer for seq in (*self.input_blocks, self.middle_block, *self.output_blocks)
+                            for layer in seq if isinstance(layer, ResBlock)]
+        for i, layer in enumerate(self._res_blocks):
+            layer.scale_index = i
 
-    def code_scales(self, codes: torch.Tensor) -> dict[int, torch.Tensor]:
-        """Every ResBlock's code scale 1 + z_s for ``codes`` [B, L, D]; they do not depend on t, so a
-        sampler computes them once per run and passes them to ``forward`` as ``code_scales``."""
-        out = {}
-        for seq in (*self.input_blocks, self.middle_block, *self.output_blocks):
-            for layer in seq:
-                if isinstance(layer, ResBlock):
-                    out[id(layer)] = layer.code_scale(codes[:, layer.level if codes.shape[1] > 1 else 0])
-        return out
+    def code_scales(self, codes: torch.Tensor) -> list[torch.Tensor | None]:
+        """Every ResBlock's code scale 1 + z_s for ``codes`` [B, L, D], by its ``scale_index``; they do not depend
+        on t, so a sampler computes them once per run and passes them to ``forward`` as ``code_scales``."""
+        return [layer.code_scale(codes[:, layer.level if codes.shape[1] > 1 else 0]) for layer in self._res_blocks]
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, codes: torch.Tensor,
-                code_scales: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
+                code_scales: list[torch.Tensor | None] | None = None) -> torch.Tensor:
         """ε prediction; ``t`` are integer timesteps of the full schedule, ``codes`` is [B, L, D];
         ``code_scales`` (from ``code_scales(codes)``) skips recomputing the code projections."""
         if t.dim() == 0:

@@ -77,10 +77,12 @@ def loss(net_fn: EpsFn, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
     return (net_fn(x_t, t).float() - target.float()).pow(2).flatten(1).mean(1)
 
 
-def eps_loss(eps_fn: EpsFn, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
-             alphas_cumprod: torch.Tensor) -> torch.Tensor:
-    """The ε loss (DDPM L_simple) per sample."""
-    return loss(eps_fn, x0, t, noise, alphas_cumprod, "eps")
+def randn(shape, generator: torch.Generator | None = None, device: torch.device | str = "cpu",
+          dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Gaussian noise drawn on the generator's device, then moved to ``device``: a CPU generator gives the same
+    noise on every machine, so a figure drawn with it is reproducible anywhere."""
+    dev = generator.device if generator is not None else device
+    return torch.randn(shape, generator=generator, device=dev, dtype=dtype).to(device)
 
 
 def _x0_and_eps(eps_fn, x, t, a_t, clip):
@@ -136,45 +138,55 @@ def ddim_sample(eps_fn: EpsFn, x_T: torch.Tensor, alphas_cumprod: torch.Tensor,
             if noise is not None:
                 z = noise[n]
             else:
-                dev = generator.device if generator is not None else x.device
-                z = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=dev).to(x.device)
+                z = randn(x.shape, generator, x.device, x.dtype)
             x = x + sigma * z
     return x
 
 
+def _steps(n: int, desc: str, progress: bool):
+    return tqdm(range(n), desc=desc, leave=False) if progress else range(n)
+
+
 @torch.no_grad()
 def ddim_invert(eps_fn: EpsFn, x0: torch.Tensor, alphas_cumprod: torch.Tensor,
-                timesteps: Sequence[int] | torch.Tensor, clip_x0: bool = True,
-                progress: bool = False, refine: int = 0) -> torch.Tensor:
-    """Deterministic DDIM run backwards from x0 (the stochastic encoder).
+                timesteps: Sequence[int] | torch.Tensor, clip_x0: bool = True, progress: bool = False) -> torch.Tensor:
+    """Deterministic DDIM run backwards from x0 (the stochastic encoder), as DiffAE inverts.
 
-    ``refine = 0`` is DiffAE's inversion: each step reuses ε at the current point and the last step goes to
-    ᾱ = 0. It is only approximately undone by ``ddim_sample``, and the gap is the round-trip error.
-
-    ``refine = k > 0`` solves each step of the sampler backwards instead: it looks for the x_t whose DDIM step
-    (the one ``ddim_sample`` takes, clipping included) lands on the point below, by k residual corrections
-    ``x_t ← x_t − √(ᾱ_t/ᾱ_prev)·(step(x_t) − target)`` from the plain DDIM guess, one network call each, and ends
-    at the sampler's first level ᾱ_{t_max}. The round trip then shrinks towards zero as k grows (a fixed-point
-    inversion); k = 1 costs the same number of network calls as ``refine = 0``.
+    Each step reuses ε at the current point and the last step goes to ᾱ = 0. It is only approximately undone
+    by ``ddim_sample``, and the gap is the round-trip error (``ddim_invert_refined`` closes it).
     """
     ts = _timesteps_list(timesteps)
-    if refine < 0:
-        raise ValueError(f"refine must be >= 0, got {refine}")
     ac = alphas_cumprod.double().cpu().tolist()
     x = x0
-    steps = range(len(ts))
-    if progress:
-        steps = tqdm(steps, desc="DDIM invert", leave=False)
     t_batch = _t_batches(ts, x)
-    if refine == 0:
-        for i in steps:
-            a_t = ac[ts[i]]
-            a_next = ac[ts[i + 1]] if i + 1 < len(ts) else 0.0
-            x0_hat, eps = _x0_and_eps(eps_fn, x, t_batch[i], a_t, clip_x0)
-            x = x0_hat * a_next ** 0.5 + eps * (1 - a_next) ** 0.5
-        return x
+    for i in _steps(len(ts), "DDIM invert", progress):
+        a_t = ac[ts[i]]
+        a_next = ac[ts[i + 1]] if i + 1 < len(ts) else 0.0
+        x0_hat, eps = _x0_and_eps(eps_fn, x, t_batch[i], a_t, clip_x0)
+        x = x0_hat * a_next ** 0.5 + eps * (1 - a_next) ** 0.5
+    return x
+
+
+@torch.no_grad()
+def ddim_invert_refined(eps_fn: EpsFn, x0: torch.Tensor, alphas_cumprod: torch.Tensor,
+                        timesteps: Sequence[int] | torch.Tensor, corrections: int = 1, clip_x0: bool = True,
+                        progress: bool = False) -> torch.Tensor:
+    """DDIM inverted step by step as a fixed point: each sampler step solved backwards.
+
+    For each step it looks for the x_t whose DDIM step (the one ``ddim_sample`` takes, clipping included) lands
+    on the point below, by ``corrections`` residual corrections ``x_t ← x_t − √(ᾱ_t/ᾱ_prev)·(step(x_t) − target)``
+    from the plain DDIM guess, one network call each, and ends at the sampler's first level ᾱ_{t_max}. The round
+    trip shrinks towards zero as the corrections grow; one correction costs the network calls of ``ddim_invert``
+    plus one.
+    """
+    if corrections < 1:
+        raise ValueError(f"corrections must be >= 1 (ddim_invert is the plain inversion), got {corrections}")
+    ts = _timesteps_list(timesteps)
+    ac = alphas_cumprod.double().cpu().tolist()
+    x = x0
+    t_batch = _t_batches(ts, x)
     eps = None
-    for i in steps:
+    for i in _steps(len(ts), "DDIM invert", progress):
         a_t = ac[ts[i]]
         a_prev = ac[ts[i - 1]] if i > 0 else 1.0
         target = x
@@ -184,7 +196,7 @@ def ddim_invert(eps_fn: EpsFn, x0: torch.Tensor, alphas_cumprod: torch.Tensor,
         x0_hat = (target - eps * (1 - a_prev) ** 0.5) / a_prev ** 0.5
         x = x0_hat * a_t ** 0.5 + eps * (1 - a_t) ** 0.5
         gain = (a_t / a_prev) ** 0.5
-        for _ in range(refine):
+        for _ in range(corrections):
             x0_k, eps = _x0_and_eps(eps_fn, x, t_batch[i], a_t, clip_x0)
             x = x - gain * (x0_k * a_prev ** 0.5 + eps * (1 - a_prev) ** 0.5 - target)
     return x

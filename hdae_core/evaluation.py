@@ -8,7 +8,6 @@ DiffAE/HDAE tables), averaged over the images.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import pandas as pd
@@ -20,7 +19,7 @@ from .metrics import fid, frechet_distance, frechet_oracle_distance
 from .stats import LatentStats
 from .model import inference, model_device
 
-__all__ = ["mean_colour", "mean_colour_mse", "reconstruction_table", "read_training_logs", "last_evaluation",
+__all__ = ["mean_colour", "mean_colour_mse", "reconstruction_table", "last_evaluation",
            "METRIC_COLUMNS", "score_table", "auroc_intervals", "mean_auroc", "frechet_references", "sample_quality"]
 
 METRIC_COLUMNS = ("SSIM", "LPIPS", "MSE")
@@ -120,20 +119,6 @@ def reconstruction_table(models: Mapping[str, torch.nn.Module], images: torch.Te
 
 
 # ---------------------------------------------------------------- training curves (Fig. 5)
-
-
-def read_training_logs(folder: str | Path, names: Sequence[str], column: str = "eval_mse_enc"):
-    """({name: metrics.csv as a DataFrame}, [missing names]) for ``folder/<name>/metrics.csv``; a log without a
-    single ``column`` value counts as missing."""
-    runs, missing = {}, []
-    for name in names:
-        f = Path(folder) / name / "metrics.csv"
-        df = pd.read_csv(f) if f.is_file() else None
-        if df is None or column not in df or df[column].notna().sum() == 0:
-            missing.append(name)
-        else:
-            runs[name] = df
-    return runs, missing
 
 
 def last_evaluation(runs: Mapping[str, "pd.DataFrame"], columns: Sequence[str], key: str = "run"):

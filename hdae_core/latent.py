@@ -131,13 +131,6 @@ def eps_fn(latent_model: LatentDDIM):
     return lambda z_t, t: diffusion.v_to_eps(latent_model(z_t, t), z_t, t, ac)
 
 
-def _randn(shape, generator: torch.Generator | None, like: torch.Tensor | None = None,
-           device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    # draw on the generator's device (CPU generators stay reproducible across machines), then move
-    dev = generator.device if generator is not None else device
-    return torch.randn(shape, generator=generator, device=dev, dtype=dtype).to(device)
-
-
 def train_latent(codes: torch.Tensor, stats: LatentStats | None = None, cfg: LatentConfig | None = None,
                  steps: int = 2000, batch_size: int = 256, lr: float = 1e-4, seed: int = 0,
                  progress: bool = True, ema_decay: float | None = None) -> LatentDDIM:
@@ -169,7 +162,7 @@ def train_latent(codes: torch.Tensor, stats: LatentStats | None = None, cfg: Lat
         idx = torch.randint(0, n_codes, (min(batch_size, n_codes),), generator=g)
         z0 = z0_all[idx.to(device)]
         t = torch.randint(0, cfg.T, (z0.shape[0],), generator=g).to(device)
-        noise = _randn(z0.shape, g, device=device)
+        noise = diffusion.randn(z0.shape, g, device)
         loss = diffusion.loss(model, z0, t, noise, ac, cfg.prediction).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -188,7 +181,7 @@ def sample_codes(latent_model: LatentDDIM, n: int, stats: LatentStats, steps: in
     """Codes [n, L, D] by latent DDIM from z_T ~ N(0, I), then de-standardised (DiffAE §3.3)."""
     cfg = latent_model.config
     p = next(latent_model.parameters())
-    z_T = _randn((n, cfg.num_features), generator, device=p.device, dtype=p.dtype)
+    z_T = diffusion.randn((n, cfg.num_features), generator, p.device, p.dtype)
     ts = diffusion.spaced_timesteps(cfg.T, steps)
     # latents are standardised, not bounded: x̂0 must not be clipped to [-1, 1]
     z0 = diffusion.ddim_sample(eps_fn(latent_model), z_T, latent_alphas_cumprod(cfg), ts, eta=eta,
@@ -210,7 +203,7 @@ def sample_images(model, latent_model: LatentDDIM, n: int, stats: LatentStats, l
     codes = sample_codes(latent_model, n, stats, latent_steps, generator=generator, progress=progress)
     c = model.config
     p = next(model.parameters())
-    x_T = _randn((n, c.in_channels, c.image_size, c.image_size), generator, device=p.device, dtype=p.dtype)
+    x_T = diffusion.randn((n, c.in_channels, c.image_size, c.image_size), generator, p.device, p.dtype)
     images = model.decode(x_T, codes.to(p), image_steps, progress=progress)
     return (images, codes) if return_codes else images
 

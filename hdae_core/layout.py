@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import editing
+from . import diffusion, editing
 from .checkpoint import load_module_weights, read_module_meta, save_module
 from .config import strict_from_dict
 from .metrics import r2_score
@@ -32,7 +32,7 @@ def default_levels(num_levels: int) -> list[int]:
     return list(range(num_levels - k, num_levels))
 
 
-def check_levels(levels: Sequence[int] | int | None, num_levels: int) -> list[int]:
+def layout_levels(levels: Sequence[int] | int | None, num_levels: int) -> list[int]:
     """The levels a layout encoder predicts: ``editing.check_levels``'s rules, at least one (None: the default)."""
     if levels is None:
         return default_levels(num_levels)
@@ -54,7 +54,7 @@ class LayoutConfig:
     grid: int = 4  # features are pooled to grid × grid, so where things are survives pooling
 
     def __post_init__(self):
-        object.__setattr__(self, "levels", tuple(sorted(check_levels(self.levels, self.num_levels))))
+        object.__setattr__(self, "levels", tuple(sorted(layout_levels(self.levels, self.num_levels))))
         if self.num_classes < 2:
             raise ValueError(f"LayoutConfig: num_classes must be at least 2, got {self.num_classes}")
 
@@ -116,7 +116,7 @@ def compose_codes(layout_codes: torch.Tensor, image_codes: torch.Tensor, levels:
     if image_codes.dim() != 3 or layout_codes.dim() != 3:
         raise ValueError(f"expected layout codes [B, K, D] and image codes [B, L, D], got "
                          f"{list(layout_codes.shape)} and {list(image_codes.shape)}")
-    levels = check_levels(levels, image_codes.shape[1])
+    levels = layout_levels(levels, image_codes.shape[1])
     if layout_codes.shape[1:] != (len(levels), image_codes.shape[2]):
         raise ValueError(f"layout codes {list(layout_codes.shape)} do not fit levels {levels} of codes "
                          f"{list(image_codes.shape)}: expected [B, {len(levels)}, {image_codes.shape[2]}]")
@@ -150,7 +150,7 @@ def train_layout_encoder(model, dataset, levels: Sequence[int] | None = None, n_
                          num_classes: int | None = None) -> tuple[LayoutEncoder, dict[str, Any]]:
     """Regress the frozen encoder's standardised codes of ``levels`` from label maps (MSE); returns (encoder, report)."""
     L = model.num_levels
-    levels = sorted(check_levels(levels, L))
+    levels = sorted(layout_levels(levels, L))
     size = getattr(dataset, "size", None)
     if size is not None and size != model.config.image_size:
         raise ValueError(f"dataset renders {size} px images but the model takes {model.config.image_size} px")
@@ -233,9 +233,7 @@ def synthesize(model, layout_encoder: LayoutEncoder, label_map: torch.Tensor, im
     codes = codes.expand(b, -1, -1)
     if x_T is None:
         c = model.config
-        dev = generator.device if generator is not None else p.device
-        x_T = torch.randn((b, c.in_channels, c.image_size, c.image_size), generator=generator,
-                          device=dev, dtype=p.dtype).to(p.device)
+        x_T = diffusion.randn((b, c.in_channels, c.image_size, c.image_size), generator, p.device, p.dtype)
     return model.decode(x_T, codes, steps, progress=progress)
 
 

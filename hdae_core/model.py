@@ -149,12 +149,17 @@ class HDAE(nn.Module):
 
         ``refine = 1`` (default) solves each sampler step backwards with one correction, at the same number of
         network calls as DiffAE's inversion, so that ``decode(x_T, codes, steps)`` returns x0 far more exactly;
-        ``refine = 0`` is DiffAE's own inversion (what its checkpoints' golden outputs use). See ``diffusion.ddim_invert``.
+        ``refine = 0`` is DiffAE's own inversion (what its checkpoints' golden outputs use); ``refine = k`` takes k
+        corrections per step. See ``diffusion.ddim_invert`` and ``diffusion.ddim_invert_refined``.
         """
         self.check_images(x0)
         self.check_codes(codes, batch=x0.shape[0], against="x0")
-        return diffusion.ddim_invert(self.eps_fn(codes), x0, self.alphas_cumprod, self.timesteps(steps),
-                                     progress=progress, refine=refine)
+        if refine < 0:
+            raise ValueError(f"refine must be >= 0 (0: DiffAE's inversion; k: k corrections per step), got {refine}")
+        args = (self.eps_fn(codes), x0, self.alphas_cumprod, self.timesteps(steps))
+        if refine == 0:
+            return diffusion.ddim_invert(*args, progress=progress)
+        return diffusion.ddim_invert_refined(*args, corrections=refine, progress=progress)
 
     @torch.no_grad()
     def decode(self, x_T: torch.Tensor, codes: torch.Tensor, steps: int = 100, eta: float = 0.0,
@@ -173,8 +178,7 @@ class HDAE(nn.Module):
         if stochastic:
             x_T = self.encode_stochastic(x0, codes, steps)
         else:
-            dev = generator.device if generator is not None else x0.device
-            x_T = torch.randn(x0.shape, generator=generator, device=dev, dtype=x0.dtype).to(x0.device)
+            x_T = diffusion.randn(x0.shape, generator, x0.device, x0.dtype)
         return self.decode(x_T, codes, steps)
 
     def forward(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:

@@ -262,7 +262,7 @@ class Seq(nn.Sequential):
         for layer in self:
             if isinstance(layer, ResBlock):
                 if code_scales is not None:
-                    x = layer(x, emb, z=code_scales[id(layer)])
+                    x = layer(x, emb, z=code_scales[layer.scale_index])
                     continue
                 cond = None if codes is None else codes[:, layer.level if codes.shape[1] > 1 else 0]
                 x = layer(x, emb, cond)

@@ -60,7 +60,7 @@ def test_q_sample_and_loss_per_sample():
     i = 2
     want = a[500].sqrt().float() * x0[i] + (1 - a[500]).sqrt().float() * noise[i]
     torch.testing.assert_close(xt[i], want)
-    loss = D.eps_loss(lambda x, tt: torch.zeros_like(x), x0, t, noise, a)
+    loss = D.loss(lambda x, tt: torch.zeros_like(x), x0, t, noise, a, "eps")
     assert loss.shape == (4,)
     torch.testing.assert_close(loss, noise.pow(2).flatten(1).mean(1))
 
@@ -157,9 +157,15 @@ def test_v_model_samples_through_its_eps_function():
 # ---------------------------------------------------------------- refined (fixed-point) inversion
 
 
+def _invert(eps, x0, a, ts, refine, **kw):
+    if refine == 0:
+        return D.ddim_invert(eps, x0, a, ts, **kw)
+    return D.ddim_invert_refined(eps, x0, a, ts, corrections=refine, **kw)
+
+
 def _round_trip(eps, x0, a, n, refine, clip=False):
     ts = D.spaced_timesteps(1000, n)
-    x_T = D.ddim_invert(eps, x0, a, ts, clip_x0=clip, refine=refine)
+    x_T = _invert(eps, x0, a, ts, refine, clip_x0=clip)
     return (D.ddim_sample(eps, x_T, a, ts, clip_x0=clip) - x0).pow(2).mean().item()
 
 
@@ -201,8 +207,8 @@ def test_refined_inversion_network_calls():
     ts = D.spaced_timesteps(1000, 10)
     for k, want in ((0, 10), (1, 11), (3, 31)):
         calls.clear()
-        D.ddim_invert(eps, x0, a, ts, refine=k)
+        _invert(eps, x0, a, ts, k)
         assert len(calls) == want, (k, calls)
         assert calls == sorted(calls)  # each step's calls at its own t, in order
-    with pytest.raises(ValueError, match="refine"):
-        D.ddim_invert(eps, x0, a, ts, refine=-1)
+    with pytest.raises(ValueError, match="corrections"):
+        D.ddim_invert_refined(eps, x0, a, ts, corrections=0)
