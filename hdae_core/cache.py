@@ -101,7 +101,7 @@ def fetch(folder: str | Path, identity: dict[str, Any], fit: Callable[[], T], sa
         diff = _difference(stored, wanted)
         if not diff:
             try:
-                return load(folder), f"{what} loaded from {folder} (fitted on the same model, data and parameters)"
+                return load(folder), f"{what} loaded from {folder} (recorded identity matches: {', '.join(sorted(wanted))})"
             except Exception as e:  # noqa: BLE001 - a damaged entry is refitted, and the reason is reported
                 why = f"the {what} cached in {folder} could not be read ({type(e).__name__}: {e})"
         else:

@@ -287,7 +287,7 @@ def _imported(model, src, folder: Path, n_encode: int, batch_size: int) -> tuple
     clf = load_classifiers(folder)
     if tuple(clf.stats.shape) != shape:
         raise ValueError(f"{folder}: directions for codes {list(clf.stats.shape)}, the model's are {list(shape)}")
-    where = f"imported from {folder} ({len(clf.names)} directions, not trained here)"
+    where = f"directions imported from {folder} ({len(clf.names)} directions, not trained here)"
     if src.has_attributes:
         n = src.take(n_encode, "heldout", "codes scoring the imported directions")
         enc = encode_dataset(model, src.split("heldout"), n=n, batch_size=batch_size, progress=False)
@@ -326,7 +326,7 @@ def directions_for(model, src, source: str = "auto", n_encode: int = 3000, C: fl
         return _fit(model, src, n, C, seed, batch_size)
 
     if cache_dir is None:
-        return fit(), f"fitted on {n} training codes"
+        return fit(), f"directions fitted on {n} training codes"
     identity = {"kind": "directions", "model": cache.model_identity(model), "data": cache.data_identity(src, "train", n),
                 "C": C, "seed": seed, "fit": "train_directions"}
     return cache.fetch(cache_dir, identity, fit, lambda clf, folder: clf.save(folder), load_classifiers,
