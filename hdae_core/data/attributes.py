@@ -53,8 +53,9 @@ def read_attribute_csv(path: str | os.PathLike) -> tuple["pd.DataFrame", dict[st
     path = Path(path)
     header, lines, rows = _read_csv(path)
     k = len(header)
+    columns = [_stripped(c) for c in zip(*rows)] if rows else [[] for _ in range(k)]
     # a trailing comma on every line makes a last column with neither name nor values: not an attribute
-    cols = [j for j in range(k) if header[j] or any(r[j] for r in rows)]
+    cols = [j for j in range(k) if header[j] or any(columns[j])]
     for j in cols:
         if not header[j]:
             raise ValueError(f"{path}, line 1: column {j + 1} holds values but has no name")
@@ -65,7 +66,7 @@ def read_attribute_csv(path: str | os.PathLike) -> tuple["pd.DataFrame", dict[st
         raise ValueError(f"{path}: a header but no rows")
     lower = {header[j].lower(): j for j in cols}
     key = next((lower[c] for c in FILENAME_COLUMNS if c in lower), cols[0])
-    files = [r[key] for r in rows]
+    files = columns[key]
     first_line: dict[str, int] = {}
     for f, n in zip(files, lines):
         if not f:
@@ -78,9 +79,13 @@ def read_attribute_csv(path: str | os.PathLike) -> tuple["pd.DataFrame", dict[st
         if j == key:
             continue
         name = header[j]
-        cells = np.array([r[j] for r in rows], dtype=object)
+        cells = columns[j]
+        tokens = set(cells)
+        if tokens <= {"0", "1"} or tokens <= {"-1", "1"}:  # the common case, without parsing 200k numbers
+            out[name], kinds[name] = (np.asarray(cells) == "1").astype(np.int8), BINARY
+            continue
         with np.errstate(over="ignore", invalid="ignore"):
-            values = pd.to_numeric(pd.Series(cells), errors="coerce").to_numpy(dtype=np.float64)
+            values = pd.to_numeric(pd.Series(cells, dtype=object), errors="coerce").to_numpy(dtype=np.float64)
             # text, inf, nan and what float32 can't hold (1e39) would surface later as a NaN in a classifier
             bad = ~np.isfinite(values) | ~np.isfinite(values.astype(np.float32))
         if bad.any():
@@ -98,8 +103,15 @@ def read_attribute_csv(path: str | os.PathLike) -> tuple["pd.DataFrame", dict[st
     return df, kinds
 
 
+def _stripped(cells: tuple[str, ...]) -> list[str]:
+    """A column's cells without surrounding spaces (checked once per distinct value: most columns hold a few)."""
+    if all(c == c.strip() for c in set(cells)):
+        return list(cells)
+    return [c.strip() for c in cells]
+
+
 def _read_csv(path: Path) -> tuple[list[str], list[int], list[list[str]]]:
-    """(column names, each row's line number, the rows' stripped cells), blank lines left out; one-line errors."""
+    """(column names, each row's line number, the rows' cells as written), blank lines left out; one-line errors."""
     try:
         with open(path, encoding="utf-8-sig", newline="") as f:
             reader = csv.reader(f, skipinitialspace=True)
@@ -109,10 +121,9 @@ def _read_csv(path: Path) -> tuple[list[str], list[int], list[list[str]]]:
             _check_names(header, path)
             lines, rows = [], []
             for fields in reader:
-                fields = [c.strip() for c in fields]
-                if not any(fields):
+                if not any(fields):  # skipinitialspace leaves a blank cell empty
                     continue
-                if len(fields) > len(header) and not any(fields[len(header):]):
+                if len(fields) > len(header) and not any(c.strip() for c in fields[len(header):]):
                     fields = fields[:len(header)]  # trailing commas
                 if len(fields) != len(header):
                     raise ValueError(f"{path}, line {reader.line_num}: {len(fields)} fields, "

@@ -104,16 +104,18 @@ def _clean(name: str) -> str:
 
 def _match_key(name: str, level: str) -> str | None:
     """The key of ``name`` (a relative posix path) at a matching level; None where the level does not apply."""
-    p = PurePosixPath(name)
     if level == "path":
         return name
+    base = name.rsplit("/", 1)[-1]
+    dot = base.rfind(".")
+    stem = base[:dot] if dot > 0 else base  # as PurePosixPath.stem: '.hidden' has no extension
     if level == "path without extension":
-        return str(p.with_suffix("")) if p.suffix else name
+        return name[: len(name) - len(base) + len(stem)]
     if level == "file name":
-        return p.name
+        return base
     if level == "stem":
-        return p.stem
-    return str(int(p.stem)) if p.stem.isascii() and p.stem.isdigit() else None
+        return stem
+    return str(int(stem)) if stem.isascii() and stem.isdigit() else None
 
 
 def match_rows(rows: list[str], files: list[str]) -> tuple[dict[int, int], dict[int, str]]:
