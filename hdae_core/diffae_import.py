@@ -142,6 +142,35 @@ def _as_tuple(v) -> tuple:
     return tuple(v) if isinstance(v, (list, tuple)) else (v,)
 
 
+def _encoder_layout(sd, hp: Mapping[str, Any], nrb: int, mc: int, source: str):
+    """The semantic encoder's (ResBlocks per level, channel multipliers, levels with attention, levels without):
+    the decoder's layout without an up path, its depth per level from the hyper-parameters."""
+    enc_idx = _indices(sd, "encoder.input_blocks")
+    enc_nrb = int(hp.get("net_enc_num_res_blocks") or nrb)
+    enc_per = enc_nrb + 1
+    if not enc_idx or enc_idx != list(range(len(enc_idx))) or len(enc_idx) % enc_per:
+        raise DiffAEImportError(
+            f"{source}: {len(enc_idx)} encoder input blocks do not split into levels of {enc_nrb} ResBlocks + a downsampler"
+        )
+    Le = len(enc_idx) // enc_per
+    enc_mult, enc_attn_levels, enc_plain_levels = [], set(), set()
+    for level in range(Le):
+        chans = set()
+        for k in range(enc_nrb):
+            b = f"encoder.input_blocks.{1 + level * enc_per + k}"
+            chans.add(_out_ch(sd, f"{b}.0"))
+            (enc_attn_levels if f"{b}.1.qkv.weight" in sd else enc_plain_levels).add(level)
+        if len(chans) != 1:
+            raise DiffAEImportError(f"{source}: encoder level {level} has ResBlocks of {sorted(chans)} channels")
+        c = chans.pop()
+        if level < Le - 1:
+            down = f"encoder.input_blocks.{(level + 1) * enc_per}.0"
+            if not _is_res(sd, down) or _in_ch(sd, down) != c or _out_ch(sd, down) != c:
+                raise DiffAEImportError(f"{source}: encoder block {down} is not a downsampling ResBlock of {c} channels")
+        enc_mult.append(_mult(c, mc, f"{source}: encoder level {level}"))
+    return enc_nrb, enc_mult, enc_attn_levels, enc_plain_levels
+
+
 def config_from_diffae(hparams: Mapping[str, Any] | None, state_dict: Mapping[str, torch.Tensor],
                        image_size: int | None = None, source: str = "checkpoint") -> ModelConfig:
     """The ``dae`` ModelConfig of a DiffAE autoencoder, read from its weights' names and shapes.
@@ -188,30 +217,8 @@ def config_from_diffae(hparams: Mapping[str, Any] | None, state_dict: Mapping[st
     if "middle_block.1.qkv.weight" not in sd or "encoder.middle_block.1.qkv.weight" not in sd:
         raise DiffAEImportError(f"{source}: a middle block without attention (autoenc_mid_attn=False) is not supported")
 
-    # encoder: the same layout without an up path; its depth per level comes from the hyper-parameters
-    enc_idx = _indices(sd, "encoder.input_blocks")
-    enc_nrb = int(hp.get("net_enc_num_res_blocks") or nrb)
-    enc_per = enc_nrb + 1
-    if not enc_idx or enc_idx != list(range(len(enc_idx))) or len(enc_idx) % enc_per:
-        raise DiffAEImportError(
-            f"{source}: {len(enc_idx)} encoder input blocks do not split into levels of {enc_nrb} ResBlocks + a downsampler"
-        )
-    Le = len(enc_idx) // enc_per
-    enc_mult, enc_attn_levels, enc_plain_levels = [], set(), set()
-    for level in range(Le):
-        chans = set()
-        for k in range(enc_nrb):
-            b = f"encoder.input_blocks.{1 + level * enc_per + k}"
-            chans.add(_out_ch(sd, f"{b}.0"))
-            (enc_attn_levels if f"{b}.1.qkv.weight" in sd else enc_plain_levels).add(level)
-        if len(chans) != 1:
-            raise DiffAEImportError(f"{source}: encoder level {level} has ResBlocks of {sorted(chans)} channels")
-        c = chans.pop()
-        if level < Le - 1:
-            down = f"encoder.input_blocks.{(level + 1) * enc_per}.0"
-            if not _is_res(sd, down) or _in_ch(sd, down) != c or _out_ch(sd, down) != c:
-                raise DiffAEImportError(f"{source}: encoder block {down} is not a downsampling ResBlock of {c} channels")
-        enc_mult.append(_mult(c, mc, f"{source}: encoder level {level}"))
+    enc_nrb, enc_mult, enc_attn_levels, enc_plain_levels = _encoder_layout(sd, hp, nrb, mc, source)
+    Le = len(enc_mult)
 
     if image_size is None:
         image_size = hp.get("img_size")
