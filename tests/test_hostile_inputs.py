@@ -127,6 +127,13 @@ def test_a_repeated_column_name_is_refused(tmp_path, header, column):
         read_celeba_attributes(celeba)
 
 
+def test_a_csv_with_another_separator_says_so(tmp_path):
+    path = tmp_path / "semi.csv"
+    path.write_text("filename;Smiling\n00000.png;1\n")
+    with pytest.raises(ValueError, match=r"semi\.csv: expected a file-name column .* \(separated by ';'\? use commas\)"):
+        read_attributes(path)
+
+
 def test_a_trailing_comma_is_not_a_column(tmp_path):
     path = tmp_path / "t.csv"
     path.write_text("filename,Smiling,\n00000.png,1,\n00001.png,0,\n")
@@ -239,6 +246,16 @@ def test_a_symlink_loop_is_listed_once(tmp_path):
     assert find_images(root) == ["a.png", "linked/c.png", "sub/b.png"]
     assert time.perf_counter() - t0 < 5
     assert len(ImageFolder(root, 8)) == 3
+
+
+@pytest.mark.timeout(60)
+def test_a_pipe_or_a_broken_link_named_like_an_image(tmp_path):
+    root = tmp_path / "odd"
+    _rgb(root / "a.png")
+    os.mkfifo(root / "pipe.png")  # opening it to read the header would wait for a writer forever
+    os.symlink(tmp_path / "gone.png", root / "broken.png")
+    ds = ImageFolder(root, 8, on_error="skip")
+    assert ds.files == ["a.png"] and list(ds.skipped) == [str(root / "broken.png")]
 
 
 def _orientation_jpeg(path: Path, orientation: int) -> Path:

@@ -60,8 +60,9 @@ def read_attribute_csv(path: str | os.PathLike) -> tuple["pd.DataFrame", dict[st
         if not header[j]:
             raise ValueError(f"{path}, line 1: column {j + 1} holds values but has no name")
     if len(cols) < 2:
+        sep = next((f" (separated by {c!r}? use commas)" for c in ";\t|" if c in header[cols[0]]), "") if cols else ""
         raise ValueError(f"{path}: expected a file-name column and at least one attribute column, "
-                         f"got the columns {[header[j] for j in cols]}")
+                         f"got the columns {[header[j] for j in cols]}{sep}")
     if not rows:
         raise ValueError(f"{path}: a header but no rows")
     lower = {header[j].lower(): j for j in cols}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import stat
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -360,9 +361,17 @@ def find_images(root: str | os.PathLike) -> list[str]:
             kept.append(d)
         dirnames[:] = kept
         for fn in filenames:
-            if fn.lower().endswith(IMAGE_EXTENSIONS) and not fn.startswith("."):
+            if fn.lower().endswith(IMAGE_EXTENSIONS) and not fn.startswith(".") and _maybe_file(Path(dirpath, fn)):
                 out.append(Path(dirpath, fn).relative_to(root).as_posix())
     return sorted(out)
+
+
+def _maybe_file(path: Path) -> bool:
+    """False for a pipe, socket or device named like an image (opening a pipe would wait forever)."""
+    try:
+        return stat.S_ISREG(path.stat().st_mode)
+    except OSError:
+        return True  # a broken link: listed, and reported as unreadable when the folder is opened
 
 
 def _dir_id(path: Path) -> tuple[int, int] | None:
