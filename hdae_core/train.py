@@ -428,12 +428,16 @@ def check_run_folder(out: Path, resume: bool) -> None:
                                     "or choose a new or empty --out")
 
 
-def train(cfg: TrainConfig, resume: bool = False) -> Path:
+def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> Path:
     """Train, writing checkpoints, ``metrics.csv`` and grids to ``cfg.out``; returns the checkpoint folder.
 
-    ``cfg.out`` must be new or empty, or (with ``resume``) a run folder; anything else is refused untouched."""
+    ``cfg.out`` must be new or empty, or a run folder continued (``resume``) or started afresh (``overwrite``:
+    its log, held-out list and grids are replaced; its checkpoint stays until the new run's first save).
+    Anything else is refused untouched."""
+    if resume and overwrite:
+        raise ValueError("resume continues a run and overwrite starts it afresh: pass one of them")
     out = Path(cfg.out)
-    check_run_folder(out, resume)
+    check_run_folder(out, resume or overwrite)
     device = dist.init(cfg.device)
     world = dist.world_size()
     if cfg.batch_size % world:
@@ -444,7 +448,10 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         lock = lock_run_folder(out)
     try:
         if lock is not None:
-            check_run_folder(out, resume)  # again, now that no other run can write here
+            check_run_folder(out, resume or overwrite)  # again, now that no other run can write here
+            if overwrite:
+                for old in [out / HELDOUT_FILE, *(out / "grids").glob("recon_*.png")]:
+                    old.unlink(missing_ok=True)
         dist.barrier()
         return _train(cfg, resume, device, world, out)
     finally:

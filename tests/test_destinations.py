@@ -163,3 +163,22 @@ def test_train_into_an_empty_folder_runs(tmp_path):
     (tmp_path / "empty").mkdir()
     assert main(TINY + ["--out", str(tmp_path / "empty")]) == 0
     assert ck.read_config(tmp_path / "empty" / "checkpoint")["extra"]["step"] == 2
+
+
+def test_the_library_starts_a_run_afresh_only_when_asked(run, tmp_path):
+    cfg = T.TrainConfig(model=ModelConfig.preset("tiny", "dae"), out=str(run), steps=3, batch_size=2, log_every=1,
+                        eval_every=0, progress=False, tensorboard=False)
+    before = _snapshot(run)
+    with pytest.raises(ck.DestinationError, match="already holds a training run; pass --resume"):
+        T.train(cfg)
+    assert {k: v for k, v in _snapshot(run).items() if k != T.LOCK_FILE} == \
+        {k: v for k, v in before.items() if k != T.LOCK_FILE}
+    with pytest.raises(ValueError, match="pass one of them"):
+        T.train(cfg, resume=True, overwrite=True)
+    (run / "grids").mkdir()
+    (run / "grids" / "recon_0009999.png").write_bytes(b"stale")
+    T.train(cfg, overwrite=True)
+    with open(run / "metrics.csv") as f:
+        assert [int(r["step"]) for r in csv.DictReader(f)] == [1, 2, 3]
+    assert not (run / "grids" / "recon_0009999.png").exists()
+    assert ck.read_config(run / "checkpoint")["extra"]["step"] == 3
