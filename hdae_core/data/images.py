@@ -277,9 +277,12 @@ class _ImageSource(Dataset):
 
 class ImageFolder(_ImageSource):
     """All .png/.jpg/.jpeg/.webp files under `root` (recursively, sorted by relative path), square-cropped to `size`."""
-    # on_error="raise" raises BadImageError (a ValueError) naming the file and the problem;
-    # on_error="skip" logs a warning, records it in `self.skipped` and returns the next usable
-    # image instead (the item's `index` says which). Non-RGB files are errors unless convert_mode=True.
+    # Opening reads every file's header and decodes the first image, so what is known up front fails
+    # up front: a file that can't be identified, is over MAX_PIXELS or (unless convert_mode=True) is not
+    # RGB raises BadImageError (a ValueError) naming it with on_error="raise", or with on_error="skip"
+    # is left out of `files` and recorded in `skipped`; a folder with no usable image raises ValueError
+    # naming the folder. A file that fails later (truncated pixels) raises, or is skipped: logged,
+    # recorded in `skipped`, and the next usable image is returned instead (the item's `index` says which).
     # Flips use torch's RNG, or with `seed` a fixed choice per (seed, epoch, index).
 
     def __init__(

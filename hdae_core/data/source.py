@@ -7,8 +7,11 @@ held-out 10 000) and its ground truth (factors, label maps, an attribute oracle)
 once by a fixed permutation: 60 % training, 20 % judge, 20 % held-out.
 
 Images of another size than the checkpoint's are centre-cropped and resized to it, with a note (each study's
-``metrics.json`` and the report name the native size and how many were upscaled). Images without an
-annotation row are left out of every study, counted and reported.
+``metrics.json`` and the report name the native size and how many were upscaled). Files that can't be
+read are left out when the folder is opened (a folder with none usable is refused), counted and reported.
+Rows match images by relative path, a bare name by file name, stem or number only where that is unique
+(``celeba.match_rows``); images without a row are left out of every study, counted and reported, and so
+are attribute columns that are constant (no edit direction can be fitted for them).
 """
 from __future__ import annotations
 
@@ -111,7 +114,8 @@ class StudyData:
                 raise ValueError(
                     f"attributes: none of the {len(df)} rows of {attributes} names an image in {path} "
                     f"(rows like {str(df.index[0])!r}, images like {files[0] if files else 'the LMDB keys'!r}; "
-                    "rows are matched to image files by name, without extension or zero padding)") from None
+                    "a row matches an image by its path relative to the folder, or by file name, stem or "
+                    "number without zero padding where only one image and one row share it)") from None
             self.n_unannotated = len(base.skipped)
             if self.n_unannotated:
                 example = next(iter(base.skipped))
