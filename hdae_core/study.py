@@ -16,6 +16,7 @@ from .data import open_data
 from .pretrained import repo_path
 
 METRICS_FILE = "metrics.json"
+NOT_SHOWN = "Not shown on this model"  # how a finding whose check failed says so
 
 
 def _plain(v: Any) -> Any:
@@ -30,6 +31,19 @@ def _plain(v: Any) -> Any:
     if isinstance(v, Path):
         return str(v)
     return v
+
+
+def _show_markdown(text: str) -> None:
+    """Markdown in a Jupyter kernel (papermill included), plain text elsewhere."""
+    try:
+        from IPython import get_ipython
+        in_kernel = getattr(get_ipython(), "kernel", None) is not None
+    except ImportError:  # pragma: no cover - IPython is a dependency
+        in_kernel = False
+    if in_kernel:
+        display(Markdown(text))
+    else:
+        print(text)
 
 
 def save_metrics(out_dir: str | Path, metrics: dict[str, Any]) -> Path:
@@ -87,6 +101,40 @@ class Study:
         self.metrics.setdefault("checks", []).append(c)
         print(describe(c))
         return c["passed"]
+
+    def finding(self, template: str, *, claim: str = "", checks: str | bool | Sequence[str | bool] = (),
+                **values: Any) -> str:
+        """Render ``template.format(**values)`` (what the run measured) and ``claim`` (what that shows) as one
+        Markdown sentence, display it and record it in ``metrics["findings"]``. ``checks`` (names of checks already
+        run, or their outcomes) decide the claim: when one failed, the finding says it is not shown on this model."""
+        plain = {k: v.item() if hasattr(v, "item") and getattr(v, "ndim", 0) == 0 else v for k, v in values.items()}
+        observed = template.format(**plain).strip().rstrip(".")
+        claim = claim.format(**plain).strip().rstrip(".")
+        failed = [c for c in self._checks_named(checks) if not c["passed"]]
+        if not failed:
+            text = f"{observed}: {claim}." if claim else f"{observed}."
+        else:
+            why = "; ".join(describe(c) if "value" in c else "the check it rests on" for c in failed)
+            text = f"{observed}. {NOT_SHOWN}: {claim or 'what this finding claims'} (failed check: {why})."
+        self.metrics.setdefault("findings", []).append(text)
+        _show_markdown(f"**Finding.** {text}")
+        return text
+
+    def _checks_named(self, checks) -> list[dict[str, Any]]:
+        """The recorded checks a finding depends on (a bool stands for a check's outcome)."""
+        if isinstance(checks, (str, bool)):
+            checks = [checks]
+        recorded = {c["name"]: c for c in self.metrics.get("checks", [])}
+        out = []
+        for c in checks:
+            if isinstance(c, bool):
+                out.append({"passed": c})
+            elif c in recorded:
+                out.append(recorded[c])
+            else:
+                raise KeyError(f"finding depends on check {c!r}, which this study has not run "
+                               f"(it ran: {', '.join(recorded) or 'none'})")
+        return out
 
     def finish(self) -> Path:
         """Record the run time and write ``metrics.json``; prints the metrics."""

@@ -49,3 +49,43 @@ def test_training_log_beside_a_checkpoint(tmp_path):
 @pytest.mark.parametrize("name", ["00_tour"])
 def test_repo_paths_are_from_the_repository_root(name):
     assert pretrained.repo_path(f"notebooks/{name}.ipynb").is_file()
+
+
+def test_a_finding_is_rendered_from_the_numbers_and_recorded(tmp_path, capsys):
+    study = Study(tmp_path / "report", profile="smoke")
+    study.check("AUROC vs chance", 0.996, 0.5, ">")
+    text = study.finding("HDAE(U) reads `rotated` at {auroc:.3f}, DAE at {dae:.2f}", claim="the coarse levels hold it",
+                         checks="AUROC vs chance", auroc=torch.tensor(0.99612), dae=0.6401)
+    assert text == "HDAE(U) reads `rotated` at 0.996, DAE at 0.64: the coarse levels hold it."
+    assert "**Finding.** " + text in capsys.readouterr().out  # outside a kernel it prints the Markdown
+    assert study.finding("{n} images.", n=3) == "3 images."
+    m = json.loads(study.finish().read_text())
+    assert m["findings"] == [text, "3 images."]
+
+
+def test_a_finding_whose_check_failed_says_so(tmp_path):
+    study = Study(tmp_path / "report")
+    study.check("random-x_T MSE vs the mean-colour baseline", 0.2, 0.15, "<")
+    study.check("encoded vs random", 0.01, 0.2, "<")
+    text = study.finding("random-x_T MSE {mse:.3f} against {base:.3f}", claim="the codes hold the image",
+                         checks=["random-x_T MSE vs the mean-colour baseline", "encoded vs random"], mse=0.2, base=0.15)
+    assert text.startswith("random-x_T MSE 0.200 against 0.150. Not shown on this model: the codes hold the image")
+    assert "failed check: random-x_T MSE vs the mean-colour baseline: 0.2 < 0.15 (FAIL)" in text
+    assert "encoded vs random" not in text  # only the failed ones are named
+    assert study.finding("{x}", checks=False, x=1).startswith("1. Not shown on this model")
+    with pytest.raises(KeyError, match="has not run"):
+        study.finding("{x}", checks="no such check", x=1)
+    with pytest.raises(KeyError):
+        study.finding("{missing:.2f}")
+
+
+def test_a_finding_in_a_kernel_is_markdown(tmp_path, monkeypatch):
+    import IPython
+
+    from hdae_core import study as study_mod
+
+    shown = []
+    monkeypatch.setattr(IPython, "get_ipython", lambda: type("Shell", (), {"kernel": object()})())
+    monkeypatch.setattr(study_mod, "display", shown.append)
+    Study(tmp_path / "r").finding("{v:.1f} done", v=0.25)
+    assert len(shown) == 1 and shown[0].data == "**Finding.** 0.2 done."
