@@ -32,9 +32,16 @@ class PretrainedMissingWarning(UserWarning):
 
 
 def repo_path(path: str | Path) -> Path:
-    """``path`` as given when absolute, else relative to the repository root (not the working directory)."""
+    """The one path rule of the package: ``path`` as given when absolute or when it exists from the working
+    directory (made absolute), else relative to the repository root.
+
+    Papermill runs the notebooks from the repository root and voila from notebooks/, so the package's own
+    relative paths (``reports/…``, ``data/pretrained/…``) mean the same folder in both; the command line
+    makes every user path absolute before a notebook sees it."""
     p = Path(path).expanduser()
-    return p if p.is_absolute() else REPO_DIR / p
+    if p.is_absolute():
+        return p
+    return p.resolve() if p.exists() else REPO_DIR / p
 
 
 def _is_checkpoint(folder: Path) -> bool:
@@ -170,13 +177,17 @@ def load_oracle(size: int, cache_dir: str | Path, train_steps: int | None = None
     shipped = find_oracle(size, pretrained_dir)
     if shipped is not None and not refit:
         return oracle.load(shipped), f"shipped {shipped}"
-    if train_steps is None:
-        return None, f"no attribute oracle for {size} px shipped, and no training steps given to train one"
+    folder = repo_path(cache_dir) / f"size{size}"
+    if train_steps is None:  # any oracle of this world and size cached there, however long it was trained
+        wanted = {k: v for k, v in _oracle_identity("oracle", size, 0, seed).items() if k != "steps"}
+        orc, why = cache.lookup([folder], wanted, oracle.load, "attribute oracle")
+        return (orc, why) if orc is not None else (
+            None, f"no attribute oracle for {size} px shipped or cached in {folder}, and no training steps given")
 
     def fit():
         return oracle.train_oracle(size=size, steps=train_steps, seed=seed, progress=False)
 
-    (orc, _), where = cache.fetch(repo_path(cache_dir) / f"size{size}", _oracle_identity("oracle", size, train_steps, seed),
+    (orc, _), where = cache.fetch(folder, _oracle_identity("oracle", size, train_steps, seed),
                                   fit, lambda v, folder: oracle.save(v[0], folder, v[1]),
                                   lambda folder: (oracle.load(folder), None), "attribute oracle", refit=refit)
     return orc, where

@@ -9,43 +9,82 @@ from __future__ import annotations
 
 import html
 import io
+import math
+import os
 import time
 from collections.abc import Mapping, Sequence
+from typing import Any
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 
 from . import cache, editing
 from .checkpoint import load as load_checkpoint
 from .data import Shapes, open_data
-from .data.images import BadImageError, center_crop_resize, decode_image, to_tensor
+from .data.images import load_upload_full, paste_back
 from .directions import DIRECTIONS_FILE, AttributeDirections, load_classifiers, load_directions, train_directions
 from .model import encode_dataset
 from .plots import image_grid
-from .pretrained import resolve
+from .pretrained import repo_path, resolve
 from .stats import STATS_FILE, LatentStats
 
-__all__ = ["Editor", "EditorState", "state_from_checkpoint", "paste_back", "resolve_path", "png_bytes", "load_upload",
-           "load_upload_full"]
-
-# ipywidgets' FileUpload keeps the whole file in the kernel; refuse anything a photo would not need
-MAX_UPLOAD_BYTES = 20 * 1024 * 1024
-REPO_ROOT = Path(__file__).resolve().parents[1]
+__all__ = ["Editor", "EditorState", "state_from_checkpoint", "png_bytes", "editor_settings", "EDITOR_PARAMETERS"]
 
 
-def resolve_path(path: str | Path) -> Path:
-    """``path`` as given when it exists (absolute or from the working directory), else relative to the repository root.
 
-    Voila runs a notebook from its own folder and papermill from wherever it was called, so paths written
-    relative to the repository root (``data/pretrained/…``) resolve in both.
-    """
-    p = Path(path).expanduser()
-    if p.is_absolute() or p.exists():
-        return p
-    alt = REPO_ROOT / p
-    return alt if alt.exists() else p
+# 07_editor's parameters: (environment variable, type, default). Voila cannot pass parameters, so the served
+# notebook reads the variables; a value given explicitly (papermill, `hdae figures`) wins over them.
+EDITOR_PARAMETERS: dict[str, tuple[str, type, Any]] = {
+    "checkpoint": ("HDAE_EDITOR_CHECKPOINT", str, "shapes32_hdae_u"),
+    "data": ("HDAE_EDITOR_DATA", str, None),
+    "attribute_file": ("HDAE_EDITOR_ATTRIBUTES", str, None),
+    "n_images": ("HDAE_EDITOR_N_IMAGES", int, 8),
+    "steps": ("HDAE_EDITOR_STEPS", int, 10),
+    "n_stats": ("HDAE_EDITOR_N_STATS", int, 512),
+    "directions_dir": ("HDAE_EDITOR_DIRECTIONS", str, None),
+    "directions_cache": ("HDAE_EDITOR_DIRECTIONS_CACHE", str, "reports/05_directions"),
+    "example_attribute": ("HDAE_EDITOR_EXAMPLE_ATTRIBUTE", str, None),
+    "example_alpha": ("HDAE_EDITOR_EXAMPLE_ALPHA", float, 1.0),
+    "oracle_dir": ("HDAE_EDITOR_ORACLE_DIR", str, "reports/_tmp/oracle"),
+    "oracle_steps": ("HDAE_EDITOR_ORACLE_STEPS", int, 400),
+    "out_dir": ("HDAE_EDITOR_OUT_DIR", str, "reports/07_editor"),
+    "seed": ("HDAE_EDITOR_SEED", int, 0),
+    "profile": ("HDAE_EDITOR_PROFILE", str, "full"),
+    "threads": ("HDAE_EDITOR_THREADS", int, 1),
+}
+
+
+class EditorSettingError(ValueError):
+    """An editor setting (a parameter or its environment variable) that cannot be used."""
+
+
+def editor_settings(given: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Every ``EDITOR_PARAMETERS`` value: the one given (not None), else its environment variable, else the default.
+
+    A variable that does not parse as its type, or a count below 1, is an ``EditorSettingError`` in one line
+    naming the variable; a variable is not even read when the value is given."""
+    env = os.environ if environ is None else environ
+    out = {}
+    for name, (var, kind, default) in EDITOR_PARAMETERS.items():
+        value, source = given.get(name), name
+        if value is None and env.get(var, "").strip():
+            value, source = env[var].strip(), f"${var}"
+        if value is None:
+            out[name] = default
+            continue
+        raw = value
+        try:
+            value = kind(value)
+        except (TypeError, ValueError):
+            raise EditorSettingError(f"{source}={raw!r}: expected {'an integer' if kind is int else 'a number'} "
+                                     f"(default {default!r})") from None
+        if kind is float and not math.isfinite(value):
+            raise EditorSettingError(f"{source}={raw!r}: expected a finite number")
+        if kind is int and name != "seed" and value < 1:
+            raise EditorSettingError(f"{source}={raw!r}: expected a positive integer (default {default!r})")
+        out[name] = value
+    return out
 
 
 def png_bytes(images: torch.Tensor | Sequence[torch.Tensor], scale: int = 1, pad: int = 1) -> bytes:
@@ -56,25 +95,6 @@ def png_bytes(images: torch.Tensor | Sequence[torch.Tensor], scale: int = 1, pad
     return buf.getvalue()
 
 
-def load_upload_full(data: bytes, name: str, size: int) -> tuple[Image.Image, tuple[int, int, int, int], torch.Tensor]:
-    """(the uploaded photo as RGB, its centre-crop box (left, top, right, bottom), the crop as [3, size, size])."""
-    if len(data) == 0:
-        raise BadImageError(f"{name}: the file is empty")
-    if len(data) > MAX_UPLOAD_BYTES:
-        raise BadImageError(f"{name}: {len(data) / 2**20:.1f} MiB is too large (at most {MAX_UPLOAD_BYTES // 2**20} MiB)")
-    # alpha and palette images are common uploads: flatten them to RGB rather than refuse them
-    img = decode_image(bytes(data), name, convert_mode=True)
-    w, h = img.size
-    s = min(w, h)
-    box = ((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s)  # as center_crop_resize crops
-    return img, box, to_tensor(center_crop_resize(img, size))
-
-
-def load_upload(data: bytes, name: str, size: int) -> torch.Tensor:
-    """An uploaded PNG/JPEG as [3, size, size] in [-1, 1]: centre crop, bicubic resize; BadImageError if unusable."""
-    return load_upload_full(data, name, size)[2]
-
-
 def _direction_dict(directions) -> tuple[dict[str, torch.Tensor], list[str], LatentStats | None]:
     """(name → direction, names in order, the statistics they assume) of directions / classifiers / a dict."""
     if isinstance(directions, AttributeDirections):
@@ -82,7 +102,7 @@ def _direction_dict(directions) -> tuple[dict[str, torch.Tensor], list[str], Lat
     if isinstance(directions, Mapping):
         return {str(k): torch.as_tensor(v) for k, v in directions.items()}, [str(k) for k in directions], None
     if isinstance(directions, (str, Path)):
-        d = load_directions(resolve_path(directions))
+        d = load_directions(repo_path(directions))
         return dict(d.directions), list(d.names), d.stats
     raise TypeError(f"directions: expected AttributeDirections / AttributeClassifiers, a dict name -> [L, D] tensor "
                     f"or a folder holding {DIRECTIONS_FILE}, got {type(directions).__name__}")
@@ -96,6 +116,8 @@ def _as_images(images, name: str) -> torch.Tensor:
         if not items:
             raise ValueError(f"{name}: no images")
         x = torch.stack([torch.as_tensor(i) for i in items])
+    if x.shape[0] == 0:
+        raise ValueError(f"{name}: no images (an empty gallery); give at least one image")
     return x.detach().float().cpu()
 
 
@@ -205,6 +227,8 @@ class EditorState:
     def set_attribute(self, name: str, alpha: float) -> None:
         if name not in self.alphas:
             raise KeyError(f"no slider for {name!r}; attributes: {self.attribute_names}")
+        if not math.isfinite(float(alpha)):
+            raise ValueError(f"alpha for {name!r}: expected a finite number, got {alpha!r}")
         self.alphas[name] = float(alpha)
 
     def set_k(self, k: int | str | None) -> None:
@@ -285,12 +309,22 @@ class EditorState:
         codes, x_T = self.inversion(i)
         self.last_inversion_seconds = time.perf_counter() - t0 if fresh else None
         edited = self.edited_codes(codes)
+        if not bool(torch.isfinite(edited).all()):
+            raise ValueError(f"the edited codes are not finite numbers (α {self._alpha_text()} is too large for "
+                             f"float{torch.finfo(edited.dtype).bits}); use |α| of a few units")
         with torch.no_grad():
-            x = self.model.decode(x_T, edited, self.steps)[0].float().cpu().clamp(-1, 1)
+            x = self.model.decode(x_T, edited, self.steps)[0].float().cpu()
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError(f"the decoded image is not finite (α {self._alpha_text()}): the edit left the range "
+                             f"this model decodes; use |α| of a few units")
+        x = x.clamp(-1, 1)
         self.last_image = x
         self.last_seconds = time.perf_counter() - t0
         self.renders += 1
         return x
+
+    def _alpha_text(self) -> str:
+        return ", ".join(f"{n} {a:g}" for n, a in self.alphas.items() if a != 0) or "0"
 
     def paste_back(self, edited: torch.Tensor | None = None, index: int | None = None,
                    feather: float = 0.08) -> Image.Image | None:
@@ -311,17 +345,14 @@ class Editor:
     [3, H, W] and ``image_widget.value`` holds original | edited as PNG (``paste_widget`` the pasted-back photo).
     """
 
-    def __init__(self, model, stats: LatentStats | None, directions, images=None,
-                 attribute_names: Sequence[str] | None = None, steps: int = 20, partner_images=None,
-                 image_names: Sequence[str] | None = None, partner_names: Sequence[str] | None = None,
-                 alpha_range: tuple[float, float] = (-1.0, 1.0), alpha_step: float = 0.05,
-                 k: int | None = None, display_size: int = 192, state: EditorState | None = None):
+    def __init__(self, state: EditorState, alpha_range: tuple[float, float] = (-1.0, 1.0), alpha_step: float = 0.05,
+                 k: int | None = None, display_size: int = 192):
         import ipywidgets as W  # lazy: ~0.7 s, and EditorState (tests, scripts) needs no widgets
 
-        self.state = state or EditorState(model, stats, directions, images=images, attribute_names=attribute_names,
-                                          steps=steps, partner_images=partner_images, image_names=image_names,
-                                          partner_names=partner_names)
-        st = self.state
+        if not isinstance(state, EditorState):
+            raise TypeError(f"state: expected an EditorState (Editor.from_checkpoint builds one), "
+                            f"got {type(state).__name__}")
+        self.state = st = state
         self.scale = max(1, int(display_size) // st.size)
         desc = {"description_width": "initial"}
         self.image_select = W.Dropdown(options=self._options(st.image_names), value=0, description="image",
@@ -329,25 +360,15 @@ class Editor:
         self.upload = W.FileUpload(accept=".png,.jpg,.jpeg,image/png,image/jpeg", multiple=False,
                                    description="upload")
         self.paste_box = W.Checkbox(value=False, description="paste back into the uploaded photo", indent=False)
-        self.sliders: dict[str, W.FloatSlider] = {}
-        lo, hi = alpha_range
-        for n in st.attribute_names:
-            s = W.FloatSlider(value=0.0, min=float(lo), max=float(hi), step=float(alpha_step), description=n,
-                              continuous_update=False, readout_format=".2f", style=desc,
-                              layout=W.Layout(width="420px"))
-            s.add_class("hdae-alpha")
-            s.add_class(f"hdae-alpha-{_css(n)}")
-            self.sliders[n] = s
+        self.sliders = _alpha_sliders(W, st.attribute_names, alpha_range, alpha_step)
         self.k_text = W.Text(value="all" if k is None else str(int(k)), description="k (top features)",
                              placeholder=f"all or 1..{st.L * st.D}", style=desc, layout=W.Layout(width="260px"))
         self.k_text.add_class("hdae-k")
-        res = model.config.level_resolutions if st.L > 1 else None
-        self.level_boxes = [W.Checkbox(value=True, description=_level_label(i, res), indent=False,
-                                       layout=W.Layout(width="auto")) for i in range(st.L)]
+        res = st.model.config.level_resolutions if st.L > 1 else None
+        self.level_boxes = _level_boxes(W, st.L, res, True)
         self.partner_select = W.Dropdown(options=[("none", -1)] + self._options(st.partner_names), value=-1,
                                          description="mix with", layout=W.Layout(width="440px"))
-        self.mix_boxes = [W.Checkbox(value=False, description=_level_label(i, res), indent=False,
-                                     layout=W.Layout(width="auto")) for i in range(st.L)]
+        self.mix_boxes = _level_boxes(W, st.L, res, False)
         self.render_button = W.Button(description="Render", button_style="primary", icon="paint-brush")
         self.render_button.add_class("hdae-render")
         self.reset_button = W.Button(description="Reset sliders")
@@ -365,44 +386,16 @@ class Editor:
         self.image_select.observe(self._on_select, names="value")
         self.upload.observe(self._on_upload, names="value")
 
-        edit_levels = [W.HTML("<b>edit levels (z¹ finest)</b>"), W.HBox(self.level_boxes)] if st.L > 1 else []
-        self.widget = W.VBox([
-            W.HBox([self.image_select, self.upload, self.paste_box]),
-            W.HTML("<b>attributes</b> (α per direction; all nonzero sliders are summed)"
-                   if self.sliders else "<b>attributes</b>: none (no directions); style mixing only"),
-            W.VBox(list(self.sliders.values())),
-            W.HBox([self.k_text]),
-            *edit_levels,
-            W.HTML("<b>style mixing</b>: take the ticked levels from the partner"),
-            W.HBox([self.partner_select, W.HBox(self.mix_boxes)]),
-            W.HBox([self.render_button, self.reset_button]),
-            self.error_label,
-            W.HTML("original | edited"),
-            self.image_widget,
-            self.paste_widget,
-            self.status,
-        ])
+        self.widget = _panel(W, self)
         self.widget.add_class("hdae-editor")
         self._preview()
 
-    # ---------------------------------------------------------------- the state, read through
-
-    def __getattr__(self, name):
-        # model, images, image_names, directions, stats, attribute_names, L, D, size, steps, last_image, ...
-        if name == "state":
-            raise AttributeError(name)
-        return getattr(self.state, name)
-
     @classmethod
-    def from_checkpoint(cls, path: str | Path, n_images: int = 8, steps: int = 20, n_stats: int = 512,
-                        directions=None, attribute_names: Sequence[str] | None = None, seed: int = 10_000,
-                        ema: bool = True, progress: bool = False, data=None, attribute_file=None,
-                        directions_cache: str | Path | None = None, **kw) -> "Editor":
-        """An editor for a checkpoint folder; see ``state_from_checkpoint``."""
-        state = state_from_checkpoint(path, n_images=n_images, steps=steps, n_stats=n_stats, directions=directions,
-                                      attribute_names=attribute_names, seed=seed, ema=ema, progress=progress,
-                                      data=data, attribute_file=attribute_file, directions_cache=directions_cache)
-        return cls(state.model, None, None, state=state, **kw)
+    def from_checkpoint(cls, path: str | Path, alpha_range: tuple[float, float] = (-1.0, 1.0),
+                        alpha_step: float = 0.05, k: int | None = None, display_size: int = 192, **state_kw) -> "Editor":
+        """An editor for a checkpoint folder: ``state_kw`` go to ``state_from_checkpoint``, the rest to the view."""
+        return cls(state_from_checkpoint(path, **state_kw), alpha_range=alpha_range, alpha_step=alpha_step, k=k,
+                   display_size=display_size)
 
     @staticmethod
     def _options(names: Sequence[str]) -> list[tuple[str, int]]:
@@ -559,6 +552,46 @@ class Editor:
                 pass
 
 
+def _alpha_sliders(W, names: Sequence[str], alpha_range: tuple[float, float], alpha_step: float) -> dict:
+    """One α slider per attribute, each with CSS classes the browser test finds it by."""
+    lo, hi = alpha_range
+    sliders = {}
+    for n in names:
+        s = W.FloatSlider(value=0.0, min=float(lo), max=float(hi), step=float(alpha_step), description=n,
+                          continuous_update=False, readout_format=".2f", style={"description_width": "initial"},
+                          layout=W.Layout(width="420px"))
+        s.add_class("hdae-alpha")
+        s.add_class(f"hdae-alpha-{_css(n)}")
+        sliders[n] = s
+    return sliders
+
+
+def _level_boxes(W, L: int, resolutions, value: bool) -> list:
+    return [W.Checkbox(value=value, description=_level_label(i, resolutions), indent=False,
+                       layout=W.Layout(width="auto")) for i in range(L)]
+
+
+def _panel(W, ed: "Editor"):
+    """The editor's controls and images laid out top to bottom."""
+    edit_levels = [W.HTML("<b>edit levels (z¹ finest)</b>"), W.HBox(ed.level_boxes)] if ed.state.L > 1 else []
+    return W.VBox([
+        W.HBox([ed.image_select, ed.upload, ed.paste_box]),
+        W.HTML("<b>attributes</b> (α per direction; all nonzero sliders are summed)"
+               if ed.sliders else "<b>attributes</b>: none (no directions); style mixing only"),
+        W.VBox(list(ed.sliders.values())),
+        W.HBox([ed.k_text]),
+        *edit_levels,
+        W.HTML("<b>style mixing</b>: take the ticked levels from the partner"),
+        W.HBox([ed.partner_select, W.HBox(ed.mix_boxes)]),
+        W.HBox([ed.render_button, ed.reset_button]),
+        ed.error_label,
+        W.HTML("original | edited"),
+        ed.image_widget,
+        ed.paste_widget,
+        ed.status,
+    ])
+
+
 def state_from_checkpoint(path: str | Path, n_images: int = 8, steps: int = 20, n_stats: int = 512,
                           directions=None, attribute_names: Sequence[str] | None = None, seed: int = 10_000,
                           ema: bool = True, progress: bool = False, data=None, attribute_file=None,
@@ -587,8 +620,8 @@ def state_from_checkpoint(path: str | Path, n_images: int = 8, steps: int = 20, 
     if directions is None and (folder / DIRECTIONS_FILE).is_file():
         directions, where = load_directions(folder), f"imported with the checkpoint ({folder})"
     elif isinstance(directions, (str, Path)):
-        where = f"loaded from {resolve_path(directions)}"
-        directions = load_directions(resolve_path(directions))
+        where = f"loaded from {repo_path(directions)}"
+        directions = load_directions(repo_path(directions))
     if directions is None and directions_cache is not None and src.has_attributes:
         entries = sorted(Path(directions_cache).glob("classifiers_*"))
         directions, where = cache.lookup(entries, {"kind": "directions", "model": cache.model_identity(model),
@@ -621,36 +654,19 @@ def state_from_checkpoint(path: str | Path, n_images: int = 8, steps: int = 20, 
     return state
 
 
-def paste_back(full: Image.Image, box: tuple[int, int, int, int], edited: torch.Tensor,
-               feather: float = 0.08) -> Image.Image:
-    """``full`` with ``edited`` ([3, S, S] in [-1, 1], the crop ``box`` = (left, top, right, bottom) resized) resized
-    back into the box and blended in with a border ``feather`` (fraction of the box side) that fades to the photo."""
-    left, top, right, bottom = box
-    side = right - left
-    x = ((edited.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
-    patch = Image.fromarray(x, "RGB").resize((side, side), Image.BICUBIC)
-    ramp = max(1, int(round(feather * side)))
-    d = np.minimum(np.arange(side), np.arange(side)[::-1])  # distance to the nearest edge, per axis
-    w = np.clip(np.minimum.outer(d, d) / ramp, 0.0, 1.0)
-    mask = Image.fromarray((w * 255).round().astype(np.uint8), "L")
-    out = full.copy()
-    out.paste(patch, (left, top), mask)
-    return out
-
-
 def example_edit(editor: Editor, attribute: str, alpha: float, path: str | Path) -> dict:
     """Render one edit without widgets and write ``path`` (original | reconstruction | edited); its numbers."""
     editor.reset()
     base = editor.render()  # the α = 0 reconstruction; includes the one-off DDIM inversion
-    first_s = editor.last_seconds
+    first_s = editor.state.last_seconds
     editor.set_attribute(attribute, alpha)
     edited = editor.render()
-    Path(path).write_bytes(png_bytes([editor.images[editor.index], base, edited], scale=editor.scale))
+    Path(path).write_bytes(png_bytes([editor.state.images[editor.index], base, edited], scale=editor.scale))
     u8 = lambda x: ((x.clamp(-1, 1) + 1) * 127.5).round()  # noqa: E731
     changed = float(((u8(edited) - u8(base)).abs().amax(0) > 2).float().mean())  # > 2 grey levels in any channel
-    cfg = editor.model.config
+    cfg = editor.state.model.config
     return {"variant": cfg.variant, "image_size": cfg.image_size, "attribute": attribute, "alpha": alpha,
-            "first_render_seconds": round(first_s, 3), "render_seconds": round(editor.last_seconds, 3),
+            "first_render_seconds": round(first_s, 3), "render_seconds": round(editor.state.last_seconds, 3),
             "changed_pixel_fraction": round(changed, 4),
             "mse_edit_vs_reconstruction": float(((edited - base) ** 2).mean())}
 

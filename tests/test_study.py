@@ -27,9 +27,12 @@ def test_load_oracle_prefers_shipped_then_cached(tmp_path):
     none, why = pretrained.load_oracle(16, tmp_path / "cache", pretrained_dir=shipped)
     assert none is None and "no attribute oracle" in why
     orc = oracle.AttributeOracle(oracle.OracleConfig(image_size=16, channels=4))
-    oracle.save(orc, tmp_path / "cache" / "size16")
-    got, where = pretrained.load_oracle(16, tmp_path / "cache", pretrained_dir=shipped)
-    assert where.startswith("cached") and got.config == orc.config
+    oracle.save(orc, tmp_path / "cache" / "size16")  # no identity recorded: not a cache entry, not used
+    none, why = pretrained.load_oracle(16, tmp_path / "cache", pretrained_dir=shipped)
+    assert none is None and "no attribute oracle" in why
+    trained, _ = pretrained.load_oracle(16, tmp_path / "other", train_steps=2, pretrained_dir=shipped)
+    got, where = pretrained.load_oracle(16, tmp_path / "other", pretrained_dir=shipped)  # any steps will do
+    assert where.startswith("attribute oracle loaded") and got.config == trained.config
     oracle.save(orc, shipped / "shapes16_oracle")
     _, where = pretrained.load_oracle(16, tmp_path / "cache", pretrained_dir=shipped)
     assert where.startswith("shipped")

@@ -11,7 +11,8 @@ from hdae_core import HDAE, ModelConfig
 from hdae_core import checkpoint as ck
 from hdae_core.data import Shapes
 from hdae_core.editing import LatentStats, manipulate
-from hdae_core.widgets import Editor, load_upload, png_bytes
+from hdae_core.data.images import load_upload_full
+from hdae_core.widgets import Editor, EditorState, png_bytes
 from conftest import codes_matter
 
 STEPS = 10  # a valid DDIM count (stride 100); a render of the tiny model takes ~0.1 s
@@ -37,7 +38,7 @@ def setup():
 @pytest.fixture
 def editor(setup):
     m, stats, dirs, x = setup
-    return Editor(m, stats, dirs, images=x, steps=STEPS)
+    return Editor(EditorState(m, stats, dirs, images=x, steps=STEPS))
 
 
 def _png(arr: np.ndarray, fmt="PNG") -> bytes:
@@ -70,7 +71,7 @@ def test_slider_changes_rendered_image(editor):
     assert np.array_equal(orig0, orig1)  # the original half stays, the edited half moves
     assert not np.array_equal(edit0, edit1)
     assert "red +1.00" in editor.status.value
-    assert editor.last_seconds is not None and editor.renders == 2
+    assert editor.state.last_seconds is not None and editor.state.renders == 2
 
 
 def test_zero_alpha_is_the_inverted_reconstruction_and_inversion_is_cached(setup, monkeypatch):
@@ -83,7 +84,7 @@ def test_zero_alpha_is_the_inverted_reconstruction_and_inversion_is_cached(setup
         return orig(*a, **kw)
 
     monkeypatch.setattr(m, "encode_stochastic", counting)
-    ed = Editor(m, stats, dirs, images=x, steps=STEPS)
+    ed = Editor(EditorState(m, stats, dirs, images=x, steps=STEPS))
     out = ed.render()
     with torch.no_grad():
         codes = m.encode(x[:1])
@@ -100,18 +101,18 @@ def test_zero_alpha_is_the_inverted_reconstruction_and_inversion_is_cached(setup
 
 
 def test_nonzero_sliders_are_summed(editor):
-    codes, _ = editor.inversion()
+    codes, _ = editor.state.inversion()
     editor.set_attribute("red", 0.7)
     editor.set_attribute("large", -0.4)
-    want = codes + (manipulate(codes, editor.directions["red"], 0.7, editor.stats) - codes) \
-        + (manipulate(codes, editor.directions["large"], -0.4, editor.stats) - codes)
+    want = codes + (manipulate(codes, editor.state.directions["red"], 0.7, editor.state.stats) - codes) \
+        + (manipulate(codes, editor.state.directions["large"], -0.4, editor.state.stats) - codes)
     assert torch.allclose(editor.edited_codes(codes), want, atol=1e-6)
     editor.reset()
     assert torch.equal(editor.edited_codes(codes), codes)
 
 
 def test_level_checkboxes_restrict_the_edit(editor):
-    codes, _ = editor.inversion()
+    codes, _ = editor.state.inversion()
     editor.set_attribute("red", 1.0)
     all_levels = editor.render()
     editor.level_boxes[1].value = False  # edit z¹ only
@@ -129,7 +130,7 @@ def test_level_checkboxes_restrict_the_edit(editor):
 
 
 def test_truncation_k_and_bad_k(editor):
-    codes, _ = editor.inversion()
+    codes, _ = editor.state.inversion()
     editor.set_attribute("large", 1.0)
     editor.set_k(5)
     assert int((editor.edited_codes(codes) != codes).sum()) == 5
@@ -145,11 +146,11 @@ def test_truncation_k_and_bad_k(editor):
 
 def test_style_mix_partner_changes_the_output(editor):
     base = editor.render()
-    codes, _ = editor.inversion()
+    codes, _ = editor.state.inversion()
     editor.set_partner(2, levels=[1])
     mixed_codes = editor.edited_codes(codes)
     assert torch.equal(mixed_codes[:, 0], codes[:, 0])
-    assert torch.equal(mixed_codes[:, 1], editor.inversion(2)[0][:, 1])
+    assert torch.equal(mixed_codes[:, 1], editor.state.inversion(2)[0][:, 1])
     before = editor.image_widget.value
     mixed = editor.render()
     assert not torch.equal(mixed, base) and editor.image_widget.value != before
@@ -160,29 +161,29 @@ def test_style_mix_partner_changes_the_output(editor):
 
 def test_bad_upload_sets_error_and_keeps_image(editor):
     editor.render_button.click()
-    shown, n, idx = editor.image_widget.value, len(editor.images), editor.index
+    shown, n, idx = editor.image_widget.value, len(editor.state.images), editor.index
     editor.upload.value = _upload("bad.png", b"not a png!!")
     assert "bad.png" in editor.error_label.value
-    assert editor.image_widget.value == shown and len(editor.images) == n and editor.index == idx
+    assert editor.image_widget.value == shown and len(editor.state.images) == n and editor.index == idx
     assert editor.upload.value == ()  # cleared, so the same file can be chosen again
 
 
 def test_upload_is_cropped_resized_and_selected(editor):
     rgba = np.zeros((30, 50, 4), np.uint8)
     rgba[..., 0], rgba[..., 3] = 255, 255  # a red RGBA picture, wider than tall
-    n = len(editor.images)
+    n = len(editor.state.images)
     editor.upload.value = _upload("red.png", _png(rgba))
     assert editor.error_label.value == ""
-    assert len(editor.images) == n + 1 and editor.index == n
-    assert editor.images[n].shape == (3, 16, 16)
-    assert torch.allclose(editor.images[n][0], torch.ones(16, 16))  # red channel at +1
+    assert len(editor.state.images) == n + 1 and editor.index == n
+    assert editor.state.images[n].shape == (3, 16, 16)
+    assert torch.allclose(editor.state.images[n][0], torch.ones(16, 16))  # red channel at +1
     assert "upload: red.png" in editor.image_select.options[-1][0]
     assert editor.render().shape == (3, 16, 16)
     # a JPEG works too; an empty file is refused with a clear message
-    jpg = load_upload(_png(np.full((20, 20, 3), 128, np.uint8), "JPEG"), "grey.jpg", 16)
+    jpg = load_upload_full(_png(np.full((20, 20, 3), 128, np.uint8), "JPEG"), "grey.jpg", 16)[2]
     assert jpg.shape == (3, 16, 16) and jpg.abs().max() < 0.05
     editor.upload.value = _upload("empty.jpg", b"", "image/jpeg")
-    assert "empty" in editor.error_label.value and len(editor.images) == n + 1
+    assert "empty" in editor.error_label.value and len(editor.state.images) == n + 1
 
 
 def test_dae_variant_has_one_level(setup):
@@ -190,7 +191,7 @@ def test_dae_variant_has_one_level(setup):
     m = _tiny("dae")
     with torch.no_grad():
         stats = LatentStats.from_codes(m.encode(Shapes(size=16, seed=3).batch(range(8))["image"]))
-    ed = Editor(m, stats, {"red": torch.randn(1, m.code_dim)}, images=x, steps=STEPS)
+    ed = Editor(EditorState(m, stats, {"red": torch.randn(1, m.code_dim)}, images=x, steps=STEPS))
     assert len(ed.level_boxes) == 1 and ed.edit_levels() is None
     base = ed.render()
     ed.set_attribute("red", 1.0)
@@ -201,19 +202,19 @@ def test_dae_variant_has_one_level(setup):
 def test_mismatched_directions_are_refused(setup):
     m, stats, _, x = setup
     with pytest.raises(ValueError, match="does not match"):
-        Editor(m, stats, {"red": torch.randn(3, 7)}, images=x)
+        Editor(EditorState(m, stats, {"red": torch.randn(3, 7)}, images=x))
     with pytest.raises(KeyError, match="no direction"):
-        Editor(m, stats, {"red": torch.randn(2, 32)}, images=x, attribute_names=["blue"])
+        Editor(EditorState(m, stats, {"red": torch.randn(2, 32)}, images=x, attribute_names=["blue"]))
     with pytest.raises(ValueError, match="expected"):
-        Editor(m, stats, {"red": torch.randn(2, 32)}, images=torch.zeros(2, 3, 8, 8))
+        Editor(EditorState(m, stats, {"red": torch.randn(2, 32)}, images=torch.zeros(2, 3, 8, 8)))
 
 
 def test_from_checkpoint_trains_or_loads_directions(tmp_path):
     m = _tiny()
     ck.save(m, tmp_path / "checkpoint")  # a training run's folder layout: run/checkpoint/
     ed = Editor.from_checkpoint(tmp_path, n_images=3, n_stats=48, steps=STEPS, attribute_names=["red", "large"])
-    assert ed.attribute_names == ["red", "large"] and len(ed.images) == 3
-    assert set(ed.directions) == {"red", "large"}
+    assert ed.state.attribute_names == ["red", "large"] and len(ed.state.images) == 3
+    assert set(ed.state.directions) == {"red", "large"}
     assert ed.image_select.options[0][0].startswith("shape 0:")
     ed.set_attribute("red", 1.0)
     assert ed.render().shape == (3, 16, 16)
@@ -225,7 +226,7 @@ def test_from_checkpoint_trains_or_loads_directions(tmp_path):
     AttributeDirections({"smile": torch.randn(2, 32)}, ["smile"], stats, torch.zeros(1)).save(tmp_path / "checkpoint")
     stats.save(tmp_path / "checkpoint")
     ed2 = Editor.from_checkpoint(tmp_path / "checkpoint", n_images=2, steps=STEPS)
-    assert ed2.attribute_names == ["smile"] and torch.equal(ed2.stats.std, stats.std)
+    assert ed2.state.attribute_names == ["smile"] and torch.equal(ed2.state.stats.std, stats.std)
 
 
 
@@ -290,9 +291,39 @@ def test_from_checkpoint_on_a_folder_with_attributes(tmp_path):
                      continuous={"pos_x": info["pos_x"]})
     ed = Editor.from_checkpoint(tmp_path / "ck", n_images=3, n_stats=18, steps=STEPS, data=tmp_path / "img",
                                 attribute_file=attrs)
-    assert ed.attribute_names == info["names"] + ["pos_x"] and len(ed.images) == 3
-    assert all(n.endswith(".png") for n in ed.image_names)
+    assert ed.state.attribute_names == info["names"] + ["pos_x"] and len(ed.state.images) == 3
+    assert all(n.endswith(".png") for n in ed.state.image_names)
     ed.set_attribute("pos_x", 1.0)
     assert ed.render().shape == (3, 16, 16)
     plain = Editor.from_checkpoint(tmp_path / "ck", n_images=2, n_stats=10, steps=STEPS, data=tmp_path / "img")
-    assert plain.attribute_names == [] and plain.render().shape == (3, 16, 16)  # style mixing only
+    assert plain.state.attribute_names == [] and plain.render().shape == (3, 16, 16)  # style mixing only
+
+
+def test_editor_settings_explicit_wins_and_a_bad_variable_is_one_line():
+    from hdae_core.widgets import EditorSettingError, editor_settings
+
+    env = {"HDAE_EDITOR_STEPS": "ten", "HDAE_EDITOR_SEED": "3"}
+    got = editor_settings({"steps": 4}, env)  # the parameter wins: the bad variable is never read
+    assert got["steps"] == 4 and got["seed"] == 3 and got["n_images"] == 8
+    with pytest.raises(EditorSettingError, match=r"^\$HDAE_EDITOR_STEPS='ten': expected an integer") as e:
+        editor_settings({}, env)
+    assert "\n" not in str(e.value)
+    with pytest.raises(EditorSettingError, match="HDAE_EDITOR_N_IMAGES='0': expected a positive integer"):
+        editor_settings({}, {"HDAE_EDITOR_N_IMAGES": "0"})
+    with pytest.raises(EditorSettingError, match="expected a finite number"):
+        editor_settings({}, {"HDAE_EDITOR_EXAMPLE_ALPHA": "nan"})
+
+
+def test_an_empty_gallery_and_a_huge_alpha_are_clear_errors(setup):
+    m, stats, dirs, x = setup
+    with pytest.raises(ValueError, match="empty gallery"):
+        EditorState(m, stats, dirs, images=x[:0], steps=STEPS)
+    st = EditorState(m, stats, dirs, images=x, steps=STEPS)
+    name = st.attribute_names[0]
+    with pytest.raises(ValueError, match="finite"):
+        st.set_attribute(name, float("inf"))
+    st.set_attribute(name, 1e38)
+    with pytest.raises(ValueError, match="not finite"):
+        st.render()
+    st.set_attribute(name, 0.5)
+    assert bool(torch.isfinite(st.render()).all())

@@ -593,3 +593,40 @@ def _as_pil(item, name: str, convert_mode: bool) -> Image.Image:
     if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 3:
         raise BadImageError(f"{name}: expected a uint8 array [H, W, 3], got {arr.dtype} {arr.shape}")
     return Image.fromarray(arr, "RGB")
+
+
+# ---------------------------------------------------------------- the editor's uploads
+
+# ipywidgets' FileUpload keeps the whole file in the kernel; refuse anything a photo would not need
+MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+
+
+def load_upload_full(data: bytes, name: str, size: int) -> tuple[Image.Image, tuple[int, int, int, int], torch.Tensor]:
+    """(the uploaded photo as RGB, its centre-crop box (left, top, right, bottom), the crop as [3, size, size])."""
+    if len(data) == 0:
+        raise BadImageError(f"{name}: the file is empty")
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise BadImageError(f"{name}: {len(data) / 2**20:.1f} MiB is too large (at most {MAX_UPLOAD_BYTES // 2**20} MiB)")
+    # alpha and palette images are common uploads: flatten them to RGB rather than refuse them
+    img = decode_image(bytes(data), name, convert_mode=True)
+    w, h = img.size
+    s = min(w, h)
+    box = ((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s)  # as center_crop_resize crops
+    return img, box, to_tensor(center_crop_resize(img, size))
+
+
+def paste_back(full: Image.Image, box: tuple[int, int, int, int], edited: torch.Tensor,
+               feather: float = 0.08) -> Image.Image:
+    """``full`` with ``edited`` ([3, S, S] in [-1, 1], the crop ``box`` = (left, top, right, bottom) resized) resized
+    back into the box and blended in with a border ``feather`` (fraction of the box side) that fades to the photo."""
+    left, top, right, bottom = box
+    side = right - left
+    x = ((edited.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    patch = Image.fromarray(x, "RGB").resize((side, side), Image.BICUBIC)
+    ramp = max(1, int(round(feather * side)))
+    d = np.minimum(np.arange(side), np.arange(side)[::-1])  # distance to the nearest edge, per axis
+    w = np.clip(np.minimum.outer(d, d) / ramp, 0.0, 1.0)
+    mask = Image.fromarray((w * 255).round().astype(np.uint8), "L")
+    out = full.copy()
+    out.paste(patch, (left, top), mask)
+    return out
