@@ -246,6 +246,12 @@ def _figures(args) -> int:
     return pipeline_main(args)
 
 
+def _publish(args) -> int:
+    from .publish import main as publish_main  # lazy, as _figures: it reads the pipeline's table
+
+    return publish_main(args)
+
+
 def _bench(args) -> int:
     return bench_main(args)
 
@@ -311,6 +317,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="an Inception-v3 weights file (torch-fidelity's pt_inception-2015-12-05): adds FID on real "
                         "images through torchmetrics; without it FID is skipped with a message")
     f.set_defaults(func=_figures)
+
+    pb = sub.add_parser("publish", help="copy a full report's figures into DEST/figures and write DEST/results.md")
+    pb.add_argument("report", nargs="?", default="reports", help="the report folder (default reports/)")
+    pb.add_argument("dest", nargs="?", default="docs", help="the docs folder (default docs/)")
+    pb.set_defaults(func=_publish)
 
     b = sub.add_parser("bench", help="speed benchmark")
     b.add_argument("--preset", default=None)

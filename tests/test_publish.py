@@ -1,0 +1,75 @@
+"""hdae publish: a full report's findings, checks and figures become docs/results.md and docs/figures; any other
+report is refused in one line, before a file is written."""
+import json
+import re
+
+import pytest
+from PIL import Image
+
+from hdae_core import cli, pipeline
+from hdae_core.publish import NotPublishable, publish
+
+
+def _report(root, profile="full", status="ok", drop=None):
+    """A report folder as `hdae figures` writes it: summary.json, and per notebook a figure, a table and metrics."""
+    nbs = {}
+    for name in pipeline.NOTEBOOKS:
+        if name == drop:
+            continue
+        out = root / name
+        out.mkdir(parents=True)
+        Image.new("RGB", (20, 20)).save(out / "figure.png")
+        (out / "table.csv").write_text("a,b\n1,2\n")
+        check = {"name": f"{name} | headline vs baseline", "value": 0.25, "bound": 0.5, "relation": "<",
+                 "passed": status == "ok"}
+        metrics = {"profile": profile, "checks": [check], "findings": [f"{name}: measured 0.250 against 0.500."]}
+        (out / "metrics.json").write_text(json.dumps(metrics))
+        nbs[name] = {"status": status, "seconds": 30.0, "error": None, "notebook": str(out / f"{name}.ipynb"),
+                     "figures": ["figure.png"], "tables": ["table.csv"], "metrics": metrics}
+    summary = {"profile": profile, "notebooks": nbs, "ran": list(nbs), "inputs": {}, "command": "hdae figures",
+               "written": "2026-01-01 00:00 UTC"}
+    (root / "summary.json").write_text(json.dumps(summary))
+    return root
+
+
+def test_publish_writes_results_and_figures_from_the_report(tmp_path):
+    docs = tmp_path / "docs"
+    (docs / "figures" / "04_hierarchy").mkdir(parents=True)
+    (docs / "figures" / "04_hierarchy" / "stale.png").write_bytes(b"old")
+    (docs / "figures" / "shapes_world.png").write_bytes(b"kept")  # not a notebook's: left alone
+    path = publish(_report(tmp_path / "reports"), docs)
+    text = path.read_text()
+    assert path == docs / "results.md" and "do not edit by hand" in text
+    for name in pipeline.NOTEBOOKS:
+        assert f"## {name}" in text and f"- {name}: measured 0.250 against 0.500." in text
+        assert pipeline.STUDY[name].question in text
+        assert (docs / "figures" / name / "figure.png").is_file() and (docs / "figures" / name / "table.csv").is_file()
+    assert r"04_hierarchy \| headline vs baseline | 0.25 < 0.5 (pass) |" in text  # a | in a name stays in its cell
+    assert not (docs / "figures" / "04_hierarchy" / "stale.png").exists()
+    assert (docs / "figures" / "shapes_world.png").read_bytes() == b"kept"
+    for link in re.findall(r"\]\(([^)]+)\)", text):
+        assert (docs / link).is_file(), link
+
+
+@pytest.mark.parametrize("kind, message", [("smoke", "only a full report"), ("degraded", "not every notebook is ok"),
+                                           ("missing", "09_sampling missing"), ("none", "not an hdae report")])
+def test_publish_refuses_other_reports_before_writing(tmp_path, kind, message):
+    reports = tmp_path / "reports"
+    if kind == "none":
+        reports.mkdir()
+    else:
+        _report(reports, profile="smoke" if kind == "smoke" else "full",
+                status="degraded" if kind == "degraded" else "ok", drop="09_sampling" if kind == "missing" else None)
+    with pytest.raises(NotPublishable, match=message):
+        publish(reports, tmp_path / "docs")
+    assert not (tmp_path / "docs").exists()
+
+
+def test_hdae_publish_command(tmp_path, capsys):
+    reports = _report(tmp_path / "reports", profile="smoke")
+    assert cli.main(["publish", str(reports), str(tmp_path / "docs")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "only a full report" in err
+    reports = _report(tmp_path / "full")
+    assert cli.main(["publish", str(reports), str(tmp_path / "docs")]) == 0
+    assert (tmp_path / "docs" / "results.md").is_file()
