@@ -17,6 +17,7 @@ from .pretrained import repo_path
 
 METRICS_FILE = "metrics.json"
 NOT_SHOWN = "Not shown on this model"  # how a finding whose check failed says so
+MAX_NAMED = 3  # failed checks a finding names (the report's index lists them all)
 
 
 def _plain(v: Any) -> Any:
@@ -114,7 +115,8 @@ class Study:
         if not failed:
             text = f"{observed}: {claim}." if claim else f"{observed}."
         else:
-            why = "; ".join(describe(c) if "value" in c else "the check it rests on" for c in failed)
+            named = [describe(c) if "value" in c else "the check it rests on" for c in failed]
+            why = "; ".join(named[:MAX_NAMED]) + (f"; and {len(named) - MAX_NAMED} more" if len(named) > MAX_NAMED else "")
             text = f"{observed}. {NOT_SHOWN}: {claim or 'what this finding claims'} (failed check: {why})."
         self.metrics.setdefault("findings", []).append(text)
         _show_markdown(f"**Finding.** {text}")

@@ -92,3 +92,12 @@ def test_a_finding_in_a_kernel_is_markdown(tmp_path, monkeypatch):
     monkeypatch.setattr(study_mod, "display", shown.append)
     Study(tmp_path / "r").finding("{v:.1f} done", v=0.25)
     assert len(shown) == 1 and shown[0].data == "**Finding.** 0.2 done."
+
+
+def test_a_finding_names_at_most_a_few_failed_checks(tmp_path):
+    study = Study(tmp_path / "report")
+    names = [f"attribute {i}" for i in range(6)]
+    for n in names:
+        study.check(n, 1.0, 0.1)
+    text = study.finding("{k} attributes", claim="the frequencies are the data's", checks=names, k=6)
+    assert "attribute 2: 1 <= 0.1 (FAIL); and 3 more)." in text and "attribute 3" not in text
