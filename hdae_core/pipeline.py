@@ -14,7 +14,7 @@ import warnings
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, ClassVar, Iterable
 
 import nbformat
 import papermill
@@ -37,7 +37,8 @@ KERNEL = "hdae"  # registered by `make venv` (ipykernel install --sys-prefix --n
 
 @dataclass(frozen=True)
 class StudySpec:
-    """One study: its notebook, what it regenerates, and what the pipeline passes it per profile.
+    """One study: its notebook, the question it answers, what it regenerates, how long it takes, and what the
+    pipeline passes it per profile. Its first cell, notebooks/README.md and README.md quote the first four.
 
     Parameter values may hold placeholders that ``parameters_for`` fills in: {out} the notebook's report
     folder, {reports} the reports folder, {work} reports/_tmp, {hdae_u} / {dae} the models to study (the
@@ -52,38 +53,76 @@ class StudySpec:
     needs_models: bool = True  # loads the models to study (else it trains its own)
     trains_own: str = ""  # why it is not run on the user's --checkpoint (it trains models of its own)
     takes_inception: bool = False  # computes FID when --inception-weights is given
+    question: str = ""  # the question the study answers, as its first cell asks it
+    minutes: float | None = None  # measured in the last full report (TIMED_ON); None: not timed on its own
+
+    # where ``minutes`` comes from: the last full report whose run times were written down (09 alone timed)
+    TIMED_ON: ClassVar[str] = ("the last full report (`make figures`: full profile, shipped models, 2 CPU cores; "
+                               "19 min 57 s for all ten notebooks)")
+    UNTIMED: ClassVar[str] = "under 6 min"  # the nine notebooks besides 09 took 5 min 36 s together
+
+    @property
+    def time(self) -> str:
+        """The study's run time for the tables: measured minutes, or the bound the last full report gives."""
+        if self.minutes is None:
+            return self.UNTIMED
+        m, s = divmod(round(self.minutes * 60), 60)
+        return f"{m} min {s:02d} s"
+
+    @property
+    def time_line(self) -> str:
+        """The **Time:** line of the notebook's first cell."""
+        how = ("measured" if self.minutes is not None
+               else "not timed on its own: the nine besides 09, with set-up, took 5 min 36 s")
+        return f"**Time:** {self.time} ({how}), from {self.TIMED_ON}."
 
 
 _PAIR = {"checkpoint_hdae": "{hdae_u}", "checkpoint_dae": "{dae}"}
 _ORACLE = {"oracle_dir": "{work}/oracle"}
 # the one table of studies: a new study is one notebook plus one row here
 STUDIES: tuple[StudySpec, ...] = (
-    StudySpec("00_tour", "none, teaching", {"checkpoint_hdae": "{hdae_u}"}, {"n_images": 2, "steps": 3}),
-    StudySpec("01_train", "none, teaching (the training run behind Fig. 5)", {"out": "{work}/01_train/run"},
+    StudySpec("00_tour", "none, teaching", {"checkpoint_hdae": "{hdae_u}"}, {"n_images": 2, "steps": 3},
+              question=("What does a diffusion autoencoder do to an image, step by step, and what does each level of "
+                        "HDAE's code hold?")),
+    StudySpec("01_train", "none, teaching", {"out": "{work}/01_train/run"},
               {"preset": "tiny", "variant": "hdae_u", "steps": 4, "batch_size": 8, "eval_every": 2, "eval_size": 4,
                "eval_steps": 2, "log_every": 1, "reference": ""},
-              needs_models=False, trains_own="trains a model of its own (`hdae train --data` trains on your images)"),
+              needs_models=False, trains_own="trains a model of its own (`hdae train --data` trains on your images)",
+              question="What does one training run do, and how soon do its codes learn to hold the image?"),
     StudySpec("02_ablation", "HDAE Fig. 5", {"work_dir": "{work}/02_ablation"},
               {"retrain": True, "preset": "tiny", "steps": 2, "batch_size": 4, "eval_every": 1, "eval_size": 2,
                "eval_steps": 2},
-              needs_models=False, trains_own="trains the Fig. 5 variants on Shapes; it does not study a given model"),
-    StudySpec("03_reconstruction", "HDAE Table 1", _PAIR, {"n_images": 6, "steps": [2, 3], "n_show": 4, "batch_size": 6}),
+              needs_models=False, trains_own="trains the Fig. 5 variants on Shapes; it does not study a given model",
+              question="Does a hierarchy of codes make a diffusion autoencoder learn faster?"),
+    StudySpec("03_reconstruction", "HDAE Table 1 and Fig. 6", _PAIR,
+              {"n_images": 6, "steps": [2, 3], "n_show": 4, "batch_size": 6},
+              question=("How well do DAE and HDAE(U) reconstruct held-out images, from their own x_T and from random "
+                        "noise?")),
     StudySpec("04_hierarchy", "HDAE Fig. 7 and Fig. 8", {"checkpoint_hdae": "{hdae_u}"},
-              {"n_pairs": 2, "n_frames": 4, "steps": 2}),
-    StudySpec("05_directions", "HDAE Fig. 3 and Fig. 4", _PAIR, {"n_encode": 300}),
+              {"n_pairs": 2, "n_frames": 4, "steps": 2},
+              question=("What does each level of the hierarchy hold, seen by mixing and interpolating two images' "
+                        "codes?")),
+    StudySpec("05_directions", "HDAE Fig. 3 and Fig. 4", _PAIR, {"n_encode": 300},
+              question=("Which attributes can a linear classifier read from the codes, and on which levels do they "
+                        "live?")),
     StudySpec("06_editing", "HDAE Fig. 9 and Fig. 10", {**_PAIR, "directions_dir": "{reports}/05_directions", **_ORACLE},
               {"n_encode": 300, "n_images": 3, "steps": 2, "attributes": ["red", "large"], "sweep_attributes": ["red"],
-               "k_fractions": [1.0, 0.25, 0.05], "oracle_steps": 20}),
-    StudySpec("07_editor", "HDAE Fig. 7 and Fig. 9, interactively",
+               "k_fractions": [1.0, 0.25, 0.05], "oracle_steps": 20},
+              question=("Does an edit along an attribute's direction change that attribute alone, and what do "
+                        "truncated features change?")),
+    StudySpec("07_editor", "none, teaching (Fig. 7 and Fig. 9, interactively)",
               {"checkpoint": "{hdae_u}", "directions_cache": "{reports}/05_directions", **_ORACLE},
-              {"steps": 2, "n_images": 2, "n_stats": 128, "oracle_steps": 20}),
+              {"steps": 2, "n_images": 2, "n_stats": 128, "oracle_steps": 20},
+              question="What does an edit, or a style mix, do to an image of your choice?"),
     StudySpec("08_layout", "HDAE Fig. 11", {"checkpoint_hdae": "{hdae_u}", **_ORACLE},
               {"n_train": 200, "layout_steps": 20, "layout_batch": 16, "n_layouts": 3, "n_images": 3, "steps": 2,
-               "n_pairs": 8, "pixel_oracle_steps": 10, "oracle_steps": 20}),
-    StudySpec("09_sampling", "DiffAE's latent DDIM sampling, on HDAE's codes", {**_PAIR, **_ORACLE},
+               "n_pairs": 8, "pixel_oracle_steps": 10, "oracle_steps": 20},
+              question="Can a label map stand in for the high-level codes, so that one layout takes many styles?"),
+    StudySpec("09_sampling", "none in HDAE; DiffAE's latent DDIM sampling, on HDAE's codes", {**_PAIR, **_ORACLE},
               {"n_encode": 300, "latent_steps": 40, "latent_width": 64, "latent_depth": 3, "n_samples": 6,
                "latent_sample_steps": 5, "steps": 2, "n_quality": 16, "oracle_steps": 20},
-              takes_inception=True),
+              takes_inception=True, minutes=14 + 21 / 60,
+              question="Can a latent DDIM over the codes turn the autoencoder into a generator of new images?"),
 )
 STUDY = {s.name: s for s in STUDIES}
 NOTEBOOKS = tuple(STUDY)
