@@ -17,7 +17,7 @@ from .model import inference
 from .stats import LatentStats
 
 __all__ = [
-    "LatentStats", "check_codes", "check_levels", "normalized_weights", "truncate", "manipulate", "edit_images",
+    "LatentStats", "STEP_RULES", "check_codes", "check_levels", "normalized_weights", "truncate", "manipulate", "edit_images",
     "mix_levels", "style_mix_grid", "style_mix_labels", "slerp", "interpolate", "interpolate_images",
 ]
 
@@ -96,8 +96,10 @@ def truncate(n: torch.Tensor, k: int | None) -> torch.Tensor:
 # ---------------------------------------------------------------- manipulation
 
 
-def _edit_direction(direction: torch.Tensor, L: int, D: int, k: int | None, levels) -> torch.Tensor:
-    """n′ as [L, D]: restricted to ``levels`` first, then truncated to its top k entries (Eq. 2)."""
+def _edit_direction(direction: torch.Tensor, L: int, D: int, k: int | None, levels,
+                    with_untruncated: bool = False):
+    """n′ as [L, D]: restricted to ``levels`` first, then truncated to its top k entries (Eq. 2); with
+    ``with_untruncated`` the pair (n′, n restricted to ``levels`` but not truncated)."""
     d = torch.as_tensor(direction)
     if d.numel() != L * D or d.dim() not in (1, 2) or (d.dim() == 2 and tuple(d.shape) != (L, D)):
         raise ValueError(f"direction: expected shape [L, D] = [{L}, {D}] (or [{L * D}] flat) to match the codes, "
@@ -115,15 +117,21 @@ def _edit_direction(direction: torch.Tensor, L: int, D: int, k: int | None, leve
             limit = len(set(lv)) * D
             if isinstance(k, numbers.Integral) and not isinstance(k, bool) and k > limit:
                 raise ValueError(f"k: expected an integer in [1, {limit}] (entries in levels {sorted(set(lv))}), got {k}")
-    return truncate(d, k)
+    return (truncate(d, k), d) if with_untruncated else truncate(d, k)
+
+
+STEP_RULES = ("renormalised", "masked")
 
 
 def manipulate(codes: torch.Tensor, direction: torch.Tensor, alpha, stats: LatentStats, k: int | None = None,
-               levels: int | Sequence[int] | None = None) -> torch.Tensor:
+               levels: int | Sequence[int] | None = None, step_rule: str = "renormalised") -> torch.Tensor:
     """Edited codes [B, L, D]: standardise, add α·√(D·L)·n′/‖n′‖ (HDAE §3.3, n′ from Eq. 2), de-standardise.
 
     n′ is ``direction`` zeroed outside ``levels`` (0-based; None = all) and then truncated to its top ``k``
-    entries (None = all). ``alpha`` is a number or one value per code [B].
+    entries (None = all). ``alpha`` is a number or one value per code [B]. ``step_rule``: "renormalised"
+    (the step above: a truncated edit is as long as the untruncated one) or "masked" (α·√(D·L)·n′/‖n‖, n
+    before truncation: the untruncated step with the dropped entries zeroed, hence shorter). The paper does
+    not say which; the two differ only in the step's length, so masked(α) = renormalised(α·‖n′‖/‖n‖).
     """
     check_codes(codes)
     B, L, D = codes.shape
@@ -136,10 +144,14 @@ def manipulate(codes: torch.Tensor, direction: torch.Tensor, alpha, stats: Laten
         raise ValueError(f"alpha: expected finite values, got {alpha!r}")
     if a.dim() > 1 or (a.dim() == 1 and a.numel() not in (1, B)):
         raise ValueError(f"alpha: expected a number or one value per code [{B}], got shape {list(a.shape)}")
-    n = _edit_direction(direction, L, D, k, levels).to(device=codes.device, dtype=wdt)
+    if step_rule not in STEP_RULES:
+        raise ValueError(f"step_rule: expected one of {STEP_RULES}, got {step_rule!r}")
+    n, full = (t.to(device=codes.device, dtype=wdt) for t in _edit_direction(direction, L, D, k, levels, True))
     norm = torch.linalg.vector_norm(n)
     if norm == 0:
         raise ValueError("direction: zero after restricting to levels / truncating; nothing to move along")
+    if step_rule == "masked":
+        norm = torch.linalg.vector_norm(full)
     step = math.sqrt(D * L) * n / norm
     # destandardize(standardize(z) + s) = z + σ·s: adding σ·s directly leaves untouched entries (α = 0,
     # other levels, truncated coordinates) bit-exact instead of round-tripping them through (z − μ)/σ

@@ -188,11 +188,35 @@ def attribute_auroc(oracle: nn.Module, images: torch.Tensor, attributes: torch.T
     return {n: float(roc_auc_score(y[:, i], p[:, i])) for i, n in enumerate(names)}
 
 
-def _proba(oracle: nn.Module, images: torch.Tensor) -> torch.Tensor:
+def probabilities(oracle: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """p(attribute) [B, A] from an oracle (or any scorer with ``predict_proba``; else σ of its logits)."""
     if hasattr(oracle, "predict_proba"):
         return oracle.predict_proba(images)
     with torch.no_grad():
         return torch.sigmoid(oracle(images).float())
+
+
+_proba = probabilities
+
+
+def per_image_scores(p_before: torch.Tensor, p_after: torch.Tensor, target: str, names: Sequence[str],
+                     correlated=None, sign: float = 1.0) -> dict[str, torch.Tensor]:
+    """Per image [B] (float64): success = signed Δp(target), leakage = mean |Δp| of every other attribute,
+    partner_leakage = mean |Δp| of the attributes the data correlates with the target (NaN when none)."""
+    names = list(names)
+    if target not in names:
+        raise KeyError(f"unknown target attribute {target!r}; the oracle predicts {names}")
+    p0, p1 = torch.as_tensor(p_before).double().cpu(), torch.as_tensor(p_after).double().cpu()
+    if p0.shape != p1.shape or p0.dim() != 2 or p0.shape[1] != len(names):
+        raise ValueError(f"p_before {list(p0.shape)} and p_after {list(p1.shape)}: expected one shape [B, {len(names)}]")
+    delta = p1 - p0
+    ti = names.index(target)
+    others = [i for i in range(len(names)) if i != ti]
+    partners = [names.index(p) for p in _partners(target, correlated) if p in names]
+    nan = torch.full((delta.shape[0],), float("nan"), dtype=delta.dtype)
+    return {"success": (1.0 if sign >= 0 else -1.0) * delta[:, ti],
+            "leakage": delta[:, others].abs().mean(1) if others else nan,
+            "partner_leakage": delta[:, partners].abs().mean(1) if partners else nan}
 
 
 def _partners(target: str, correlated) -> list[str]:
@@ -241,12 +265,7 @@ def disentanglement_scores(oracle: nn.Module, x_before: torch.Tensor, x_after: t
     out["leakage_excl_partner"] = float(delta[:, rest].abs().mean()) if rest else float("nan")
     out["delta"] = {n: float(d) for n, d in zip(names, delta.mean(0))}
     # per image, so callers can put intervals on the means (metrics.bootstrap_ci over images)
-    nan = torch.full((delta.shape[0],), float("nan"), dtype=delta.dtype)
-    out["per_image"] = {
-        "success": s * delta[:, ti],
-        "leakage": delta[:, others].abs().mean(1) if others else nan,
-        "partner_leakage": delta[:, [names.index(p) for p in partners]].abs().mean(1) if partners else nan,
-    }
+    out["per_image"] = per_image_scores(p0, p1, target, names, correlated, sign)
     return out
 
 

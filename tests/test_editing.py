@@ -139,6 +139,32 @@ def test_manipulate_known_answers():
     assert torch.equal(per[0], codes[0]) and torch.allclose(per[1], manipulate(codes[1:2], n, 1.0, stats)[0])
 
 
+def test_manipulate_step_rules():
+    g = torch.Generator().manual_seed(4)
+    data = torch.randn(50, L, D, generator=g) * 2 - 1
+    stats = stats_for(data)
+    codes, n = data[:3], torch.tensor([[4.0, 0.0, 0.0, 3.0], [0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
+    # k = all: both rules are the same edit
+    assert torch.equal(manipulate(codes, n, 0.5, stats, step_rule="masked"), manipulate(codes, n, 0.5, stats))
+    # k = 1 keeps the 4: renormalised moves it by the full α·√(D·L), masked by α·√(D·L)·4/‖n‖ = 4/5 of that
+    full = math.sqrt(D * L)
+    ren = stats.standardize(manipulate(codes, n, 0.5, stats, k=1)) - stats.standardize(codes)
+    msk = stats.standardize(manipulate(codes, n, 0.5, stats, k=1, step_rule="masked")) - stats.standardize(codes)
+    assert torch.allclose(ren[:, 0, 0], torch.full((3,), 0.5 * full), atol=1e-4)
+    assert torch.allclose(msk[:, 0, 0], torch.full((3,), 0.5 * full * 4 / 5), atol=1e-4)
+    assert int((msk.abs() > 1e-5).sum()) == 3  # one coordinate per code
+    # masked(α) is renormalised(α·‖n′‖/‖n‖): the same path in code space, walked at another speed
+    assert torch.allclose(manipulate(codes, n, 0.5, stats, k=1, step_rule="masked"),
+                          manipulate(codes, n, 0.5 * 4 / 5, stats, k=1), atol=1e-5)
+    # with levels, ‖n‖ is the norm within those levels (the untruncated edit of those levels)
+    m = torch.randn(L, D, generator=g)
+    a = manipulate(codes, m, 0.3, stats, k=2, levels=[2], step_rule="masked")
+    ratio = truncate(m[2], 2).norm() / m[2].norm()
+    assert torch.allclose(a, manipulate(codes, m, 0.3 * float(ratio), stats, k=2, levels=[2]), atol=1e-5)
+    with pytest.raises(ValueError, match="step_rule"):
+        manipulate(codes, n, 0.5, stats, step_rule="longer")
+
+
 def test_manipulate_errors_say_what_was_expected():
     codes = torch.randn(2, L, D)
     stats = stats_for(torch.randn(10, L, D))

@@ -113,3 +113,16 @@ def test_edit_sweep_rows_with_a_stub_manipulate():
     assert (zero[["success", "leakage", "partner_leakage"]].abs() < 1e-6).all().all()
     for score in ("success", "leakage", "partner_leakage"):  # each mean inside its bootstrap interval
         assert (df[f"{score}_low"] <= df[score] + 1e-9).all() and (df[score] <= df[f"{score}_high"] + 1e-9).all()
+
+
+def test_per_image_scores_known_answers():
+    p0 = torch.tensor([[0.1, 0.5, 0.5, 0.3], [0.2, 0.6, 0.4, 0.5]])
+    p1 = torch.tensor([[0.7, 0.7, 0.4, 0.3], [0.6, 0.2, 0.5, 0.3]])
+    s = oracle_mod.per_image_scores(p0, p1, "red", NAMES, correlated=[("large", "red", 0.8)])
+    assert s["success"].tolist() == pytest.approx([0.6, 0.4])
+    assert s["leakage"].tolist() == pytest.approx([0.1, 0.7 / 3])
+    assert s["partner_leakage"].tolist() == pytest.approx([0.2, 0.4])
+    assert oracle_mod.per_image_scores(p0, p1, "red", NAMES, sign=-1)["success"].tolist() == pytest.approx([-0.6, -0.4])
+    assert torch.isnan(oracle_mod.per_image_scores(p0, p1, "red", NAMES)["partner_leakage"]).all()
+    with pytest.raises(ValueError, match=r"\[B, 4\]"):
+        oracle_mod.per_image_scores(p0[:, :3], p1[:, :3], "red", NAMES)
