@@ -167,7 +167,7 @@ def mean_colour_baselines(folder: str | Path, runs: pd.DataFrame, size: int = 25
     out = {}
     for v, s in runs[["variant", "seed"]].drop_duplicates().itertuples(index=False):
         cfg = run_config(Path(folder) / v / f"seed{s}") or TrainConfig(seed=int(s))
-        x = held_out_batch(dataclasses.replace(cfg, eval_size=size))
+        x = held_out_batch(dataclasses.replace(cfg, eval_size=size), Path(folder) / v / f"seed{s}")
         out[(v, int(s))] = float(mean_colour_mse(x).mean())
     return pd.Series(out, dtype=float)
 
@@ -217,7 +217,7 @@ def retrain(folder: str | Path, preset: str, variant: str, seed: int, steps: int
                       seed=seed, eval_every=eval_every, eval_size=eval_size, eval_steps=eval_steps,
                       log_every=max(1, min(eval_every, 50)), ckpt_every=steps, progress=False, tensorboard=False)
     t0 = time.perf_counter()
-    train(cfg)
+    train(cfg, overwrite=True)  # the study's own work folder: a retrain replaces the run it made before
     (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
     (out / "command.txt").write_text(
         f"hdae train --preset {preset} --variant {variant} --seed {seed} --steps {steps} --batch {batch_size} "

@@ -110,7 +110,7 @@ def _train_smoke(key: str, workdir: Path, steps: int, progress: bool) -> Path:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny convolutions: more threads only contend with whatever else runs
     try:
-        return train(cfg)
+        return train(cfg, overwrite=True)  # a stale stand-in in the pipeline's own work folder is replaced
     finally:
         torch.set_num_threads(threads)
 
