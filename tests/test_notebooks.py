@@ -46,14 +46,43 @@ def test_stored_clean_with_stable_ids(path):
 
 @pytest.mark.parametrize("path", PATHS, ids=lambda p: p.stem)
 def test_introduction_and_parameters_cell(path):
+    # every notebook opens the same way, from its row of pipeline.STUDIES: the question, Regenerates, Time,
+    # then what to look for
+    spec = pipeline.STUDY[path.stem]
     nb = nbformat.read(path, as_version=4)
     intro = nb.cells[0]
     assert intro.cell_type == "markdown" and intro.source.startswith(f"# {path.stem[:2]} · ")
-    assert re.search(r"\*Regenerates:\*[^\n]*(Fig\.|Table|§)\s*\d", intro.source), \
-        f"{path.name}: the introduction names the paper figure it regenerates"
+    paragraphs = intro.source.split("\n\n")
+    assert paragraphs[1] == spec.question, f"{path.name}: the question of its STUDIES row comes first"
+    assert paragraphs[2] == f"**Regenerates:** {spec.regenerates}"
+    assert paragraphs[3] == spec.time_line
+    assert paragraphs[4].startswith("**What to look for.**")
     assert "parameters" in pipeline.parameters_cell(path).metadata["tags"]
     params = pipeline.notebook_parameters(path)
     assert {"out_dir", "seed", "profile", "threads"} <= set(params), "the parameters every study shares"
+
+
+def _table_rows(path: Path) -> dict[str, list[str]]:
+    """The rows of the Markdown tables in ``path`` whose first cell names a notebook, by notebook."""
+    rows = {}
+    for line in path.read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")] if line.startswith("|") else []
+        name = re.match(r"\W*(\d\d_\w+)", cells[0]) if cells else None
+        if name and name.group(1) in pipeline.STUDY:
+            name = name.group(1)
+            rows[name] = cells
+    return rows
+
+
+@pytest.mark.parametrize("readme", ["README.md", "notebooks/README.md"])
+def test_the_notebook_tables_agree_with_the_studies(readme):
+    rows = _table_rows(ROOT / readme)
+    assert list(rows) == list(pipeline.NOTEBOOKS), f"{readme}: one row per study, in order"
+    for name, cells in rows.items():
+        spec = pipeline.STUDY[name]
+        assert spec.regenerates in cells, f"{readme}, {name}: regenerates {spec.regenerates!r}"
+        assert spec.time in cells, f"{readme}, {name}: time {spec.time!r}"
+        assert spec.question in cells, f"{readme}, {name}: question {spec.question!r}"
 
 
 @pytest.mark.parametrize("path", PATHS, ids=lambda p: p.stem)
