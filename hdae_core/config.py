@@ -82,12 +82,35 @@ def _tuple(v):
     return tuple(v) if isinstance(v, (list, tuple)) else v
 
 
+def _jsonable(v):
+    if isinstance(v, dict):
+        return {k: _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    return v
+
+
+class JsonConfig:
+    """JSON io shared by every config dataclass: ``to_dict`` gives JSON values (tuples as lists, nested configs as
+    objects); ``from_dict`` is ``strict_from_dict``: unknown fields and wrong types refused, and with
+    ``OPTIONAL_FIELDS`` set every field outside it required (None: a missing field takes its default)."""
+
+    OPTIONAL_FIELDS: tuple[str, ...] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return _jsonable(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]):
+        return strict_from_dict(cls, d, optional=cls.OPTIONAL_FIELDS)
+
+
 PREDICTIONS = ("eps", "v")
 BETA_SCHEDULES = ("linear",)
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(JsonConfig):
     """The autoencoder's architecture; field names follow DiffAE's where they mean the same."""
 
     image_size: int = 32
@@ -167,20 +190,12 @@ class ModelConfig:
     def replace(self, **kw) -> "ModelConfig":
         return dataclasses.replace(self, **kw)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
-
-    # fields added after format 1 whose default is what configs written before them meant
+    # from JSON every field is required but these, added after format 1 with the default configs before meant
     OPTIONAL_FIELDS = ("norm_groups",)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
-        """From JSON: every field but ``OPTIONAL_FIELDS`` required, each of its declared type."""
-        return strict_from_dict(cls, d, optional=cls.OPTIONAL_FIELDS)
 
 
 @dataclass(frozen=True)
-class DiffusionConfig:
+class DiffusionConfig(JsonConfig):
     """The noise schedule: linear β from 1e-4 to 0.02 over T steps (scaled by 1000/T, as DiffAE)."""
 
     T: int = 1000
@@ -192,16 +207,11 @@ class DiffusionConfig:
         if self.T < 1:
             raise ValueError(f"T must be at least 1, got {self.T}")
 
-    def to_dict(self):
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d):
-        return strict_from_dict(cls, d, optional=())
+    OPTIONAL_FIELDS = ()
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(JsonConfig):
     """Everything ``train`` needs; written as ``train.json`` beside every checkpoint."""
 
     model: ModelConfig = field(default_factory=lambda: ModelConfig.preset("shapes32"))
@@ -249,11 +259,6 @@ class TrainConfig:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay!r}")
         if not (math.isfinite(self.max_minutes) and self.max_minutes >= 0):
             raise ValueError(f"max_minutes must be a finite number >= 0, got {self.max_minutes!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["model"] = self.model.to_dict()
-        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":

@@ -1,7 +1,6 @@
 """Latent DDIM over standardised flattened codes for unconditional sampling (DiffAE §3.3, HDAE §4)."""
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,8 @@ from tqdm.auto import tqdm
 
 from . import diffusion
 from .checkpoint import load_module_weights, read_module_meta, save_module
+from .config import BETA_SCHEDULES as IMAGE_BETA_SCHEDULES
+from .config import PREDICTIONS, JsonConfig
 from .nn import timestep_embedding
 from .optim import EMA
 from .stats import LatentStats
@@ -20,12 +21,12 @@ from .stats import LatentStats
 FORMAT = "hdae-latent-ddim"
 CONFIG_FILE = "latent_config.json"
 WEIGHTS_FILE = "latent.safetensors"
-BETA_SCHEDULES = ("linear", "const0.008")
-PREDICTIONS = ("eps", "v")
+# the image model's schedules, and DiffAE's constant β for latents
+BETA_SCHEDULES = (*IMAGE_BETA_SCHEDULES, "const0.008")
 
 
 @dataclass(frozen=True)
-class LatentConfig:
+class LatentConfig(JsonConfig):
     """The latent ε-network: an MLP with input skips over N = L·D standardised code features (DiffAE's MLPSkipNet)."""
 
     code_levels: int = 1  # L of the codes tensor
@@ -55,17 +56,10 @@ class LatentConfig:
         """N = L·D, the length of a flattened code."""
         return self.code_levels * self.code_dim
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "LatentConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"LatentConfig: unknown fields {sorted(unknown)}")
         # models saved before the field existed predict ε
-        return cls(**{"prediction": "eps", **d})
+        return super().from_dict({"prediction": "eps", **d} if isinstance(d, dict) else d)
 
 
 def latent_alphas_cumprod(cfg: LatentConfig) -> torch.Tensor:

@@ -1,7 +1,6 @@
 """Layout encoder: semantic label map → high-level codes, for multi-modal synthesis (HDAE §4.5, Fig. 11)."""
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +13,7 @@ from tqdm.auto import tqdm
 
 from . import diffusion, editing
 from .checkpoint import load_module_weights, read_module_meta, save_module
-from .config import strict_from_dict
+from .config import JsonConfig
 from .metrics import r2_score
 from .model import encode_dataset
 from .nn import conv_block
@@ -43,7 +42,7 @@ def layout_levels(levels: Sequence[int] | int | None, num_levels: int) -> list[i
 
 
 @dataclass(frozen=True)
-class LayoutConfig:
+class LayoutConfig(JsonConfig):
     """The layout CNN: label maps with ``num_classes`` labels → codes of ``levels`` (each ``code_dim`` wide)."""
 
     num_classes: int = 6  # Shapes: background, 4 shapes, clutter
@@ -58,14 +57,6 @@ class LayoutConfig:
         if self.num_classes < 2:
             raise ValueError(f"LayoutConfig: num_classes must be at least 2, got {self.num_classes}")
 
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["levels"] = list(self.levels)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "LayoutConfig":
-        return strict_from_dict(cls, d)
 
 
 class LayoutEncoder(nn.Module):

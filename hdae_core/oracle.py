@@ -1,7 +1,6 @@
 """An attribute oracle on Shapes and a measured disentanglement score for edits (beyond HDAE §4.3's human votes)."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -15,7 +14,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .checkpoint import load_module_weights, read_module_meta, save_module
-from .config import strict_from_dict
+from .config import JsonConfig
 from .data.shapes import ATTRIBUTE_NAMES, LABEL_NAMES, Shapes
 from .editing import manipulate
 from .metrics import bootstrap_ci
@@ -27,7 +26,7 @@ WEIGHTS_FILE = "oracle.safetensors"
 
 
 @dataclass(frozen=True)
-class OracleConfig:
+class OracleConfig(JsonConfig):
     """The oracle CNN: images at ``image_size`` → one logit per attribute in ``attribute_names``."""
 
     attribute_names: tuple[str, ...] = ATTRIBUTE_NAMES
@@ -40,14 +39,6 @@ class OracleConfig:
         if not self.attribute_names:
             raise ValueError("OracleConfig: attribute_names is empty")
 
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["attribute_names"] = list(self.attribute_names)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "OracleConfig":
-        return strict_from_dict(cls, d)
 
 
 class AttributeOracle(nn.Module):
@@ -331,7 +322,7 @@ PIXEL_WEIGHTS_FILE = "pixel_oracle.safetensors"
 
 
 @dataclass(frozen=True)
-class PixelOracleConfig:
+class PixelOracleConfig(JsonConfig):
     """Per-pixel Shapes labels (``label_names``: background, the shape classes, clutter) and the object's colour."""
 
     label_names: tuple[str, ...] = LABEL_NAMES  # the world's own, so a renamed class cannot drift
@@ -342,14 +333,6 @@ class PixelOracleConfig:
     def __post_init__(self):
         object.__setattr__(self, "label_names", tuple(self.label_names))
 
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["label_names"] = list(self.label_names)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "PixelOracleConfig":
-        return strict_from_dict(cls, d)
 
 
 class PixelOracle(nn.Module):
