@@ -116,7 +116,8 @@ class Study:
             text = f"{observed}: {claim}." if claim else f"{observed}."
         else:
             named = [describe(c) if "value" in c else "the check it rests on" for c in failed]
-            why = "; ".join(named[:MAX_NAMED]) + (f"; and {len(named) - MAX_NAMED} more" if len(named) > MAX_NAMED else "")
+            more = len(named) - MAX_NAMED
+            why = "; ".join(named[:MAX_NAMED]) + (f"; and {more} more" if more > 0 else "")
             text = f"{observed}. {NOT_SHOWN}: {claim or 'what this finding claims'} (failed check: {why})."
         self.metrics.setdefault("findings", []).append(text)
         _show_markdown(f"**Finding.** {text}")
