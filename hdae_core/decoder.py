@@ -4,7 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .nn import (ResBlock, build_input_blocks, build_middle_block, build_output_blocks, gn_silu, normalization,
+from .cpu_ops import gn_silu
+from .nn import (ResBlock, build_input_blocks, build_middle_block, build_output_blocks, normalization,
                  timestep_embedding, zero_module)
 
 

@@ -26,7 +26,7 @@ from . import pretrained
 from .checks import verdict
 from .locking import lock_folder
 from .data import open_data
-from .pretrained import REPO_DIR, repo_path
+from .pretrained import REPO_DIR
 
 NOTEBOOK_DIR = REPO_DIR / "notebooks"
 RAN = ("ok", "degraded")  # statuses of a notebook that ran to the end (failed / missing: it did not)
@@ -302,12 +302,7 @@ def parameters_for(profile: str, name: str, reports: str | Path, models: dict[st
     reports = Path(reports).expanduser().resolve()
     subs = {"out": str(reports / name), "reports": str(reports), "work": str(reports / WORK),
             "hdae_u": str((models or {}).get("hdae_u", "")), "dae": str((models or {}).get("dae", ""))}
-    params = {k: _fill(v, subs) for k, v in PROFILES[profile][name].items()}
-    # the ablation folder and other repo-relative paths become absolute: the kernel's cwd must not matter
-    for k in ("ablation_dir",):
-        if k in params and params[k]:
-            params[k] = str(repo_path(params[k]))
-    return params
+    return {k: _fill(v, subs) for k, v in PROFILES[profile][name].items()}
 
 
 # ---------------------------------------------------------------- execution

@@ -23,7 +23,7 @@ from . import checkpoint as ckpt
 from . import dist
 from .config import TrainConfig
 from .data import BadImageError, Shapes
-from .data import make_dataset as open_dataset
+from .data import make_dataset
 from .data.images import to_tensor
 from .data.source import is_shapes
 from .hardware import amp_dtype, describe_hardware
@@ -274,13 +274,13 @@ def _eval_and_grid(ema_model: HDAE, x_eval: torch.Tensor, cfg: TrainConfig, out:
 HELDOUT_FILE = "heldout.txt"
 
 
-def make_dataset(cfg: TrainConfig):
+def training_set(cfg: TrainConfig):
     """The whole data set: the built-in shapes unless ``cfg.data`` names a folder or LMDB."""
     if is_shapes(cfg.data):
         return Shapes(size=cfg.model.image_size, seed=cfg.seed)
     if cfg.on_bad_image not in ("error", "skip"):
         raise ValueError(f"on_bad_image must be error or skip, got {cfg.on_bad_image!r}")
-    return open_dataset(cfg.data, cfg.model.image_size, on_error="raise" if cfg.on_bad_image == "error" else "skip",
+    return make_dataset(cfg.data, cfg.model.image_size, on_error="raise" if cfg.on_bad_image == "error" else "skip",
                         convert_mode=cfg.convert_images)
 
 
@@ -323,7 +323,7 @@ def held_out_batch(cfg: TrainConfig, run_dir: str | Path | None = None) -> torch
     (those listed in ``run_dir/heldout.txt`` when given)."""
     if is_shapes(cfg.data):
         return Shapes(size=cfg.model.image_size, seed=cfg.seed + 10_000).batch(list(range(cfg.eval_size)))["image"]
-    return held_out_split(make_dataset(cfg), cfg, run_dir)[1]
+    return held_out_split(training_set(cfg), cfg, run_dir)[1]
 
 
 class TrainSplit(Dataset):
@@ -351,7 +351,7 @@ class TrainSplit(Dataset):
 def run_data(cfg: TrainConfig, out: Path):
     """(training set, rank 0's evaluation batch). A folder or LMDB run holds out ``eval_size`` images: they are
     listed in ``out/heldout.txt``, which ``--resume`` reads back, and the training set leaves them out."""
-    dataset = make_dataset(cfg)
+    dataset = training_set(cfg)
     if is_shapes(cfg.data):
         return dataset, held_out_batch(cfg) if dist.rank() == 0 else None
     x_eval = None

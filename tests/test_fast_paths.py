@@ -6,7 +6,8 @@ import torch.nn.functional as F
 
 from hdae_core import HDAE, ModelConfig
 from hdae_core import diffusion
-from hdae_core.nn import AttentionBlock, avgpool2x, dropout, gn_silu, norm_affine_silu, upsample2x
+from hdae_core.cpu_ops import avgpool2x, dropout, gn_silu, norm_affine_silu, upsample2x
+from hdae_core.nn import AttentionBlock
 
 
 def test_upsample_is_exactly_nearest_interpolation_with_the_same_gradient():
@@ -107,7 +108,7 @@ def test_code_scales_computed_once_give_the_same_prediction():
 
 
 def test_upsample_conv_equals_conv_of_the_upsampled_map():
-    from hdae_core.nn import upsample_conv
+    from hdae_core.cpu_ops import upsample_conv
 
     torch.manual_seed(0)
     conv = torch.nn.Conv2d(16, 8, 3, padding=1)

@@ -289,7 +289,7 @@ def test_shapes_by_name_and_by_default_evaluate_on_the_same_held_out_images():
     by_default, by_name = T.held_out_batch(cfg("unused", eval_size=4)), T.held_out_batch(cfg("unused", data="shapes",
                                                                                           eval_size=4))
     assert torch.equal(by_default, by_name)
-    training = T.make_dataset(cfg("unused", data="shapes")).batch([0, 1, 2, 3])["image"]
+    training = T.training_set(cfg("unused", data="shapes")).batch([0, 1, 2, 3])["image"]
     assert not any(torch.equal(a, b) for a in by_name for b in training)
 
 
