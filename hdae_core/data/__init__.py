@@ -9,7 +9,7 @@ from .celeba import CELEBA_ATTRIBUTES, AttributeImages, read_celeba_attributes
 from .images import IMAGE_EXTENSIONS, BadImageError, ImageFolder, LMDBImages, write_lmdb
 from .shapes import Shapes
 from .attributes import read_attributes
-from .source import StudyData, open_data
+from .source import FolderData, ShapesData, StudyData, open_data
 
 __all__ = [
     "Shapes",
@@ -24,7 +24,7 @@ __all__ = [
     "make_dataset",
     "read_attributes",
     "open_data",
-    "StudyData",
+    "StudyData", "ShapesData", "FolderData",
 ]
 
 

@@ -64,32 +64,108 @@ class _Split(Dataset):
 
 
 class StudyData:
-    """Splits of Shapes or of the user's images (see the module docstring); ``describe()`` goes into metrics.json."""
+    """What every study asks of its images (see the module docstring): splits, attributes, notes for the report.
 
-    def __init__(self, data=None, attributes=None, size: int = 32, train_seed: int | None = None,
-                 heldout_seed: int | None = None):
-        self.size = int(size)
+    ``open_data`` returns a ``ShapesData`` (the built-in world, with ground truth) or a ``FolderData`` (the user's
+    images); a second world with ground truth would be a third subclass. ``describe()`` goes into metrics.json.
+    """
+
+    ground_truth = False  # factors, label maps and an attribute oracle exist for these images
+
+    def __init__(self, source: str, size: int, attribute_file=None):
+        self.source, self.size = source, int(size)
         self.notes: list[str] = []
-        self.attribute_file = str(attributes) if attributes else None
-        self.ground_truth = is_shapes(data)
-        if self.ground_truth:
-            if attributes:
-                raise ValueError("attributes: an attribute file goes with --data (a folder or LMDB); the built-in "
-                                 "Shapes world carries its own")
-            self.source = "shapes"
-            seeds = dict(SHAPES_SEEDS, **({"train": int(train_seed)} if train_seed is not None else {}),
-                         **({"heldout": int(heldout_seed)} if heldout_seed is not None else {}))
-            self._shapes = {k: Shapes(size=self.size, seed=s) for k, s in seeds.items()}
-            self.attribute_names = list(Shapes.attribute_names)
-            self.attribute_kinds = {n: BINARY for n in self.attribute_names}
-            self.correlated_pairs = list(self._shapes["train"].correlated_pairs)
-            self.n_images, self.n_unannotated = None, 0
-            self.constant_attributes = []
-            return
-        self.source = str(data)
-        self._open_user(Path(data), attributes)
+        self.attribute_file = str(attribute_file) if attribute_file else None
+        self.attribute_names: list[str] = []
+        self.attribute_kinds: dict[str, str] = {}
+        self.correlated_pairs: list[tuple[str, str, float]] = []
+        self.constant_attributes: list[str] = []
+        self.n_images, self.n_unannotated = None, 0
 
-    # ---------------------------------------------------------------- the user's images
+    # ---------------------------------------------------------------- what studies ask for
+
+    @property
+    def has_attributes(self) -> bool:
+        return bool(self.attribute_names)
+
+    def binary_attributes(self) -> list[str]:
+        return [n for n in self.attribute_names if self.attribute_kinds[n] == BINARY]
+
+    def pick(self, wanted, n: int = 4, binary: bool = True) -> list[str]:
+        """The names of ``wanted`` the data has; when it has none of them, its first ``n`` (binary) attributes."""
+        have = self.binary_attributes() if binary else self.attribute_names
+        have = [n for n in have if n not in self.constant_attributes]  # no direction can be fitted for those
+        chosen = [w for w in (wanted or []) if w in have]
+        if not chosen and have:
+            chosen = have[:n]
+            self.notes.append(f"attributes {list(wanted or [])} not in the data: shown instead {chosen}")
+        return chosen
+
+    def split(self, which: str = "train"):
+        """The data set of a split: items are dicts with ``image`` (and ``attributes``); ``attribute_names`` set."""
+        if which not in SPLITS:
+            raise ValueError(f"split: expected one of {SPLITS}, got {which!r}")
+        return self._splits[which]
+
+    def available(self, which: str = "heldout") -> int:
+        return len(self.split(which))
+
+    def take(self, n: int, which: str = "heldout", what: str = "images") -> int:
+        """``n``, or fewer (with a note) when the split holds fewer images."""
+        have = self.available(which)
+        if n > have:
+            self.notes.append(f"{what}: asked for {n}, the {which} split has {have}; used {have}")
+            return have
+        return int(n)
+
+    def batch(self, n: int, which: str = "heldout", start: int = 0) -> dict[str, Any]:
+        """Items ``start``…``start+n-1`` of a split as one batch: ``image`` [n, 3, S, S], ``attributes``, ``names``."""
+        n = self.take(start + n, which) - start
+        if n < 1:
+            raise ValueError(f"the {which} split has {self.available(which)} images; none left from {start}")
+        return self._batch(which, start, n)
+
+    def images(self, n: int, which: str = "heldout", start: int = 0) -> torch.Tensor:
+        return self.batch(n, which, start)["image"]
+
+    def needs_ground_truth(self, what: str) -> str | None:
+        """None on Shapes; else why a part that needs ground truth (``what``) is skipped."""
+        return None if self.ground_truth else NEEDS_GROUND_TRUTH.format(what=what, data=self.source)
+
+    def describe(self) -> dict[str, Any]:
+        """What the study ran on, for metrics.json and the report."""
+        raise NotImplementedError
+
+
+class ShapesData(StudyData):
+    """The built-in Shapes world: one seed per split, every factor known."""
+
+    ground_truth = True
+
+    def __init__(self, size: int = 32, train_seed: int | None = None, heldout_seed: int | None = None):
+        super().__init__("shapes", size)
+        seeds = dict(SHAPES_SEEDS, **({"train": int(train_seed)} if train_seed is not None else {}),
+                     **({"heldout": int(heldout_seed)} if heldout_seed is not None else {}))
+        self._splits = {k: Shapes(size=self.size, seed=s) for k, s in seeds.items()}
+        self.attribute_names = list(Shapes.attribute_names)
+        self.attribute_kinds = {n: BINARY for n in self.attribute_names}
+        self.correlated_pairs = list(self._splits["train"].correlated_pairs)
+
+    def _batch(self, which: str, start: int, n: int) -> dict[str, Any]:
+        out = self.split(which).batch(list(range(start, start + n)))
+        out["names"] = [f"shape {i}" for i in range(start, start + n)]
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        return {"source": "shapes", "image_size": self.size, "ground_truth": True, "attributes": self.attribute_names}
+
+
+class FolderData(StudyData):
+    """The user's image folder or LMDB, with an optional attribute file, split once by a fixed permutation."""
+
+    def __init__(self, path, attributes=None, size: int = 32):
+        super().__init__(str(path), size, attributes)
+        self._open_user(Path(path), attributes)
 
     def _open_user(self, path: Path, attributes) -> None:
         from . import make_dataset  # here: the package defines it after importing this module
@@ -102,8 +178,6 @@ class StudyData:
         files = list(getattr(images, "files", []))
         base = images
         self.n_images = len(images)
-        self.n_unannotated = 0
-        self.attribute_names, self.attribute_kinds = [], {}
         if attributes:
             df, kinds = read_attributes(attributes)
             try:
@@ -203,65 +277,10 @@ class StudyData:
             pairs.append((self.attribute_names[binary[a]], self.attribute_names[binary[b]], rate))
         return pairs
 
-    # ---------------------------------------------------------------- what studies ask for
-
-    @property
-    def has_attributes(self) -> bool:
-        return bool(self.attribute_names)
-
-    def binary_attributes(self) -> list[str]:
-        return [n for n in self.attribute_names if self.attribute_kinds[n] == BINARY]
-
-    def pick(self, wanted, n: int = 4, binary: bool = True) -> list[str]:
-        """The names of ``wanted`` the data has; when it has none of them, its first ``n`` (binary) attributes."""
-        have = self.binary_attributes() if binary else self.attribute_names
-        have = [n for n in have if n not in self.constant_attributes]  # no direction can be fitted for those
-        chosen = [w for w in (wanted or []) if w in have]
-        if not chosen and have:
-            chosen = have[:n]
-            self.notes.append(f"attributes {list(wanted or [])} not in the data: shown instead {chosen}")
-        return chosen
-
-    def split(self, which: str = "train"):
-        """The data set of a split: items are dicts with ``image`` (and ``attributes``); ``attribute_names`` set."""
-        if which not in SPLITS:
-            raise ValueError(f"split: expected one of {SPLITS}, got {which!r}")
-        return self._shapes[which] if self.ground_truth else self._splits[which]
-
-    def available(self, which: str = "heldout") -> int:
-        return len(self.split(which))
-
-    def take(self, n: int, which: str = "heldout", what: str = "images") -> int:
-        """``n``, or fewer (with a note) when the split holds fewer images."""
-        have = self.available(which)
-        if n > have:
-            self.notes.append(f"{what}: asked for {n}, the {which} split has {have}; used {have}")
-            return have
-        return int(n)
-
-    def batch(self, n: int, which: str = "heldout", start: int = 0) -> dict[str, Any]:
-        """Items ``start``…``start+n-1`` of a split as one batch: ``image`` [n, 3, S, S], ``attributes``, ``names``."""
-        n = self.take(start + n, which) - start
-        if n < 1:
-            raise ValueError(f"the {which} split has {self.available(which)} images; none left from {start}")
-        if self.ground_truth:
-            out = self.split(which).batch(list(range(start, start + n)))
-            out["names"] = [f"shape {i}" for i in range(start, start + n)]
-            return out
+    def _batch(self, which: str, start: int, n: int) -> dict[str, Any]:
         return self._splits[which].batch(range(start, start + n))
 
-    def images(self, n: int, which: str = "heldout", start: int = 0) -> torch.Tensor:
-        return self.batch(n, which, start)["image"]
-
-    def needs_ground_truth(self, what: str) -> str | None:
-        """None on Shapes; else why a part that needs ground truth (``what``) is skipped."""
-        return None if self.ground_truth else NEEDS_GROUND_TRUTH.format(what=what, data=self.source)
-
     def describe(self) -> dict[str, Any]:
-        """What the study ran on, for metrics.json and the report."""
-        if self.ground_truth:
-            return {"source": "shapes", "image_size": self.size, "ground_truth": True,
-                    "attributes": self.attribute_names}
         skipped = dict(getattr(self.dataset, "skipped", {}))
         notes = list(dict.fromkeys(self.notes))
         upscaled = len(getattr(self.dataset, "upscaled", {}))
@@ -285,4 +304,9 @@ def open_data(data=None, attributes=None, size: int = 32, train_seed: int | None
         attributes = None
     if attributes is not None and not Path(os.fspath(attributes)).is_file():
         raise FileNotFoundError(f"attributes: {attributes} is not a file")
-    return StudyData(data, attributes, size=size, train_seed=train_seed, heldout_seed=heldout_seed)
+    if is_shapes(data):
+        if attributes:
+            raise ValueError("attributes: an attribute file goes with --data (a folder or LMDB); the built-in "
+                             "Shapes world carries its own")
+        return ShapesData(size, train_seed=train_seed, heldout_seed=heldout_seed)
+    return FolderData(data, attributes, size=size)
