@@ -108,6 +108,31 @@ def _direction_dict(directions) -> tuple[dict[str, torch.Tensor], list[str], Lat
                     f"or a folder holding {DIRECTIONS_FILE}, got {type(directions).__name__}")
 
 
+def _checked_directions(directions, attribute_names, stats, L: int, D: int):
+    """({name: direction [L, D]} for the sliders, in order; the statistics to edit with), checked against the
+    model's codes [L, D]: every error names what does not fit."""
+    dirs, dir_names, dir_stats = _direction_dict(directions)
+    stats = stats if stats is not None else dir_stats
+    if stats is None:
+        raise ValueError("stats: no LatentStats given and the directions carry none")
+    if tuple(stats.shape) != (L, D):
+        raise ValueError(f"stats: statistics for codes {list(stats.shape)}, but the model's codes are "
+                         f"[{L}, {D}] (statistics of another model?)")
+    names = list(attribute_names) if attribute_names is not None else dir_names
+    missing = [n for n in names if n not in dirs]
+    if missing:
+        raise KeyError(f"attribute_names: no direction for {missing}; available: {dir_names}")
+    if not names and attribute_names is not None:
+        raise ValueError("attribute_names: no attributes to edit")
+    out = {}
+    for n in names:
+        d = torch.as_tensor(dirs[n]).detach().float().cpu()
+        if d.numel() != L * D:
+            raise ValueError(f"direction {n!r}: shape {list(d.shape)} does not match the model's codes [{L}, {D}]")
+        out[n] = d.reshape(L, D)
+    return out, stats
+
+
 def _as_images(images, name: str) -> torch.Tensor:
     if isinstance(images, torch.Tensor):
         x = images if images.dim() == 4 else images.unsqueeze(0)
@@ -144,27 +169,8 @@ class EditorState:
         self.size = int(model.config.image_size)
         self.L, self.D = int(model.num_levels), int(model.code_dim)
 
-        dirs, dir_names, dir_stats = _direction_dict(directions)
-        self.stats = stats if stats is not None else dir_stats
-        if self.stats is None:
-            raise ValueError("stats: no LatentStats given and the directions carry none")
-        if tuple(self.stats.shape) != (self.L, self.D):
-            raise ValueError(f"stats: statistics for codes {list(self.stats.shape)}, but the model's codes are "
-                             f"[{self.L}, {self.D}] (statistics of another model?)")
-        names = list(attribute_names) if attribute_names is not None else dir_names
-        missing = [n for n in names if n not in dirs]
-        if missing:
-            raise KeyError(f"attribute_names: no direction for {missing}; available: {dir_names}")
-        if not names and attribute_names is not None:
-            raise ValueError("attribute_names: no attributes to edit")
-        self.directions: dict[str, torch.Tensor] = {}
-        for n in names:
-            d = torch.as_tensor(dirs[n]).detach().float().cpu()
-            if d.numel() != self.L * self.D:
-                raise ValueError(f"direction {n!r}: shape {list(d.shape)} does not match the model's codes "
-                                 f"[{self.L}, {self.D}]")
-            self.directions[n] = d.reshape(self.L, self.D)
-        self.attribute_names = names
+        self.directions, self.stats = _checked_directions(directions, attribute_names, stats, self.L, self.D)
+        self.attribute_names = names = list(self.directions)
 
         if images is None:
             images = Shapes(size=self.size, seed=10_000).batch(range(8))["image"]
@@ -355,7 +361,7 @@ class Editor:
         self.state = st = state
         self.scale = max(1, int(display_size) // st.size)
         desc = {"description_width": "initial"}
-        self.image_select = W.Dropdown(options=self._options(st.image_names), value=0, description="image",
+        self.image_select = W.Dropdown(options=_options(st.image_names), value=0, description="image",
                                        layout=W.Layout(width="440px"))
         self.upload = W.FileUpload(accept=".png,.jpg,.jpeg,image/png,image/jpeg", multiple=False,
                                    description="upload")
@@ -366,7 +372,7 @@ class Editor:
         self.k_text.add_class("hdae-k")
         res = st.model.config.level_resolutions if st.L > 1 else None
         self.level_boxes = _level_boxes(W, st.L, res, True)
-        self.partner_select = W.Dropdown(options=[("none", -1)] + self._options(st.partner_names), value=-1,
+        self.partner_select = W.Dropdown(options=[("none", -1)] + _options(st.partner_names), value=-1,
                                          description="mix with", layout=W.Layout(width="440px"))
         self.mix_boxes = _level_boxes(W, st.L, res, False)
         self.render_button = W.Button(description="Render", button_style="primary", icon="paint-brush")
@@ -396,10 +402,6 @@ class Editor:
         """An editor for a checkpoint folder: ``state_kw`` go to ``state_from_checkpoint``, the rest to the view."""
         return cls(state_from_checkpoint(path, **state_kw), alpha_range=alpha_range, alpha_step=alpha_step, k=k,
                    display_size=display_size)
-
-    @staticmethod
-    def _options(names: Sequence[str]) -> list[tuple[str, int]]:
-        return [(n, i) for i, n in enumerate(names)]
 
     def _repr_mimebundle_(self, **kwargs):
         return self.widget._repr_mimebundle_(**kwargs)
@@ -454,9 +456,9 @@ class Editor:
     def _refresh_options(self, idx: int) -> None:
         if self.state.shared_partners:
             keep = self.partner_select.value
-            self.partner_select.options = [("none", -1)] + self._options(self.state.partner_names)
+            self.partner_select.options = [("none", -1)] + _options(self.state.partner_names)
             self.partner_select.value = keep
-        self.image_select.options = self._options(self.state.image_names)
+        self.image_select.options = _options(self.state.image_names)
         self.image_select.value = idx
 
     def k(self) -> int | None:
@@ -497,12 +499,7 @@ class Editor:
             pasted.save(buf, format="PNG")
             self.paste_widget.value = buf.getvalue()
         self.paste_widget.layout.display = None if pasted is not None else "none"
-        what = ", ".join(f"{n} {a:+.2f}" for n, a in self.alphas().items()) or "no attribute edit"
-        inv = (f"; first render of this image, inversion {st.last_inversion_seconds:.1f} s"
-               if st.last_inversion_seconds is not None else "")
-        pb = "; pasted back into the upload" if pasted is not None else ""
-        self.status.value = (f"render {st.renders}: rendered in {st.last_seconds:.1f} s "
-                             f"({st.steps} DDIM steps; {what}{inv}{pb})")
+        self.status.value = _status(st, self.alphas(), pasted is not None)
         self.error_label.value = ""
         return x
 
@@ -515,13 +512,10 @@ class Editor:
         try:
             self.render()
         except (ValueError, KeyError, RuntimeError) as e:
-            self._error(str(e))
+            self.error_label.value = _error_html(str(e))
             self.status.value = "render failed"
         finally:
             self.render_button.disabled = False
-
-    def _error(self, message: str) -> None:
-        self.error_label.value = f"<span style='color:#b00020'>⚠ {html.escape(message)}</span>"
 
     def _preview(self) -> None:
         """Show the selected image beside a grey placeholder until the next render."""
@@ -544,12 +538,29 @@ class Editor:
         try:
             self.load_image_bytes(bytes(f["content"]), name)
         except ValueError as e:  # BadImageError included
-            self._error(f"could not use the upload: {e}")
+            self.error_label.value = _error_html(f"could not use the upload: {e}")
         finally:
             try:
                 self.upload.value = ()  # so the same file can be chosen again
             except Exception:  # noqa: BLE001 - ipywidgets 7 keeps the value read-only
                 pass
+
+
+def _options(names: Sequence[str]) -> list[tuple[str, int]]:
+    return [(n, i) for i, n in enumerate(names)]
+
+
+def _error_html(message: str) -> str:
+    return f"<span style='color:#b00020'>⚠ {html.escape(message)}</span>"
+
+
+def _status(st: EditorState, alphas: Mapping[str, float], pasted: bool) -> str:
+    """The status line under a render: its number, time, steps, the edit, a first inversion, a paste-back."""
+    what = ", ".join(f"{n} {a:+.2f}" for n, a in alphas.items()) or "no attribute edit"
+    inv = (f"; first render of this image, inversion {st.last_inversion_seconds:.1f} s"
+           if st.last_inversion_seconds is not None else "")
+    pb = "; pasted back into the upload" if pasted else ""
+    return f"render {st.renders}: rendered in {st.last_seconds:.1f} s ({st.steps} DDIM steps; {what}{inv}{pb})"
 
 
 def _alpha_sliders(W, names: Sequence[str], alpha_range: tuple[float, float], alpha_step: float) -> dict:
