@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from hdae_core import pipeline, pretrained
+from hdae_core.study import NOT_SHOWN
 
 pytestmark = pytest.mark.slow
 
@@ -87,6 +88,29 @@ def test_untrained_models_make_degraded_studies(smoke):
         assert r["failed_checks"] and all("(FAIL)" in c for c in r["failed_checks"])
     assert not summary["all_checks_passed"]
     assert "**DEGRADED**" in (reports / "index.md").read_text()
+
+
+WITH_FINDINGS = ("00_tour", "01_train", "03_reconstruction", "04_hierarchy", "08_layout", "09_sampling")
+
+
+def test_findings_say_when_their_check_failed(smoke):
+    # findings are rendered from the run: on the degraded stand-ins a finding whose check failed says so in words,
+    # and names the check; the numbers it quotes are this run's
+    _, reports = smoke
+    for name in WITH_FINDINGS:
+        m = _metrics(reports, name)
+        assert m.get("findings") and all(isinstance(f, str) and f for f in m["findings"]), name
+        nb = json.loads((reports / name / f"{name}.ipynb").read_text())
+        shown = ["".join(o["data"]["text/markdown"]) for c in nb["cells"] for o in c.get("outputs", [])
+                 if "text/markdown" in o.get("data", {})]
+        assert all(f"**Finding.** {f}" in shown for f in m["findings"]), f"{name}: each finding shown as Markdown"
+        failed = [c["name"] for c in m["checks"] if not c["passed"]]
+        if name in pipeline.STUDY and pipeline.STUDY[name].needs_models:
+            said = [f for f in m["findings"] if NOT_SHOWN in f]
+            assert said, f"{name}: a check failed ({failed}) but no finding says so"
+            assert all(any(c in f for c in failed) for f in said)
+    tour = _metrics(reports, "00_tour")
+    assert any(f"{tour['recon_mse_random']:.4f}" in f for f in tour["findings"])
 
 
 def test_smoke_models_are_cached(smoke):
