@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import nbformat
-import papermill
 import pytest
 from pyflakes.api import check as pyflakes_check
 from pyflakes.reporter import Reporter
