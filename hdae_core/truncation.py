@@ -22,7 +22,8 @@ from .oracle import per_image_scores, probabilities
 
 __all__ = ["PAPER_TF_PREFERENCE", "PAPER_K_FRACTION", "K_FRACTIONS", "ALPHAS", "SUCCESS_LEVELS", "VOTE_TOLERANCE",
            "Frontier", "k_entries", "sweep_frontier", "at_success", "frontier_table", "matched_table",
-           "vote_table", "weight_share", "sparsity_table", "plot_frontier", "tf_finding"]
+           "vote_table", "KEYS", "tables", "records", "fixed_alpha_table", "step_rule_finding", "weight_share",
+           "sparsity_table", "plot_frontier", "tf_finding", "sparsity_finding"]
 
 # HDAE (Lu et al., WACV 2024) Table 2: share of the user study's votes that preferred the edit with truncated
 # features over the edit without them
@@ -30,7 +31,7 @@ PAPER_TF_PREFERENCE = 0.76
 # HDAE §4.4: k = 24 of the 3,072 entries (6 levels × 512) of a 256² model's direction
 PAPER_K_FRACTION = 24 / 3072
 K_FRACTIONS = (1.0, 0.3, 0.1, 0.03, 0.008)
-ALPHAS = (0.1, 0.2, 0.3, 0.5, 0.8, 1.2)
+ALPHAS = (0.15, 0.3, 0.45, 0.7, 1.1, 2.0)
 SUCCESS_LEVELS = (0.2, 0.4)
 # per-image leakages closer than this (in mean |Δp| over the other attributes) are a tie: no preference
 VOTE_TOLERANCE = 0.005
@@ -293,6 +294,61 @@ def vote_table(fr: Frontier, success_levels: Sequence[float] = SUCCESS_LEVELS, s
     return pd.DataFrame(rows)
 
 
+# the rows metrics.json holds, in this order
+KEYS = {"tf_frontier": ["attribute", "model", "k_fraction", "step_rule", "alpha", "success", "leakage", "ci_low", "ci_high"],
+        "tf_matched": ["attribute", "model", "k_fraction", "step_rule", "success_level", "leakage", "ci_low", "ci_high"],
+        "tf_vote": ["attribute", "model", "k_fraction", "success_level", "prefer_tf", "ci_low", "ci_high", "n"]}
+
+
+def tables(frontiers: Sequence[Frontier], success_levels: Sequence[float] = SUCCESS_LEVELS,
+           vote_rule: str = "renormalised", tolerance: float = VOTE_TOLERANCE, level: float = 0.95,
+           n_boot: int = 1000, seed: int = 0) -> dict[str, pd.DataFrame]:
+    """``tf_frontier``, ``tf_matched`` and ``tf_vote`` of every sweep, each one DataFrame (the metrics' columns
+    first, then the detail: success intervals, partner leakage, matched α, paired differences, ties)."""
+    parts = {"tf_frontier": [frontier_table(f, level, n_boot, seed) for f in frontiers],
+             "tf_matched": [matched_table(f, success_levels, level, n_boot, seed) for f in frontiers],
+             "tf_vote": [vote_table(f, success_levels, vote_rule, tolerance, level, n_boot, seed) for f in frontiers]}
+    return {k: (pd.concat(v, ignore_index=True) if v else pd.DataFrame(columns=KEYS[k])) for k, v in parts.items()}
+
+
+def records(table: pd.DataFrame, key: str) -> list[dict]:
+    """The rows of ``table`` with exactly the metrics columns of ``key`` (NaN as None)."""
+    t = table[KEYS[key]].astype(object)
+    return t.where(pd.notna(t), None).to_dict(orient="records")
+
+
+def fixed_alpha_table(frontier: pd.DataFrame, alpha: float, step_rule: str = "renormalised") -> pd.DataFrame:
+    """The frontier read at one α (the comparison at equal α, where truncation also weakens the edit): one row per
+    (attribute, model, k) with success, leakage and partner leakage and their ``_low`` / ``_high`` intervals."""
+    t = frontier[(frontier["step_rule"] == step_rule) & np.isclose(frontier["alpha"], alpha)]
+    if not len(t) and len(frontier):
+        raise ValueError(f"alpha {alpha}: not in the sweep's α values {sorted(set(frontier['alpha']))}")
+    t = t.rename(columns={"attribute": "target", "ci_low": "leakage_low", "ci_high": "leakage_high"})
+    cols = ["target", "model", "k_fraction", "k", "alpha", "success", "success_low", "success_high", "leakage",
+            "leakage_low", "leakage_high", "partner_leakage", "partner_leakage_low", "partner_leakage_high", "n"]
+    return t[cols].reset_index(drop=True)
+
+
+def step_rule_finding(matched: pd.DataFrame) -> str:
+    """How far apart the two step rules' leakages at matched success are, where both reach it, and how many
+    truncated curves each leaves short of a success level (a Markdown sentence rendered from the table)."""
+    tf = matched[matched["k_fraction"] < 1]
+    idx = ["attribute", "model", "k_fraction", "success_level"]
+    wide = tf.pivot_table(index=idx, columns="step_rule", values="leakage", dropna=False)
+    if not {"renormalised", "masked"} <= set(wide.columns):
+        return "one step rule only: nothing to compare"
+    both = wide.dropna()
+    short = {r: int(tf[(tf["step_rule"] == r)]["leakage"].isna().sum()) for r in ("renormalised", "masked")}
+    gap = (both["renormalised"] - both["masked"]).abs()
+    text = (f"of {len(wide)} truncated (attribute, model, k, success level) points, the renormalised step leaves "
+            f"{short['renormalised']} short of the success level within the α sweep and the masked step "
+            f"{short['masked']}")
+    if len(both):
+        text += (f"; where both reach it ({len(both)} points) their leakages at matched success differ by "
+                 f"{gap.median():.3f} at the median and {gap.max():.3f} at most")
+    return text
+
+
 # ---------------------------------------------------------------- Fig. 4: how concentrated a direction is
 
 
@@ -408,3 +464,17 @@ def tf_finding(matched: pd.DataFrame, votes: pd.DataFrame, attribute: str, model
                      f"the untruncated one on {r['prefer_full']:.0%}; HDAE Table 2: {PAPER_TF_PREFERENCE:.0%} of votes)")
         parts.append(what)
     return f"{model}, `{attribute}` ({step_rule} step): " + "; ".join(parts)
+
+
+def sparsity_finding(table: pd.DataFrame, top: float = 0.01) -> str:
+    """Per model, the share of Σ|n| in the top ``top`` of the entries (median and range over attributes) beside a
+    random Gaussian direction's (a Markdown sentence rendered from ``sparsity_table``)."""
+    parts = []
+    for model, g in table[np.isclose(table["top_fraction"], top)].groupby("model", sort=False):
+        over = int((g["share"] > g["random_mean"] + 2 * g["random_sd"]).sum())
+        parts.append(f"{model}: the top {top:.0%} of the entries ({int(g['entries'].iloc[0])} of {int(g['size'].iloc[0])}) "
+                     f"hold {g['share'].median():.1%} of Σ|n| at the median over {len(g)} attributes (range "
+                     f"{g['share'].min():.1%}–{g['share'].max():.1%}), against {g['random_mean'].iloc[0]:.1%} ± "
+                     f"{g['random_sd'].iloc[0]:.1%} for a random Gaussian direction; {over} of {len(g)} lie more than "
+                     f"two sd above it")
+    return "; ".join(parts)

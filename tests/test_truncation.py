@@ -179,3 +179,31 @@ def test_plot_and_finding_are_rendered_from_the_tables(tmp_path):
     text = truncation.tf_finding(matched_table(same, [0.4], n_boot=100), vote_table(same, [0.4], n_boot=100),
                                  "red", "M")
     assert "no k lowers leakage" in text
+
+
+def test_tables_records_and_fixed_alpha():
+    fr = synthetic(jitter=0.01)
+    t = truncation.tables([fr], [0.2, 0.4], n_boot=50)
+    for key, cols in truncation.KEYS.items():
+        assert list(t[key].columns[:len(cols)]) == cols
+        rows = truncation.records(t[key], key)
+        assert rows and all(list(r) == cols for r in rows)
+    assert all(r["leakage"] is not None for r in truncation.records(t["tf_matched"], "tf_matched"))
+    nan_rows = truncation.records(truncation.tables([fr], [100.0], n_boot=20)["tf_matched"], "tf_matched")
+    assert all(r["leakage"] is None and r["ci_low"] is None for r in nan_rows)  # JSON null, not NaN
+    fixed = truncation.fixed_alpha_table(t["tf_frontier"], 0.4)
+    assert len(fixed) == 3 and set(fixed["alpha"]) == {0.4} and {"leakage_low", "success_high"} <= set(fixed.columns)
+    with pytest.raises(ValueError, match="not in the sweep"):
+        truncation.fixed_alpha_table(t["tf_frontier"], 0.33)
+    text = truncation.step_rule_finding(truncation.tables([synthetic()], [0.2, 0.4], n_boot=20)["tf_matched"])
+    assert "differ by 0.000 at the median" in text  # without jitter the synthetic rules share one curve
+    empty = truncation.tables([], [0.2])
+    assert list(empty["tf_vote"].columns) == truncation.KEYS["tf_vote"]
+
+
+def test_sparsity_finding_renders_each_model():
+    spike = torch.zeros(1000)
+    spike[:3] = 1.0
+    t = sparsity_table({"M": {"a": spike, "b": torch.ones(1000)}}, tops=[0.01], n_random=8)  # b: flatter than chance
+    text = truncation.sparsity_finding(t)
+    assert text.startswith("M: the top 1% of the entries (10 of 1000)") and "1 of 2 lie more than two sd" in text
