@@ -22,16 +22,18 @@ from PIL import Image
 
 from . import cache, diffusion, editing
 from .checkpoint import load as load_checkpoint
+from .config import VARIANT_LABELS
 from .data import Shapes, open_data
 from .data.images import load_upload_full, paste_back
 from .directions import DIRECTIONS_FILE, AttributeDirections, load_classifiers, load_directions, train_directions
 from .model import encode_dataset
-from .plots import image_grid
+from .plots import image_grid, to_uint8
 from .pretrained import repo_path, resolve
 from .stats import STATS_FILE, LatentStats
 
 __all__ = ["EditorState", "state_from_checkpoint", "png_bytes", "editor_settings", "EDITOR_PARAMETERS",
-           "recipe", "apply_recipe", "save_edit", "load_recipe", "alpha_strip", "RECIPE_FORMAT"]
+           "recipe", "apply_recipe", "save_edit", "load_recipe", "alpha_strip", "follow", "guided_start",
+           "RECIPE_FORMAT"]
 
 RECIPE_FORMAT = "hdae-edit-recipe"
 X_T_MODES = ("own", "random")  # the image's own inverted x_T, or a seeded random one (what the codes alone carry)
@@ -40,11 +42,12 @@ X_T_MODES = ("own", "random")  # the image's own inverted x_T, or a seeded rando
 # notebook reads the variables; a value given explicitly (papermill, `hdae figures`) wins over them.
 EDITOR_PARAMETERS: dict[str, tuple[str, type, Any]] = {
     "checkpoint": ("HDAE_EDITOR_CHECKPOINT", str, "shapes32_hdae_u"),
+    "checkpoint_dae": ("HDAE_EDITOR_CHECKPOINT_DAE", str, "shapes32_dae"),
     "data": ("HDAE_EDITOR_DATA", str, None),
     "attribute_file": ("HDAE_EDITOR_ATTRIBUTES", str, None),
     "n_images": ("HDAE_EDITOR_N_IMAGES", int, 8),
     "steps": ("HDAE_EDITOR_STEPS", int, 10),
-    "n_stats": ("HDAE_EDITOR_N_STATS", int, 512),
+    "n_stats": ("HDAE_EDITOR_N_STATS", int, 2000),
     "directions_dir": ("HDAE_EDITOR_DIRECTIONS", str, None),
     "directions_cache": ("HDAE_EDITOR_DIRECTIONS_CACHE", str, "reports/05_directions"),
     "example_attribute": ("HDAE_EDITOR_EXAMPLE_ATTRIBUTE", str, None),
@@ -444,7 +447,7 @@ def save_edit(state: EditorState, folder: str | Path, checkpoint: str | Path | N
     r = recipe(state, checkpoint)
     r["edited_sha256"] = _digest(edited)
     if r["image"]["upload"]:
-        (folder / f"{stem}-input.png").write_bytes(png_bytes(state.images[state.index][None]))
+        Image.fromarray(to_uint8(state.images[state.index][None])[0]).save(folder / f"{stem}-input.png")
         r["image"]["file"] = f"{stem}-input.png"
     if compare is not None:
         r["compare"] = {"identity": cache.model_identity(compare.model), "variant": compare.model.config.variant}
@@ -505,6 +508,49 @@ def apply_recipe(state: EditorState, r: dict[str, Any]) -> EditorState:
     state.set_partner(None if p is None else int(p["index"]), [] if p is None else p["levels"])
     state.set_x_T(r["x_T"]["mode"], r["x_T"]["seed"])
     return state
+
+
+def _find(state: EditorState, wanted, what: str, search: int = 256) -> int:
+    """The gallery index of the first Shapes image whose attributes satisfy ``wanted`` (a set of names); when the
+    gallery has none, the first such held-out shape is added to it. KeyError when none of ``search`` has them."""
+    for i, name in enumerate(state.image_names):
+        if name.startswith("shape ") and ":" in name and wanted(set(name.split(":", 1)[1].split(", "))):
+            return i
+    pool = Shapes(size=state.size, seed=10_000).batch(range(search))
+    for j, a in enumerate(pool["attributes"]):
+        on = {n for n, v in zip(Shapes.attribute_names, a.tolist()) if v > 0.5}
+        if wanted(on):
+            return state.add_image(pool["image"][j], f"shape {j}: {', '.join(sorted(on)) or '(no attributes)'}")
+    raise KeyError(f"no {what} among {search} held-out shapes")
+
+
+def guided_start(state: EditorState, compare: EditorState | None = None, attribute: str = "red",
+                 shape: str = "is_star", k_fraction: float = 0.1, partner_level: int = 2,
+                 alpha: float = 1.0) -> dict[str, torch.Tensor]:
+    """Three first steps with the editor on a Shapes gallery, as {caption: image [3, H, W]}: ``attribute`` on an
+    image of ``shape`` that lacks it, with every feature and with the top ``k_fraction`` of them; the image with
+    z^(``partner_level`` + 1) taken from a partner of another shape; the same edit on ``compare`` (DAE).
+    Leaves ``state`` (and ``compare``) reset. KeyError when the gallery has no such image."""
+    has = _find(state, lambda on: shape in on and attribute not in on, f"a {shape} without {attribute}")
+    other = _find(state, lambda on: shape not in on, f"an image that is not a {shape}")
+    level = min(partner_level, state.L - 1)
+    state.reset_all()
+    state.select(has)
+    out = {"original": state.images[has], "reconstruction": state.reconstruction()}
+    state.set_attribute(attribute, alpha)
+    out[f"{attribute} {alpha:+g}, every feature"] = state.render()
+    state.k = max(1, round(k_fraction * state.L * state.D))
+    out[f"{attribute} {alpha:+g}, top {k_fraction:.0%} (k = {state.k})"] = state.render()
+    if compare is not None:
+        label = VARIANT_LABELS.get(compare.model.config.variant, compare.model.config.variant)
+        out[f"{label}: {attribute} {alpha:+g}, top {k_fraction:.0%}"] = follow(compare, state).render()
+        compare.reset_all()
+    state.reset_all()
+    state.set_partner(other, [level])
+    out[f"z{level + 1} from image {other}"] = state.render()
+    out[f"partner (image {other})"] = state.images[other]
+    state.reset_all()
+    return out
 
 
 def state_from_checkpoint(path: str | Path, n_images: int = 8, steps: int = 20, n_stats: int = 512,

@@ -112,7 +112,8 @@ STUDIES: tuple[StudySpec, ...] = (
               question=("Does an edit along an attribute's direction change that attribute alone, and what do "
                         "truncated features change?")),
     StudySpec("07_editor", "none, teaching (Fig. 7 and Fig. 9, interactively)",
-              {"checkpoint": "{hdae_u}", "directions_cache": "{reports}/05_directions", **_ORACLE},
+              {"checkpoint": "{hdae_u}", "checkpoint_dae": "{dae}", "directions_cache": "{reports}/05_directions",
+               **_ORACLE},
               {"steps": 2, "n_images": 2, "n_stats": 128, "oracle_steps": 20},
               question="What does an edit, or a style mix, do to an image of your choice?"),
     StudySpec("08_layout", "HDAE Fig. 11", {"checkpoint_hdae": "{hdae_u}", **_ORACLE},

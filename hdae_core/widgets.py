@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import html
 import io
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -14,69 +15,56 @@ import torch
 
 from .editor_state import (EDITOR_PARAMETERS, EditorSettingError, EditorState, editor_settings, png_bytes,
                            state_from_checkpoint)
+from .editor_state import alpha_strip, follow, save_edit
 from .editor_state import pasted as paste_into_upload
+from .pretrained import repo_path
 
 __all__ = ["Editor", "EditorState", "state_from_checkpoint", "png_bytes", "editor_settings", "EDITOR_PARAMETERS",
            "EditorSettingError", "example_edit"]
 
 
 class Editor:
-    """The ipywidgets view of an ``EditorState``: attribute sliders, k, edited levels, a style-mix partner, an upload
-    with *paste back*, Render. Takes the ``EditorState`` arguments; ``render()`` returns the edited image
-    [3, H, W] and ``image_widget.value`` holds original | edited as PNG (``paste_widget`` the pasted-back photo).
-    """
+    """The ipywidgets view of an ``EditorState``: a thumbnail gallery and upload (with *paste back*), attribute
+    sliders, k, edited levels, a style-mix partner from thumbnails, ``random x_T``, ``compare with DAE``, and the
+    buttons Render, α strip, Save and Reset all. ``panels`` holds the captioned images original, reconstruction
+    (α = 0), edited (``image_widget``) and the other model's edit; ``render()`` returns the edited image."""
 
     def __init__(self, state: EditorState, alpha_range: tuple[float, float] = (-1.0, 1.0), alpha_step: float = 0.05,
-                 k: int | None = None, display_size: int = 192):
+                 k: int | None = None, display_size: int = 192, compare: EditorState | None = None,
+                 save_dir: str | Path | None = None, checkpoint: str | Path | None = None):
         import ipywidgets as W  # lazy: ~0.7 s, and EditorState (tests, scripts) needs no widgets
 
         if not isinstance(state, EditorState):
             raise TypeError(f"state: expected an EditorState (Editor.from_checkpoint builds one), "
                             f"got {type(state).__name__}")
         self.state = st = state
+        self.compare, self.checkpoint = compare, checkpoint
+        self.save_dir = Path(save_dir) if save_dir is not None else repo_path("reports/07_editor") / "saved"
         self.scale = max(1, int(display_size) // st.size)
-        desc = {"description_width": "initial"}
-        self.image_select = W.Dropdown(options=_options(st.image_names), value=0, description="image",
-                                       layout=W.Layout(width="440px"))
-        self.upload = W.FileUpload(accept=".png,.jpg,.jpeg,image/png,image/jpeg", multiple=False,
-                                   description="upload")
-        self.paste_box = W.Checkbox(value=False, description="paste back into the uploaded photo", indent=False)
-        self.sliders = _alpha_sliders(W, st.attribute_names, alpha_range, alpha_step)
-        self.k_text = W.Text(value="all" if k is None else str(int(k)), description="k (top features)",
-                             placeholder=f"all or 1..{st.L * st.D}", style=desc, layout=W.Layout(width="260px"))
-        self.k_text.add_class("hdae-k")
-        res = st.model.config.level_resolutions if st.L > 1 else None
-        self.level_boxes = _level_boxes(W, st.L, res, True)
-        self.partner_select = W.Dropdown(options=[("none", -1)] + _options(st.partner_names), value=-1,
-                                         description="mix with", layout=W.Layout(width="440px"))
-        self.mix_boxes = _level_boxes(W, st.L, res, False)
-        self.render_button = W.Button(description="Render", button_style="primary", icon="paint-brush")
-        self.render_button.add_class("hdae-render")
-        self.reset_button = W.Button(description="Reset sliders")
-        self.image_widget = W.Image(format="png", layout=W.Layout(width=f"{2 * st.size * self.scale + 3 * self.scale}px"))
-        self.image_widget.add_class("hdae-output")
-        self.paste_widget = W.Image(format="png", layout=W.Layout(max_width="512px", display="none"))
-        self.paste_widget.add_class("hdae-paste")
-        self.status = W.Label(value="")
-        self.status.add_class("hdae-status")
-        self.error_label = W.HTML(value="")
-        self.error_label.add_class("hdae-error")
+        self._W, self._index, self._rendered_at, self._partner = W, 0, None, None
+        _make_controls(W, self, alpha_range, alpha_step, k)
 
-        self.render_button.on_click(lambda _b: self._render_safely())
-        self.reset_button.on_click(lambda _b: self.reset())
-        self.image_select.observe(self._on_select, names="value")
+        for button, action in ((self.render_button, self.render), (self.strip_button, self.strip),
+                               (self.save_button, self.save), (self.reset_button, self.reset)):
+            button.on_click(lambda _b, act=action: self._safely(act))
+        for slider in self.sliders.values():
+            slider.observe(self._on_slider, names="value")
         self.upload.observe(self._on_upload, names="value")
-
+        self._refresh_gallery()
         self.widget = _panel(W, self)
         self.widget.add_class("hdae-editor")
         self._preview()
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, alpha_range: tuple[float, float] = (-1.0, 1.0),
-                        alpha_step: float = 0.05, k: int | None = None, display_size: int = 192, **state_kw) -> "Editor":
-        """An editor for a checkpoint folder: ``state_kw`` go to ``state_from_checkpoint``, the rest to the view."""
+                        alpha_step: float = 0.05, k: int | None = None, display_size: int = 192,
+                        compare_checkpoint: str | Path | None = None, save_dir: str | Path | None = None,
+                        **state_kw) -> "Editor":
+        """An editor for a checkpoint folder (``state_kw`` go to ``state_from_checkpoint``); with
+        ``compare_checkpoint`` (a DAE) a second state on the same gallery for ``compare with DAE``."""
+        other = state_from_checkpoint(compare_checkpoint, **state_kw) if compare_checkpoint else None
         return cls(state_from_checkpoint(path, **state_kw), alpha_range=alpha_range, alpha_step=alpha_step, k=k,
-                   display_size=display_size)
+                   display_size=display_size, compare=other, save_dir=save_dir, checkpoint=path)
 
     def _repr_mimebundle_(self, **kwargs):
         return self.widget._repr_mimebundle_(**kwargs)
@@ -86,12 +74,15 @@ class Editor:
     @property
     def index(self) -> int:
         """The gallery index of the image being edited."""
-        return int(self.image_select.value)
+        return self._index
 
     def select(self, index: int) -> None:
         """Edit gallery image ``index`` (shows it; press Render / call ``render()`` for the edit)."""
         self.state.select(index)
-        self.image_select.value = int(index)
+        self._index = int(index)
+        self.error_label.value = ""
+        self._refresh_gallery()
+        self._preview()
 
     def set_attribute(self, name: str, alpha: float) -> None:
         """Set the slider of attribute ``name`` to α (clipped to the slider's range by ipywidgets)."""
@@ -105,36 +96,30 @@ class Editor:
 
     def set_partner(self, index: int | None, levels: Sequence[int] = ()) -> None:
         """Style-mix with partner ``index`` (None: no partner), taking its 0-based ``levels``."""
-        self.partner_select.value = -1 if index is None else int(index)
+        if index is not None and not 0 <= int(index) < len(self.state.partner_images):
+            raise IndexError(f"partner index {index} out of range 0..{len(self.state.partner_images) - 1}")
+        self._partner = None if index is None else int(index)
         chosen = {int(v) for v in levels}
         for i, b in enumerate(self.mix_boxes):
             b.value = i in chosen
+        self._refresh_gallery()
 
     def reset(self) -> None:
-        """All sliders back to 0."""
+        """Reset all: sliders to 0, k to all, every level edited, no partner, the image's own x_T."""
         for s in self.sliders.values():
             s.value = 0.0
-        self.state.reset()
-
-    def add_image(self, image: torch.Tensor, name: str) -> int:
-        """Append an image [3, H, W] in [-1, 1] to the gallery (and the partners when shared) and select it."""
-        idx = self.state.add_image(image, name)
-        self._refresh_options(idx)
-        return idx
+        self.k_text.value = "all"
+        for b in self.level_boxes:
+            b.value = True
+        self.random_box.value = False
+        self.set_partner(None)
+        self.state.reset_all()
 
     def load_image_bytes(self, data: bytes, name: str = "upload") -> int:
         """Decode a PNG/JPEG (centre crop, resize to the model's size), add it to the gallery and select it."""
         idx = self.state.load_image_bytes(data, name)
-        self._refresh_options(idx)
+        self.select(idx)
         return idx
-
-    def _refresh_options(self, idx: int) -> None:
-        if self.state.shared_partners:
-            keep = self.partner_select.value
-            self.partner_select.options = [("none", -1)] + _options(self.state.partner_names)
-            self.partner_select.value = keep
-        self.image_select.options = _options(self.state.image_names)
-        self.image_select.value = idx
 
     def k(self) -> int | None:
         """The truncation k from the text box (None for 'all'); ValueError for anything else."""
@@ -156,18 +141,25 @@ class Editor:
         st.alphas = {n: float(s.value) for n, s in self.sliders.items()}
         st.k = self.k()
         st.edit_levels = [i for i, b in enumerate(self.level_boxes) if b.value]
-        j = int(self.partner_select.value)
-        st.set_partner(None if j < 0 else j, [i for i, b in enumerate(self.mix_boxes) if b.value])
+        st.set_partner(self._partner, [i for i, b in enumerate(self.mix_boxes) if b.value])
+        st.set_x_T("random" if self.random_box.value else "own")
         return st
 
     def edited_codes(self, codes: torch.Tensor) -> torch.Tensor:
         return self.sync().edited_codes(codes)
 
     def render(self) -> torch.Tensor:
-        """Decode the current edit; updates the image widget (and the pasted-back photo) and the status."""
+        """Decode the current edit: the original, reconstruction and edited panels (and the other model's edit
+        when compared, the pasted-back photo when asked for), the status line."""
         st = self.sync()
         x = st.render()
-        self.image_widget.value = png_bytes([st.images[st.index], x], scale=self.scale)
+        panel = {"original": st.images[st.index], "reconstruction": st.reconstruction(), "edited": x}
+        comparing = self.compare is not None and self.compare_box.value
+        if comparing:
+            panel["DAE edited"] = follow(self.compare, st).render()
+        for caption, img in panel.items():
+            self.panels[caption].value = png_bytes(img[None], scale=self.scale)
+        self._panel_boxes["DAE edited"].layout.display = None if comparing else "none"
         pasted = paste_into_upload(st, x) if self.paste_box.value else None
         if pasted is not None:
             buf = io.BytesIO()
@@ -178,47 +170,145 @@ class Editor:
         self.error_label.value = ""
         return x
 
+    def strip(self) -> torch.Tensor:
+        """Five strengths of the current edit in a row, from −α to +α (one decode)."""
+        images = alpha_strip(self.sync())
+        self.strip_widget.value = png_bytes(images, scale=self.scale)
+        self.strip_widget.layout.display = None
+        self.status.value = f"α strip: {_status(self.state, self.alphas(), False).split(' (', 1)[1][:-1]}, ×(−1 … +1)"
+        return images
+
+    def save(self) -> tuple[Path, Path]:
+        """Write the panel as PNG and its recipe as JSON into ``save_dir`` (``editor_state.save_edit``)."""
+        self.render()
+        comparing = self.compare if self.compare is not None and self.compare_box.value else None
+        png, js = save_edit(self.state, self.save_dir, self.checkpoint, comparing, scale=self.scale)
+        self.saved_label.value = f"saved {html.escape(str(png))} and {html.escape(js.name)}"
+        return png, js
+
     # ---------------------------------------------------------------- callbacks
 
-    def _render_safely(self) -> None:
-        """The Render button: a bad setting (k, levels) shows an error and keeps the previous image."""
-        self.render_button.disabled = True
-        self.status.value = "rendering…"
+    def _safely(self, action) -> None:
+        """A button: a bad setting (k, levels, α) shows an error and keeps the previous images."""
+        for b in (self.render_button, self.strip_button, self.save_button):
+            b.disabled = True
+        self.status.value = "working…"
         try:
-            self.render()
-        except (ValueError, KeyError, RuntimeError) as e:
+            action()
+            self._rendered_at = time.monotonic()
+        except (ValueError, KeyError, RuntimeError, OSError) as e:
             self.error_label.value = _error_html(str(e))
-            self.status.value = "render failed"
+            self.status.value = "failed"
         finally:
-            self.render_button.disabled = False
+            for b in (self.render_button, self.strip_button, self.save_button):
+                b.disabled = False
+
+    def _on_slider(self, change) -> None:
+        # a slider's last value can reach the kernel just after a Render click (the browser holds back a slider's
+        # updates while earlier ones await the kernel): render again, so the panel shows the value the user set
+        from_browser = bool(getattr(change["owner"], "_property_lock", None))
+        if from_browser and self._rendered_at is not None and time.monotonic() - self._rendered_at < RACE_S:
+            self._safely(self.render)
+
+    def _refresh_gallery(self) -> None:
+        _refresh_gallery(self)
 
     def _preview(self) -> None:
-        """Show the selected image beside a grey placeholder until the next render."""
+        """Show the selected image; the other panels wait for Render."""
         x = self.state.images[self.index]
-        self.image_widget.value = png_bytes([x, torch.zeros_like(x)], scale=self.scale)
+        self.panels["original"].value = png_bytes(x[None], scale=self.scale)
+        for c in ("reconstruction", "edited", "DAE edited"):
+            self.panels[c].value = png_bytes(torch.zeros_like(x)[None], scale=self.scale)
         self.paste_widget.layout.display = "none"
         self.status.value = "press Render"
 
-    def _on_select(self, change) -> None:
-        self.state.select(int(change["new"]))
-        self.error_label.value = ""
-        self._preview()
-
     def _on_upload(self, change) -> None:
-        files = change["new"]
-        if not files:
-            return
-        f = files[0] if isinstance(files, (tuple, list)) else next(iter(files.values()))  # ipywidgets 8 / 7
-        name = str(f.get("name", "upload"))
+        _on_upload(self, change)
+
+
+RACE_S = 2.0  # seconds after a render in which a slider's late value triggers another render
+
+
+def _make_controls(W, ed: "Editor", alpha_range, alpha_step: float, k: int | None) -> None:
+    """Every widget of the editor, as attributes of ``ed`` (each with a CSS class the browser test finds it by)."""
+    st, compare = ed.state, ed.compare
+    ed.upload = W.FileUpload(accept=".png,.jpg,.jpeg,image/png,image/jpeg", multiple=False,
+                             description="upload")
+    ed.paste_box = W.Checkbox(value=False, description="paste back into the uploaded photo", indent=False)
+    ed.gallery_box, ed.partner_box = W.HBox(), W.HBox()
+    ed.sliders = _alpha_sliders(W, st.attribute_names, alpha_range, alpha_step)
+    ed.k_text = _styled(W.Text(value="all" if k is None else str(int(k)), description="k (top features)",
+                               placeholder=f"all or 1..{st.L * st.D}", style={"description_width": "initial"},
+                               layout=W.Layout(width="260px")), "hdae-k")
+    res = st.model.config.level_resolutions if st.L > 1 else None
+    ed.level_boxes = _level_boxes(W, st.L, res, True)
+    ed.mix_boxes = _level_boxes(W, st.L, res, False)
+    ed.random_box = _styled(W.Checkbox(value=False, description="random x_T", indent=False), "hdae-random")
+    ed.compare_box = _styled(W.Checkbox(value=False, description="compare with DAE", indent=False,
+                                        disabled=compare is None), "hdae-compare")
+    ed.render_button = _styled(W.Button(description="Render", button_style="primary", icon="paint-brush"),
+                               "hdae-render")
+    ed.strip_button = _styled(W.Button(description="α strip"), "hdae-strip")
+    ed.save_button = _styled(W.Button(description="Save"), "hdae-save")
+    ed.reset_button = _styled(W.Button(description="Reset all"), "hdae-reset")
+    ed.panels = {c: _styled(W.Image(format="png"), f"hdae-{c}") for c in ("original", "reconstruction", "edited")}
+    ed.panels["DAE edited"] = _styled(W.Image(format="png"), "hdae-compare-panel")
+    ed.image_widget = ed.panels["edited"]
+    ed.image_widget.add_class("hdae-output")
+    ed.strip_widget = _styled(W.Image(format="png", layout=W.Layout(display="none")), "hdae-strip-image")
+    ed.paste_widget = _styled(W.Image(format="png", layout=W.Layout(max_width="512px", display="none")),
+                              "hdae-paste")
+    ed.status, ed.error_label = _styled(W.Label(value=""), "hdae-status"), _styled(W.HTML(), "hdae-error")
+    ed.directions_label = W.HTML(f"<i>directions: {html.escape(st.directions_source)}</i>")
+    ed.saved_label = _styled(W.HTML(), "hdae-saved")
+
+
+def _refresh_gallery(ed: "Editor") -> None:
+    """The gallery and partner thumbnails, the chosen ones highlighted."""
+    W, st = ed._W, ed.state
+    ed.gallery_box.children = _thumbs(W, st.images, st.image_names, ed.index, "hdae-thumb", ed.select)
+    partner = ed._partner
+    none = _styled(W.Button(description="none", button_style="info" if partner is None else "",
+                            layout=W.Layout(width="60px")), "hdae-partner-none")
+    none.on_click(lambda _b: ed.set_partner(None, [i for i, b in enumerate(ed.mix_boxes) if b.value]))
+    ed.partner_box.children = [none, *_thumbs(
+        W, st.partner_images, st.partner_names, partner, "hdae-partner",
+        lambda j: ed.set_partner(j, [i for i, b in enumerate(ed.mix_boxes) if b.value]))]
+
+
+def _on_upload(ed: "Editor", change) -> None:
+    files = change["new"]
+    if not files:
+        return
+    f = files[0] if isinstance(files, (tuple, list)) else next(iter(files.values()))  # ipywidgets 8 / 7
+    name = str(f.get("name", "upload"))
+    try:
+        ed.load_image_bytes(bytes(f["content"]), name)
+    except ValueError as e:  # BadImageError included
+        ed.error_label.value = _error_html(f"could not use the upload: {e}")
+    finally:
         try:
-            self.load_image_bytes(bytes(f["content"]), name)
-        except ValueError as e:  # BadImageError included
-            self.error_label.value = _error_html(f"could not use the upload: {e}")
-        finally:
-            try:
-                self.upload.value = ()  # so the same file can be chosen again
-            except Exception:  # noqa: BLE001 - ipywidgets 7 keeps the value read-only
-                pass
+            ed.upload.value = ()  # so the same file can be chosen again
+        except Exception:  # noqa: BLE001 - ipywidgets 7 keeps the value read-only
+            pass
+
+
+def _styled(widget, css: str):
+    widget.add_class(css)
+    return widget
+
+
+def _thumbs(W, images: torch.Tensor, names: Sequence[str], chosen: int | None, css: str, pick) -> list:
+    """One small image with a numbered button under it per gallery image; the chosen one highlighted."""
+    out = []
+    for i, (x, name) in enumerate(zip(images, names)):
+        img = W.Image(value=png_bytes(x[None], scale=max(1, 48 // x.shape[-1])), format="png",
+                      layout=W.Layout(width="48px", height="48px"))
+        b = _styled(W.Button(description=str(i), tooltip=name, button_style="info" if i == chosen else "",
+                             layout=W.Layout(width="48px")), f"{css}-{i}")
+        b.on_click(lambda _b, j=i: pick(j))
+        out.append(W.VBox([img, b], layout=W.Layout(width="52px")))
+    return out
 
 
 def _options(names: Sequence[str]) -> list[tuple[str, int]]:
@@ -260,21 +350,26 @@ def _level_boxes(W, L: int, resolutions, value: bool) -> list:
 def _panel(W, ed: "Editor"):
     """The editor's controls and images laid out top to bottom."""
     edit_levels = [W.HTML("<b>edit levels (z¹ finest)</b>"), W.HBox(ed.level_boxes)] if ed.state.L > 1 else []
+    ed._panel_boxes = {c: W.VBox([W.HTML(f"<b>{c}</b>"), img]) for c, img in ed.panels.items()}
+    ed._panel_boxes["DAE edited"].layout.display = "none"
     return W.VBox([
-        W.HBox([ed.image_select, ed.upload, ed.paste_box]),
+        W.HTML("<b>image</b> (click a thumbnail, or upload your own)"), ed.gallery_box,
+        W.HBox([ed.upload, ed.paste_box]),
         W.HTML("<b>attributes</b> (α per direction; all nonzero sliders are summed)"
                if ed.sliders else "<b>attributes</b>: none (no directions); style mixing only"),
+        ed.directions_label,
         W.VBox(list(ed.sliders.values())),
-        W.HBox([ed.k_text]),
+        W.HBox([ed.k_text, ed.random_box, ed.compare_box]),
         *edit_levels,
         W.HTML("<b>style mixing</b>: take the ticked levels from the partner"),
-        W.HBox([ed.partner_select, W.HBox(ed.mix_boxes)]),
-        W.HBox([ed.render_button, ed.reset_button]),
+        ed.partner_box, W.HBox(ed.mix_boxes),
+        W.HBox([ed.render_button, ed.strip_button, ed.save_button, ed.reset_button]),
         ed.error_label,
-        W.HTML("original | edited"),
-        ed.image_widget,
+        W.HBox(list(ed._panel_boxes.values())),
+        ed.strip_widget,
         ed.paste_widget,
         ed.status,
+        ed.saved_label,
     ])
 
 

@@ -53,23 +53,19 @@ def _upload(name: str, content: bytes, type_="image/png"):
              "last_modified": datetime.datetime.now(datetime.timezone.utc)},)
 
 
-def _halves(png: bytes):
-    a = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
-    w = a.shape[1] // 2
-    return a[:, :w], a[:, w + 1:]
-
-
 def test_slider_changes_rendered_image(editor):
     editor.render_button.click()
+    panels = {c: w.value for c, w in editor.panels.items()}
     before = editor.image_widget.value
     assert "rendered in" in editor.status.value and editor.error_label.value == ""
+    assert panels["reconstruction"] == before  # α = 0: the edited panel is the reconstruction
     editor.set_attribute("red", 1.0)
     editor.render_button.click()
     after = editor.image_widget.value
     assert after != before
-    (orig0, edit0), (orig1, edit1) = _halves(before), _halves(after)
-    assert np.array_equal(orig0, orig1)  # the original half stays, the edited half moves
-    assert not np.array_equal(edit0, edit1)
+    # the original and the reconstruction stay, the edited panel moves
+    assert editor.panels["original"].value == panels["original"]
+    assert editor.panels["reconstruction"].value == panels["reconstruction"]
     assert "red +1.00" in editor.status.value
     assert editor.state.last_seconds is not None and editor.state.renders == 2
 
@@ -177,7 +173,8 @@ def test_upload_is_cropped_resized_and_selected(editor):
     assert len(editor.state.images) == n + 1 and editor.index == n
     assert editor.state.images[n].shape == (3, 16, 16)
     assert torch.allclose(editor.state.images[n][0], torch.ones(16, 16))  # red channel at +1
-    assert "upload: red.png" in editor.image_select.options[-1][0]
+    assert editor.state.image_names[-1] == "upload: red.png"
+    assert len(editor.gallery_box.children) == n + 1  # a thumbnail for it too
     assert editor.render().shape == (3, 16, 16)
     # a JPEG works too; an empty file is refused with a clear message
     jpg = load_upload_full(_png(np.full((20, 20, 3), 128, np.uint8), "JPEG"), "grey.jpg", 16)[2]
@@ -215,7 +212,8 @@ def test_from_checkpoint_trains_or_loads_directions(tmp_path):
     ed = Editor.from_checkpoint(tmp_path, n_images=3, n_stats=48, steps=STEPS, attribute_names=["red", "large"])
     assert ed.state.attribute_names == ["red", "large"] and len(ed.state.images) == 3
     assert set(ed.state.directions) == {"red", "large"}
-    assert ed.image_select.options[0][0].startswith("shape 0:")
+    assert ed.state.image_names[0].startswith("shape 0:")
+    assert ed.gallery_box.children[0].children[1].tooltip.startswith("shape 0:")
     ed.set_attribute("red", 1.0)
     assert ed.render().shape == (3, 16, 16)
     with pytest.raises(KeyError, match="not shapes attributes"):
@@ -327,3 +325,103 @@ def test_an_empty_gallery_and_a_huge_alpha_are_clear_errors(setup):
         st.render()
     st.set_attribute(name, 0.5)
     assert bool(torch.isfinite(st.render()).all())
+
+
+def test_a_slider_value_arriving_after_render_renders_again(editor):
+    editor.render_button.click()
+    assert editor.state.renders == 1
+    # the browser's late update of the slider, as ipywidgets delivers it from the front end
+    editor.sliders["red"].set_state({"value": 0.5})
+    assert editor.state.renders == 2 and "red +0.50" in editor.status.value
+    editor.set_attribute("red", 0.25)  # a change from code waits for the next Render
+    assert editor.state.renders == 2
+
+
+def test_save_writes_a_panel_and_a_recipe_that_replays_bit_for_bit(setup, tmp_path):
+    from hdae_core.editor_state import apply_recipe, load_recipe
+
+    m, stats, dirs, x = setup
+    ed = Editor(EditorState(m, stats, dirs, images=x, steps=STEPS), save_dir=tmp_path / "saved")
+    ed.select(2)
+    ed.set_attribute("red", 0.8)
+    ed.set_k(10)
+    ed.set_partner(1, [0])
+    ed.save_button.click()
+    assert ed.error_label.value == "" and "saved" in ed.saved_label.value
+    png, js = tmp_path / "saved" / "edit-001.png", tmp_path / "saved" / "edit-001.json"
+    assert Image.open(png).size[0] >= 3 * 16  # original | reconstruction | edited
+    r = load_recipe(js)
+    assert r["alphas"]["red"] == 0.8 and r["k"] == 10 and r["partner"]["levels"] == [0] and r["image"]["index"] == 2
+    assert r["x_T"]["mode"] == "own" and r["model"]["variant"] == m.config.variant
+    saved = ed.state.last_image.clone()
+    ed.save()  # a second save never replaces the first
+    assert (tmp_path / "saved" / "edit-002.png").is_file() and (tmp_path / "saved" / "edit-001.png").is_file()
+    fresh = EditorState(m, stats, dirs, images=x, steps=STEPS)
+    assert torch.equal(apply_recipe(fresh, r).render(), saved)
+    with pytest.raises(ValueError, match="recipe for model"):
+        apply_recipe(_dae_state(_tiny("dae"), x), r)
+
+
+def _dae_state(model, x):
+    with torch.no_grad():
+        stats = LatentStats.from_codes(model.encode(x))
+    return EditorState(model, stats, {"red": torch.randn(model.num_levels, model.code_dim)}, images=x, steps=STEPS)
+
+
+def test_an_uploaded_image_replays_from_the_saved_folder(editor, tmp_path):
+    from hdae_core.editor_state import apply_recipe, load_recipe, save_edit
+
+    rgb = np.zeros((20, 20, 3), np.uint8)
+    rgb[:, :10] = (200, 30, 30)
+    editor.load_image_bytes(_png(rgb), "half.png")
+    editor.set_attribute("large", -0.6)
+    editor.sync()
+    _, js = save_edit(editor.state, tmp_path)
+    saved = editor.state.last_image.clone()
+    st = editor.state
+    fresh = EditorState(st.model, st.stats, dict(st.directions), images=st.images[:2], steps=STEPS)
+    assert torch.equal(apply_recipe(fresh, load_recipe(js)).render(), saved)
+
+
+def test_random_x_T_strip_compare_and_reset_all(setup):
+    m, stats, dirs, x = setup
+    dae = _dae_state(_tiny("dae"), x)
+    ed = Editor(EditorState(m, stats, dirs, images=x, steps=STEPS), compare=dae)
+    ed.set_attribute("red", 0.7)
+    own = ed.render()
+    ed.random_box.value = True
+    rand = ed.render()
+    assert not torch.equal(own, rand) and ed.state.x_T_mode == "random"
+    assert torch.equal(rand, ed.render())  # the same seed: the same random x_T
+    strip = ed.strip()
+    assert strip.shape == (5, 3, 16, 16) and ed.strip_widget.layout.display is None
+    assert (strip[4] - rand).abs().max() < 1e-3  # +α is the edit itself (decoded in a batch of 5)
+    ed.compare_box.value = True
+    ed.render()
+    assert ed._panel_boxes["DAE edited"].layout.display is None and dae.alphas["red"] == 0.7
+    assert dae.index == ed.index and dae.x_T_mode == "random"
+    ed.set_k(5)
+    ed.set_partner(1, [0])
+    ed.reset_button.click()
+    assert all(s.value == 0 for s in ed.sliders.values()) and ed.k_text.value == "all"
+    assert not ed.random_box.value and ed._partner is None and not any(b.value for b in ed.mix_boxes)
+    assert ed.state.k is None and ed.state.partner is None
+    with pytest.raises(ValueError, match="every slider is at 0"):
+        ed.strip()
+
+
+def test_guided_start_finds_a_star_and_shows_three_steps(setup):
+    m, stats, dirs, x = setup
+    st = EditorState(m, stats, dirs, images=Shapes(size=16, seed=10_000).batch(range(2))["image"], steps=STEPS,
+                     image_names=["shape 0: red", "shape 1: red"])
+    from hdae_core.editor_state import guided_start
+
+    dae = _dae_state(_tiny("dae"), x)
+    shown = guided_start(st, dae)
+    caps = list(shown)
+    assert caps[0] == "original" and caps[1] == "reconstruction"
+    assert any("every feature" in c for c in caps) and any("top 10%" in c for c in caps)
+    assert any(c.startswith("DAE:") for c in caps) and any(c.startswith(f"z{min(3, m.num_levels)} from image") for c in caps)
+    assert len(st.images) > 2 and "is_star" in st.image_names[-1 if len(st.images) == 3 else 2]
+    assert all(v.shape == (3, 16, 16) for v in shown.values())
+    assert st.k is None and not any(st.alphas.values()) and st.partner is None  # left reset
