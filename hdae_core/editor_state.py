@@ -534,6 +534,7 @@ def guided_start(state: EditorState, compare: EditorState | None = None, attribu
     has = _find(state, lambda on: shape in on and attribute not in on, f"a {shape} without {attribute}")
     other = _find(state, lambda on: shape not in on, f"an image that is not a {shape}")
     level = min(partner_level, state.L - 1)
+    counts = (state.renders, None if compare is None else compare.renders)  # the guide's renders are not the user's
     state.reset_all()
     state.select(has)
     out = {"original": state.images[has], "reconstruction": state.reconstruction()}
@@ -550,6 +551,9 @@ def guided_start(state: EditorState, compare: EditorState | None = None, attribu
     out[f"z{level + 1} from image {other}"] = state.render()
     out[f"partner (image {other})"] = state.images[other]
     state.reset_all()
+    state.renders = counts[0]
+    if compare is not None:
+        compare.renders = counts[1]
     return out
 
 

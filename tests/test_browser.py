@@ -45,8 +45,8 @@ def playwright_api():
     return sync_playwright
 
 
-def _checkpoint(folder: Path) -> Path:
-    """A tiny hdae_u checkpoint whose codes matter, with random directions and statistics beside it."""
+def _checkpoint(folder: Path, variant: str = "hdae_u") -> Path:
+    """A tiny checkpoint whose codes matter, with random directions and statistics beside it."""
     from hdae_core import HDAE, ModelConfig
     from hdae_core import checkpoint as ck
     from hdae_core.data import Shapes
@@ -54,7 +54,7 @@ def _checkpoint(folder: Path) -> Path:
     from hdae_core.stats import LatentStats
 
     torch.manual_seed(0)
-    m = HDAE(ModelConfig.preset("tiny", "hdae_u")).eval()
+    m = HDAE(ModelConfig.preset("tiny", variant)).eval()
     codes_matter(m)
     ck.save(m, folder)
     with torch.no_grad():
@@ -115,6 +115,7 @@ def voila(tmp_path):
     env = dict(os.environ)
     env.update({
         "HDAE_EDITOR_CHECKPOINT": str(ckpt), "HDAE_EDITOR_N_IMAGES": "3", "HDAE_EDITOR_STEPS": "10",
+        "HDAE_EDITOR_CHECKPOINT_DAE": str(_checkpoint(tmp_path / "dae", "dae")),
         "HDAE_EDITOR_THREADS": "1", "HDAE_EDITOR_OUT_DIR": str(tmp_path / "out"),
         # the kernel runs in notebooks/: make the checkout importable whatever the install looks like
         "PYTHONPATH": os.pathsep.join([str(ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p]),
@@ -137,25 +138,16 @@ def voila(tmp_path):
                 if time.monotonic() > deadline:
                     pytest.fail(f"voila did not listen on port {port} within {STARTUP_S} s:\n{_log(log_path)}")
                 time.sleep(0.25)
-        yield f"http://127.0.0.1:{port}/", log_path
+        yield f"http://127.0.0.1:{port}/", log_path, tmp_path / "out" / "saved"
     finally:
         _stop(proc)
 
 
-def _image_bytes(page) -> bytes:
+def _image_bytes(page, css: str = "img.hdae-output") -> bytes:
     data = page.eval_on_selector(
-        "img.hdae-output",
-        "async img => Array.from(new Uint8Array(await (await fetch(img.src)).arrayBuffer()))",
+        css, "async img => Array.from(new Uint8Array(await (await fetch(img.src)).arrayBuffer()))",
     )
     return bytes(data)
-
-
-def _halves(png: bytes):
-    from PIL import Image
-
-    a = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
-    w = a.shape[1] // 2
-    return a[:, :w], a[:, w + 1:]
 
 
 def _wait_status(page, text: str, what: str, context) -> str:
@@ -168,8 +160,16 @@ def _wait_status(page, text: str, what: str, context) -> str:
     return status
 
 
+def _click(page, css: str) -> None:
+    page.locator(css).first.click()
+
+
+def _tick(page, label: str) -> None:
+    page.get_by_label(label, exact=True).check()
+
+
 def test_editor_in_voila_with_chromium(playwright_api, voila, tmp_path):
-    url, log_path = voila
+    url, log_path, saved = voila
     console: list[str] = []
 
     def context() -> str:
@@ -179,7 +179,7 @@ def test_editor_in_voila_with_chromium(playwright_api, voila, tmp_path):
     with playwright_api() as p:
         browser = p.chromium.launch_persistent_context(
             str(tmp_path / "chromium-profile"), executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
-            viewport={"width": 1100, "height": 1100},
+            viewport={"width": 1200, "height": 1400},
         )
         try:
             page = browser.new_page()
@@ -193,13 +193,20 @@ def test_editor_in_voila_with_chromium(playwright_api, voila, tmp_path):
                 body = page.inner_text("body")[-3000:] if not page.is_closed() else ""
                 pytest.fail(f"the editor's widgets did not appear ({e}):\npage:\n{body}\n{context()}")
             _wait_status(page, "press Render", "initial preview", context)
+            body = page.inner_text(".hdae-editor")
+            for caption in ("original", "reconstruction", "edited", "directions:"):
+                assert caption in body, f"no {caption!r} on the page\n{context()}"
 
-            # α = 0: the inverted reconstruction
-            page.click("button.hdae-render")
+            # a thumbnail picks the image; α = 0: the edited panel is the reconstruction
+            _click(page, "button.hdae-thumb-1")
+            _wait_status(page, "press Render", "thumbnail", context)
+            _click(page, "button.hdae-render")
             _wait_status(page, "render 1:", "first render", context)
             before = _image_bytes(page)
+            assert before == _image_bytes(page, "img.hdae-reconstruction"), "α = 0 differs from the reconstruction"
 
-            # move the "red" slider with the keyboard: ArrowRight steps by 0.05
+            # move the "red" slider with the keyboard (ArrowRight steps by 0.05), then one Render click: the
+            # panel must come to show +0.50 without a second click
             handle = page.locator(".hdae-alpha-red .noUi-handle")
             handle.focus()
             for _ in range(10):
@@ -207,23 +214,40 @@ def test_editor_in_voila_with_chromium(playwright_api, voila, tmp_path):
             readout = page.locator(".hdae-alpha-red .widget-readout")
             page.wait_for_function("el => el.textContent.trim() === '0.50'", arg=readout.element_handle(),
                                    timeout=10_000)
-            # ipywidgets holds back a slider's updates while earlier ones await the kernel, so the last value may
-            # arrive just after the click: a further Render must then show it
-            for k in range(2, 5):
-                page.click("button.hdae-render")
-                status = _wait_status(page, f"render {k}:", f"render {k}", context)
-                if "red +0.50" in status:
-                    break
-            assert "red +0.50" in status, f"the slider value did not reach the kernel: {status!r}\n{context()}"
+            _click(page, "button.hdae-render")
+            status = _wait_status(page, "red +0.50", "the slider's value after one Render click", context)
             after = _image_bytes(page)
-
             assert after != before, f"the rendered image did not change\n{context()}"
-            (orig0, edit0), (orig1, edit1) = _halves(before), _halves(after)
-            assert np.array_equal(orig0, orig1), "the original half changed"
-            assert not np.array_equal(edit0, edit1), "the edited half did not change"
             assert "rendered in" in status and page.text_content(".hdae-error").strip() == ""
+
+            # random x_T, compare with DAE, the α strip, a partner from its thumbnail, Save, Reset all
+            _tick(page, "random x_T")
+            _click(page, "button.hdae-render")
+            _wait_status(page, "render", "random x_T", context)
+            page.wait_for_function("() => true")
+            _tick(page, "compare with DAE")
+            _click(page, "button.hdae-render")
+            page.wait_for_selector("img.hdae-compare-panel", state="visible", timeout=RENDER_S * 1000)
+            _click(page, "button.hdae-strip")
+            _wait_status(page, "α strip", "α strip", context)
+            page.wait_for_selector("img.hdae-strip-image", state="visible", timeout=RENDER_S * 1000)
+            _click(page, "button.hdae-partner-2")
+            _click(page, "button.hdae-save")
+            page.wait_for_function("() => (document.querySelector('.hdae-saved')?.textContent || '').includes('saved')",
+                                   timeout=RENDER_S * 1000)
+            assert (saved / "edit-001.png").is_file() and (saved / "edit-001.json").is_file(), context()
+            recipe = __import__("json").loads((saved / "edit-001.json").read_text())
+            assert recipe["alphas"]["red"] == 0.5 and recipe["x_T"]["mode"] == "random" and recipe["image"]["index"] == 1
+            assert "compare" in recipe and recipe["compare"]["variant"] == "dae"
             SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(SCREENSHOT), full_page=True)
+            _click(page, "button.hdae-reset")
+            page.wait_for_function("el => el.textContent.trim() === '0.00'", arg=readout.element_handle(),
+                                   timeout=10_000)
+            assert not page.get_by_label("random x_T", exact=True).is_checked()
+            assert page.text_content(".hdae-error").strip() == "", context()
+            assert "Traceback" not in page.inner_text("body") and "NameError" not in page.inner_text("body"), \
+                f"a cell failed under voila:\n{page.inner_text('body')[-3000:]}"
         finally:
             browser.close()
     print(f"browser test: {time.monotonic() - t0:.1f} s after voila listened")
