@@ -192,6 +192,7 @@ class EditorState:
         self._codes: dict[int, torch.Tensor] = {}  # gallery index -> codes [1, L, D]
         self._x_T: dict[tuple[int, int], torch.Tensor] = {}  # (gallery index, steps) -> inverted x_T [1, C, H, W]
         self._partner_codes: dict[int, torch.Tensor] = {}
+        self._recon: dict[tuple, torch.Tensor] = {}  # (index, steps, x_T mode, seed) -> unedited decode
         self.uploads: dict[int, tuple[Image.Image, tuple[int, int, int, int]]] = {}  # index -> (full photo, crop box)
         self.index = 0
         self.alphas: dict[str, float] = {n: 0.0 for n in names}
@@ -344,9 +345,13 @@ class EditorState:
         return x.clamp(-1, 1)
 
     def reconstruction(self) -> torch.Tensor:
-        """The image decoded from its codes and the current x_T with no edit (α = 0, no partner): [3, H, W]."""
-        codes, x_T = self.inversion()
-        return self._decode(x_T, codes)[0]
+        """The image decoded from its codes and the current x_T with no edit (α = 0, no partner): [3, H, W];
+        decoded once per image, step count and x_T."""
+        key = (self.index, self.steps, self.x_T_mode, self.seed if self.x_T_mode == "random" else None)
+        if key not in self._recon:
+            codes, x_T = self.inversion()
+            self._recon[key] = self._decode(x_T, codes)[0]
+        return self._recon[key]
 
     def _alpha_text(self) -> str:
         return ", ".join(f"{n} {a:g}" for n, a in self.alphas.items() if a != 0) or "0"
