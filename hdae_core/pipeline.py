@@ -107,7 +107,7 @@ STUDIES: tuple[StudySpec, ...] = (
                         "live?")),
     StudySpec("06_editing", "HDAE Fig. 9 and Fig. 10", {**_PAIR, "directions_dir": "{reports}/05_directions", **_ORACLE},
               {"n_encode": 300, "n_images": 3, "steps": 2, "attributes": ["red", "large"], "sweep_attributes": ["red"],
-               "k_fractions": [1.0, 0.25, 0.05], "alphas": [0.3, 1.0], "sweep_steps": 2, "n_boot": 50,
+               "k_fractions": [1.0, 0.25, 0.05], "alphas": [0.3, 1.0], "sweep_steps": 2,
                "oracle_steps": 20},
               question=("Does an edit along an attribute's direction change that attribute alone, and what do "
                         "truncated features change?")),

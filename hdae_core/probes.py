@@ -18,7 +18,7 @@ from .directions import train_classifiers
 from .editing import check_codes
 from .stats import LatentStats
 
-__all__ = ["equal_width_views", "equal_width_auroc", "equal_width_wins", "equal_width_finding"]
+__all__ = ["equal_width_views", "equal_width_auroc", "equal_width_wins", "equal_width_finding", "plot_equal_width"]
 
 
 def equal_width_views(codes: torch.Tensor, width: int | None = None, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -98,3 +98,20 @@ def equal_width_finding(wins: pd.DataFrame, hierarchy: str, flat: str, width: in
             f"{flat}'s code (its 95 % interval wholly above): {names('level_wins')}; a random {width}-dimensional "
             f"projection of all of {hierarchy}'s levels does so for {pw}: {names('projection_wins')}; for {worse} "
             f"attributes even the best single level is below {flat}'s code")
+
+
+def plot_equal_width(table: pd.DataFrame, path=None, title: str | None = None):
+    """Bars of held-out AUROC per attribute, one per (model, view), with their bootstrap whiskers; legend below."""
+    from .plots import plot_bars, save_figure
+
+    t = table.assign(bar=table["model"] + " " + table["view"])
+    bars = list(dict.fromkeys(t["bar"]))
+    wide = t.pivot(index="attribute", columns="bar")
+    fig = plot_bars(wide["auroc"][bars], ylabel="held-out AUROC", ylim=(0.4, 1.0), hline=0.5, size=(12.0, 4.2),
+                    intervals=(wide["ci_low"][bars], wide["ci_high"][bars]), title=title)
+    ax = fig.axes[0]
+    if ax.get_legend() is not None:  # seven bars per group leave no free corner inside the axes
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.32), ncol=min(len(bars), 7), fontsize=8)
+    if path is not None:
+        save_figure(fig, path)
+    return fig

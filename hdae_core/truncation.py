@@ -440,6 +440,7 @@ def tf_finding(matched: pd.DataFrame, votes: pd.DataFrame, attribute: str, model
             continue
         tf = g[(g["k_fraction"] < 1) & np.isfinite(g["leakage"])]
         better = tf[tf["delta_high"] < 0].sort_values("leakage")
+        worse = ", ".join(_k(k) for k in tf[tf["delta_low"] > 0]["k_fraction"])
         if len(better):
             b = better.iloc[0]
             what = (f"at success {s:g}, k = {_k(b['k_fraction'])} lowers leakage from {full['leakage']:.3f} to "
@@ -454,8 +455,10 @@ def tf_finding(matched: pd.DataFrame, votes: pd.DataFrame, attribute: str, model
                 what += (f" (the lowest, k = {_k(lowest['k_fraction'])} at {lowest['leakage']:.3f}, has a difference "
                          f"interval [{lowest['delta_low']:+.3f}, {lowest['delta_high']:+.3f}] that is not below 0)")
             if unreached:
-                what += f"; k = {unreached} never reach that success"
+                what += f"; the curves of k = {unreached} never reach that success"
             kf = lowest["k_fraction"] if lowest is not None else None
+        if worse:
+            what += f"; k = {worse} raise it (interval of the difference above 0)"
         vote = v[(v["success_level"] == s) & (v["k_fraction"] == kf)] if kf is not None else v.iloc[:0]
         if len(vote) and np.isfinite(vote.iloc[0]["prefer_tf"]):
             r = vote.iloc[0]

@@ -38,3 +38,13 @@ def test_a_level_that_holds_the_attribute_wins_at_equal_width():
     text = equal_width_finding(wins.reset_index(), "HIER", "FLAT", 4)
     assert "`a` (z2" in text and "reads 1 of 2 attributes" in text
     assert "`b`" not in text.split("projection of")[0]
+
+
+def test_plot_equal_width_writes_the_figure(tmp_path):
+    import pandas as pd
+    rows = [{"model": m, "view": v, "attribute": a, "auroc": 0.8, "ci_low": 0.7, "ci_high": 0.9}
+            for m, v in (("FLAT", "code"), ("HIER", "z1"), ("HIER", "random projection")) for a in ("a", "b")]
+    from hdae_core.probes import plot_equal_width
+    fig = plot_equal_width(pd.DataFrame(rows), path=tmp_path / "w.png", title="t")
+    assert (tmp_path / "w.png").stat().st_size > 0
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["FLAT code", "HIER z1", "HIER random projection"]

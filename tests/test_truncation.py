@@ -179,6 +179,10 @@ def test_plot_and_finding_are_rendered_from_the_tables(tmp_path):
     text = truncation.tf_finding(matched_table(same, [0.4], n_boot=100), vote_table(same, [0.4], n_boot=100),
                                  "red", "M")
     assert "no k lowers leakage" in text
+    worse = synthetic(tf_leak=0.4, full_leak=0.2, jitter=0.01)
+    text = truncation.tf_finding(matched_table(worse, [0.4], n_boot=100), vote_table(worse, [0.4], n_boot=100),
+                                 "red", "M")
+    assert "no k lowers leakage" in text and "k = 0.1, 0.01 raise it" in text
 
 
 def test_tables_records_and_fixed_alpha():
