@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import diffusion
+from . import cache, diffusion
 from .checkpoint import load_module_weights, read_module_meta, save_module
 from .config import BETA_SCHEDULES as IMAGE_BETA_SCHEDULES
 from .config import PREDICTIONS, JsonConfig
@@ -226,3 +226,26 @@ def nearest_codes(codes: torch.Tensor, pool: torch.Tensor, stats: LatentStats) -
 def median_code_std(sampled: torch.Tensor, stats: LatentStats) -> float:
     """Median over dimensions of the per-dimension std of sampled codes, standardised (1 when they match the data)."""
     return float(stats.standardize(sampled).flatten(1).std(0).median())
+
+
+# ---------------------------------------------------------------- shipped or cached, else fitted
+
+
+SHIPPED_DIR = "latent_ddim"  # beside a shipped checkpoint: the latent DDIM fitted on its codes, with identity.json
+
+
+def load_or_fit(identity: dict[str, Any], fit, shipped: str | Path | None, cache_dir: str | Path,
+                refit: bool = False) -> tuple[LatentDDIM, LatentStats, str]:
+    """(latent DDIM, its statistics, where): the one shipped in ``shipped`` (read only) when its recorded identity
+    is ``identity``, else the cache entry ``cache_dir`` when it matches, else ``fit()`` → (model, stats) cached
+    there. ``identity`` names the autoencoder's weights, the data, the config and the training parameters."""
+    def load_both(folder: Path):
+        return load(folder), LatentStats.load(folder)
+
+    if shipped is not None and not refit:
+        got, why = cache.lookup([Path(shipped)], identity, load_both, "latent DDIM")
+        if got is not None:
+            return got[0], got[1], why.replace("loaded from", "shipped in")
+    (lm, stats), where = cache.fetch(cache_dir, identity, fit, lambda v, folder: save(v[0], folder, v[1]),
+                                     load_both, "latent DDIM", refit=refit)
+    return lm, stats, where

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -251,3 +252,24 @@ def encode_dataset(model, data, n: int | None = None, batch_size: int = 64, with
     attributes = torch.cat(attrs) if with_attributes and attrs and len(attrs) == len(codes) else None
     return {"codes": codes_t, "attributes": attributes,
             "attribute_names": list(getattr(data, "attribute_names", []) or []) or None}
+
+
+def encode_split(model, src, split: str, n: int, batch_size: int = 64, cache_dir: str | Path | None = None,
+                 refit: bool = False) -> tuple[torch.Tensor, str]:
+    """(codes [n, L, D], where) of the first ``n`` images of a study data split, cached in ``cache_dir`` under the
+    identity of the model's weights and the data (``hdae_core.cache``), so that a second study, or a second run,
+    encoding the same images with the same model reads them instead."""
+    from . import cache  # here: cache is a leaf module and model.py is imported by almost everything
+
+    def fit():
+        return encode_dataset(model, src.split(split), n=n, batch_size=batch_size, with_attributes=False,
+                              progress=False)["codes"]
+
+    if cache_dir is None:
+        return fit(), f"encoded {n} images"
+    from safetensors.torch import load_file, save_file
+
+    identity = {"kind": "codes", "model": cache.model_identity(model), "data": cache.data_identity(src, split, n)}
+    return cache.fetch(cache_dir, identity, fit,
+                       lambda c, folder: save_file({"codes": c.contiguous()}, str(folder / "codes.safetensors")),
+                       lambda folder: load_file(str(folder / "codes.safetensors"))["codes"], "codes", refit=refit)
