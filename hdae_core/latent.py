@@ -249,3 +249,28 @@ def load_or_fit(identity: dict[str, Any], fit, shipped: str | Path | None, cache
     (lm, stats), where = cache.fetch(cache_dir, identity, fit, lambda v, folder: save(v[0], folder, v[1]),
                                      load_both, "latent DDIM", refit=refit)
     return lm, stats, where
+
+
+def for_study(model, src, n_encode: int, n_ref: int, cfg: LatentConfig, shipped: str | Path | None,
+              cache_root: str | Path, key: str, refit: bool = False, **train: Any) -> dict[str, Any]:
+    """The latent DDIM of a study (09): the first ``n_encode`` training codes (cached per model identity), the
+    last ``n_ref`` of them held out as the reference, and a latent DDIM fitted on the rest with ``train``
+    (``train_latent``'s steps, batch_size, lr, seed, ema_decay) — shipped, cached or fitted (``load_or_fit``).
+    Returns {fit, ref, stats, latent, identity, where}."""
+    from .model import encode_split
+
+    cache_root = Path(cache_root)
+    codes, where_codes = encode_split(model, src, "train", n_encode, cache_dir=cache_root / f"codes_{key}", refit=refit)
+    fit, ref = codes[: n_encode - n_ref], codes[n_encode - n_ref:]
+    # what the latent DDIM depends on: a shipped or cached one is used only when all of it matches
+    identity = {"kind": "latent_ddim", "model": cache.model_identity(model),
+                "data": cache.data_identity(src, "train", n_encode), "n_ref": n_ref, "config": cfg.to_dict(),
+                **{k: train[k] for k in sorted(train)}}
+
+    def fit_latent():
+        stats = LatentStats.from_codes(fit)
+        return train_latent(fit, stats, cfg, progress=False, **train), stats
+
+    lm, stats, where = load_or_fit(identity, fit_latent, shipped, cache_root / f"latent_{key}", refit=refit)
+    return {"fit": fit, "ref": ref, "stats": stats, "latent": lm, "identity": identity,
+            "where": f"{where_codes}; {where}"}

@@ -616,8 +616,7 @@ def _run_locked(profile, names, not_run, inputs, reports: Path, t0: float, progr
 
     write_summary()
     bar = tqdm(names, desc="notebooks", unit="nb", disable=not progress, file=sys.stderr)
-    threads = int(PROFILES[profile][names[0]].get("threads", 1)) if names else 1
-    with _kernel_env(threads):
+    with _kernel_env():
         for name in bar:
             bar.set_postfix_str(name)
             out_dir = reports / name

@@ -58,7 +58,7 @@ def test_introduction_and_parameters_cell(path):
     assert paragraphs[4].startswith("**What to look for.**")
     assert "parameters" in pipeline.parameters_cell(path).metadata["tags"]
     params = pipeline.notebook_parameters(path)
-    assert {"out_dir", "seed", "profile", "threads"} <= set(params), "the parameters every study shares"
+    assert {"out_dir", "seed", "profile"} <= set(params), "the parameters every study shares"
 
 
 def _table_rows(path: Path) -> dict[str, list[str]]:
@@ -112,7 +112,7 @@ def test_every_passed_parameter_exists():
 
 def test_full_profile_is_the_notebooks_own_defaults():
     where = {"out_dir", "profile", "checkpoint", "checkpoint_hdae", "checkpoint_dae", "out", "work_dir",
-             "directions_dir", "directions_cache", "oracle_dir"}  # where things go, not what is studied
+             "directions_dir", "directions_cache", "oracle_dir", "cache_dir"}  # where things go, not what is studied
     for name, params in pipeline.PROFILES["full"].items():
         assert set(params) <= where, f"full/{name} overrides the notebook's study parameters: {set(params) - where}"
 
