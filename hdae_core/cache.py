@@ -17,7 +17,7 @@ from typing import Any, Callable, TypeVar
 
 import torch
 
-__all__ = ["IDENTITY_FILE", "model_identity", "tensor_identity", "data_identity", "fetch", "lookup", "read_identity"]
+__all__ = ["IDENTITY_FILE", "model_identity", "tensor_identity", "data_identity", "fetch", "lookup", "agrees", "read_identity"]
 
 IDENTITY_FILE = "identity.json"
 T = TypeVar("T")
@@ -125,10 +125,12 @@ def fetch(folder: str | Path, identity: dict[str, Any], fit: Callable[[], T], sa
 
 
 
-def _agrees(stored: Any, wanted: Any) -> bool:
-    """``stored`` holds everything in ``wanted`` (dicts compared key by key, recursively; the rest by equality)."""
+def agrees(stored: Any, wanted: Any) -> bool:
+    """``stored`` holds everything in ``wanted`` (dicts compared key by key, recursively; the rest by equality, as
+    JSON stores them: a tuple is a list)."""
+    wanted = _plain(wanted)
     if isinstance(wanted, dict):
-        return isinstance(stored, dict) and all(_agrees(stored.get(k), v) for k, v in wanted.items())
+        return isinstance(stored, dict) and all(agrees(stored.get(k), v) for k, v in wanted.items())
     return stored == wanted
 
 
@@ -142,7 +144,7 @@ def lookup(folders, required: dict[str, Any], load: Callable[[Path], T], what: s
         if stored is None:
             continue
         seen += 1
-        if _agrees(stored, wanted):
+        if agrees(stored, wanted):
             try:
                 return load(folder), f"{what} loaded from {folder} (fitted on this model)"
             except Exception as e:  # noqa: BLE001 - a damaged entry is passed over, and the reason is reported

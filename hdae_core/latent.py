@@ -251,6 +251,14 @@ def load_or_fit(identity: dict[str, Any], fit, shipped: str | Path | None, cache
     return lm, stats, where
 
 
+def study_identity(model, src, n_encode: int, n_ref: int, cfg: LatentConfig, **train: Any) -> dict[str, Any]:
+    """What a study's latent DDIM depends on (a shipped or cached one is used only when all of it matches): the
+    autoencoder's weights, the data split and size, the held-out reference size, the config, the training."""
+    return {"kind": "latent_ddim", "model": cache.model_identity(model),
+            "data": cache.data_identity(src, "train", n_encode), "n_ref": n_ref, "config": cfg.to_dict(),
+            **{k: train[k] for k in sorted(train)}}
+
+
 def for_study(model, src, n_encode: int, n_ref: int, cfg: LatentConfig, shipped: str | Path | None,
               cache_root: str | Path, key: str, refit: bool = False, **train: Any) -> dict[str, Any]:
     """The latent DDIM of a study (09): the first ``n_encode`` training codes (cached per model identity), the
@@ -262,10 +270,7 @@ def for_study(model, src, n_encode: int, n_ref: int, cfg: LatentConfig, shipped:
     cache_root = Path(cache_root)
     codes, where_codes = encode_split(model, src, "train", n_encode, cache_dir=cache_root / f"codes_{key}", refit=refit)
     fit, ref = codes[: n_encode - n_ref], codes[n_encode - n_ref:]
-    # what the latent DDIM depends on: a shipped or cached one is used only when all of it matches
-    identity = {"kind": "latent_ddim", "model": cache.model_identity(model),
-                "data": cache.data_identity(src, "train", n_encode), "n_ref": n_ref, "config": cfg.to_dict(),
-                **{k: train[k] for k in sorted(train)}}
+    identity = study_identity(model, src, n_encode, n_ref, cfg, **train)
 
     def fit_latent():
         stats = LatentStats.from_codes(fit)

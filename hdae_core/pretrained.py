@@ -176,7 +176,13 @@ def load_oracle(size: int, cache_dir: str | Path, train_steps: int | None = None
     when there is none shipped and ``train_steps`` is None."""
     shipped = find_oracle(size, pretrained_dir)
     if shipped is not None and not refit:
-        return oracle.load(shipped), f"shipped {shipped}"
+        # one recorded with what it was trained on is used only for the same training (any, when none is asked)
+        wanted = _oracle_identity("oracle", size, train_steps or 0, seed)
+        if train_steps is None:
+            wanted.pop("steps")
+        recorded = cache.read_identity(shipped)
+        if recorded is None or cache.agrees(recorded, wanted):
+            return oracle.load(shipped), f"shipped {shipped}"
     folder = repo_path(cache_dir) / f"size{size}"
     if train_steps is None:  # any oracle of this world and size cached there, however long it was trained
         wanted = {k: v for k, v in _oracle_identity("oracle", size, 0, seed).items() if k != "steps"}
@@ -193,14 +199,23 @@ def load_oracle(size: int, cache_dir: str | Path, train_steps: int | None = None
     return orc, where
 
 
-def load_pixel_oracle(size: int, cache_dir: str | Path, train_steps: int = 600, seed: int = 0, refit: bool = False):
-    """(pixel oracle, where): the one cached in ``cache_dir/pixel_size<px>`` when it was trained for ``train_steps``
-    steps with ``seed`` on this world, else one trained and cached there."""
+def load_pixel_oracle(size: int, cache_dir: str | Path, train_steps: int = 600, seed: int = 0, refit: bool = False,
+                      pretrained_dir: str | Path | None = None):
+    """(pixel oracle, where): the one shipped (``data/pretrained/shapes<px>_pixel_oracle``) or cached in
+    ``cache_dir/pixel_size<px>`` when it was trained for ``train_steps`` steps with ``seed`` on this world, else one
+    trained and cached there."""
+    identity = _oracle_identity("pixel_oracle", size, train_steps, seed)
+    shipped = (Path(pretrained_dir) if pretrained_dir is not None else PRETRAINED_DIR) / f"shapes{size}_pixel_oracle"
+    if not refit:
+        net, why = cache.lookup([shipped], identity, oracle.load_pixel_oracle, "pixel oracle")
+        if net is not None:
+            return net, why.replace("loaded from", "shipped in")
+
     def fit():
         return oracle.train_pixel_oracle(size=size, steps=train_steps, seed=seed)
 
     (net, report), where = cache.fetch(
-        repo_path(cache_dir) / f"pixel_size{size}", _oracle_identity("pixel_oracle", size, train_steps, seed), fit,
+        repo_path(cache_dir) / f"pixel_size{size}", identity, fit,
         lambda v, folder: oracle.save_pixel_oracle(v[0], folder, v[1]),
         lambda folder: (oracle.load_pixel_oracle(folder), None), "pixel oracle", refit=refit)
     return net, where + (f": {report}" if report else "")

@@ -131,3 +131,39 @@ def test_the_editor_takes_05s_directions_only_for_its_own_model(src, tmp_path):
     state = state_from_checkpoint(other, n_images=2, steps=2, n_stats=32, directions_cache=report)
     assert state.directions_source.startswith("fitted here on 32")
     assert "none of 1 cached directions" in state.directions_source
+
+
+def test_a_shipped_pixel_oracle_is_used_only_for_the_training_asked_for(tmp_path):
+    shipped_root = tmp_path / "pretrained"
+    net, _ = pretrained.load_pixel_oracle(16, tmp_path / "work", train_steps=2, pretrained_dir=shipped_root)
+    shutil.copytree(tmp_path / "work" / "pixel_size16", shipped_root / "shapes16_pixel_oracle")
+    _, where = pretrained.load_pixel_oracle(16, tmp_path / "elsewhere", train_steps=2, pretrained_dir=shipped_root)
+    assert where.startswith("pixel oracle shipped in")
+    _, where = pretrained.load_pixel_oracle(16, tmp_path / "elsewhere", train_steps=3, pretrained_dir=shipped_root)
+    assert "fitted here" in where  # asked for other training: the shipped one is not used
+    _, where = pretrained.load_pixel_oracle(16, tmp_path / "elsewhere", train_steps=2, pretrained_dir=shipped_root,
+                                            refit=True)
+    assert "fitted here" in where and "refit asked for" in where
+
+
+def test_a_shipped_latent_ddim_is_used_only_for_its_identity(tmp_path):
+    from hdae_core import latent
+
+    calls = []
+
+    def fit():
+        calls.append(1)
+        cfg = latent.LatentConfig(code_levels=1, code_dim=4, width=8, depth=2)
+        codes = torch.randn(32, 1, 4)
+        stats = latent.LatentStats.from_codes(codes)
+        return latent.train_latent(codes, stats, cfg, steps=2, progress=False), stats
+
+    ident = {"kind": "latent_ddim", "model": "abc", "steps": 2}
+    lm, _, where = latent.load_or_fit(ident, fit, tmp_path / "shipped", tmp_path / "cache")
+    assert "fitted here" in where and len(calls) == 1
+    shutil.copytree(tmp_path / "cache", tmp_path / "shipped")
+    _, _, where = latent.load_or_fit(ident, fit, tmp_path / "shipped", tmp_path / "cache2")
+    assert where.startswith("latent DDIM shipped in") and len(calls) == 1
+    _, _, where = latent.load_or_fit({**ident, "model": "other"}, fit, tmp_path / "shipped", tmp_path / "cache2")
+    assert "fitted here" in where and len(calls) == 2
+    assert cache.read_identity(tmp_path / "shipped")["model"] == "abc"  # the shipped entry is never rewritten

@@ -1,0 +1,87 @@
+"""Ship what a full report fitted beside the demo models, so that the next report loads it instead of refitting.
+
+    python benchmarks/ship_fitted.py reports            # after a full `make figures` on the shipped pair
+    python benchmarks/ship_fitted.py reports --force    # replace what is shipped already
+
+Copies, each with ``identity.json`` (what it was fitted on) and a card (README.md) written from the report's own
+metrics and checks:
+- ``09_sampling/latent_<model>`` → ``data/pretrained/<model folder>/latent_ddim/`` (the latent DDIM of each shipped
+  model; refused when its identity names other weights than the shipped model's);
+- ``_tmp/oracle/size32`` → ``data/pretrained/shapes32_oracle/`` (the Shapes attribute oracle);
+- ``_tmp/oracle/pixel_size32`` → ``data/pretrained/shapes32_pixel_oracle/`` (the pixel oracle of 08).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from hdae_core import cache, pretrained
+from hdae_core.latent import SHIPPED_DIR
+
+ROOT = pretrained.PRETRAINED_DIR
+
+
+def _checks(metrics: dict, prefix: str = "") -> list[str]:
+    return [f"| {c['name']} | {c['value']:.4g} | {c.get('relation', '')} {c['bound']} | "
+            f"{'yes' if c['passed'] else 'NO'} |" for c in metrics.get("checks", []) if c["name"].startswith(prefix)
+            and isinstance(c["value"], (int, float))]
+
+
+def _card(title: str, what: str, identity: dict, summary: dict, rows: list[str]) -> str:
+    lines = [f"# {title}", "", what, "", f"Fitted by `{summary.get('command') or 'hdae figures'}` "
+             f"(profile {summary['profile']}, written {summary['written']}); studies load it when the identity "
+             "below matches what they would fit on, and refit otherwise (`refit=True` refits anyway).", "",
+             "```json", json.dumps(identity, indent=1, sort_keys=True), "```", ""]
+    if rows:
+        lines += ["Its checks in that report:", "", "| check | value | bound | passed |", "|---|---|---|---|", *rows, ""]
+    return "\n".join(lines)
+
+
+def _copy(src: Path, dest: Path, force: bool) -> None:
+    if dest.exists():
+        if not force:
+            sys.exit(f"{dest} exists: pass --force to replace it")
+        if cache.read_identity(dest) is None:
+            sys.exit(f"{dest} holds files that were not shipped by this script; move them away first")
+        shutil.rmtree(dest)
+    shutil.copytree(src, dest)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("report", type=Path)
+    ap.add_argument("--force", action="store_true")
+    args = ap.parse_args()
+    summary = json.loads((args.report / "summary.json").read_text())
+    if summary["profile"] != "full" or summary.get("inputs"):
+        sys.exit(f"{args.report}: not a full report on the shipped pair")
+    m09 = json.loads((args.report / "09_sampling" / "metrics.json").read_text())
+    for key, folder in pretrained.DEMO_MODELS.items():
+        src = args.report / "09_sampling" / f"latent_{key}"
+        ident = cache.read_identity(src)
+        shipped = cache.model_identity(pretrained.load(folder))
+        if ident is None or ident.get("model") != shipped:
+            sys.exit(f"{src}: its identity does not name the shipped {folder} ({shipped}); rerun 09 on it")
+        dest = ROOT / folder / SHIPPED_DIR
+        _copy(src, dest, args.force)
+        label = pretrained.VARIANT_LABELS[key]
+        (dest / "README.md").write_text(_card(f"Latent DDIM of {folder}", "DiffAE's latent DDIM (an MLP over the "
+                                              "standardised codes) fitted on this model's codes of training shapes, "
+                                              "as 09_sampling fits it.", ident, summary, _checks(m09, label)))
+        print(f"shipped {dest}")
+    for name, cached, what in (("shapes32_oracle", "size32", "The Shapes attribute oracle (06, 07, 08, 09)."),
+                               ("shapes32_pixel_oracle", "pixel_size32", "The pixel oracle of 08_layout.")):
+        src = args.report / "_tmp" / "oracle" / cached
+        ident = cache.read_identity(src)
+        if ident is None:
+            sys.exit(f"{src}: no cache entry with an identity; run the report first")
+        _copy(src, ROOT / name, args.force)
+        (ROOT / name / "README.md").write_text(_card(name, what, ident, summary, []))
+        print(f"shipped {ROOT / name}")
+
+
+if __name__ == "__main__":
+    main()
