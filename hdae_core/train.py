@@ -27,6 +27,7 @@ from .data import make_dataset
 from .data.images import to_tensor
 from .data.source import is_shapes
 from .hardware import amp_dtype, describe_hardware
+from .locking import lock_folder
 from .metrics import lpips
 from .model import HDAE
 from .optim import EMA, make_optimizer
@@ -49,27 +50,9 @@ LOCK_FILE = ".train.lock"
 def lock_run_folder(out: Path):
     """An exclusive ``flock`` on ``out/.train.lock``, held while the run trains: a second ``hdae train`` on the
     same folder (say, a resume started while a signalled run still saves) would interleave checkpoints and
-    metrics rows. The system drops the lock when the process ends, however it ends. Returns the open lock
-    file (close it to release), or None where ``fcntl`` does not exist."""
-    try:
-        import fcntl
-    except ImportError:  # not a POSIX system: no lock
-        return None
-    f = open(out / LOCK_FILE, "a+")
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        f.seek(0)
-        holder = f.read().strip()
-        f.close()
-        who = f" (process {holder})" if holder.isdigit() else ""
-        raise RunFolderBusy(f"{out}: another training run{who} is writing to this folder; wait for it to end "
-                            "(a signalled run saves its checkpoint first) or choose another --out") from None
-    f.seek(0)
-    f.truncate()
-    f.write(str(os.getpid()))
-    f.flush()
-    return f
+    metrics rows; it stops with one line instead (wait for the holder: a signalled run saves its checkpoint first).
+    Returns the open lock file (close it to release), or None where ``fcntl`` does not exist."""
+    return lock_folder(out, LOCK_FILE, RunFolderBusy, "training run")
 
 
 def _step_seed(seed: int, step: int) -> int:
