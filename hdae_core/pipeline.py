@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -14,7 +15,7 @@ import warnings
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, ClassVar, Iterable
+from typing import Any, Iterable
 
 import nbformat
 import papermill
@@ -38,7 +39,8 @@ KERNEL = "hdae"  # registered by `make venv` (ipykernel install --sys-prefix --n
 @dataclass(frozen=True)
 class StudySpec:
     """One study: its notebook, the question it answers, what it regenerates, how long it takes, and what the
-    pipeline passes it per profile. Its first cell, notebooks/README.md and README.md quote the first four.
+    pipeline passes it per profile. Its first cell, notebooks/README.md and README.md quote the first four, which
+    ``hdae publish`` rewrites there (the times from the published report).
 
     Parameter values may hold placeholders that ``parameters_for`` fills in: {out} the notebook's report
     folder, {reports} the reports folder, {work} reports/_tmp, {hdae_u} / {dae} the models to study (the
@@ -54,27 +56,45 @@ class StudySpec:
     trains_own: str = ""  # why it is not run on the user's --checkpoint (it trains models of its own)
     takes_inception: bool = False  # computes FID when --inception-weights is given
     question: str = ""  # the question the study answers, as its first cell asks it
-    minutes: float | None = None  # measured in the last full report (TIMED_ON); None: not timed on its own
 
-    # where ``minutes`` comes from: the last full report whose run times were written down (09 alone timed)
-    TIMED_ON: ClassVar[str] = ("the last full report (`make figures`: full profile, shipped models, 2 CPU cores; "
-                               "19 min 57 s for all ten notebooks)")
-    UNTIMED: ClassVar[str] = "under 6 min"  # the nine notebooks besides 09 took 5 min 36 s together
+    @property
+    def seconds(self) -> float | None:
+        """Its run time in the last full report recorded in ``docs/study_times.json`` (None: not recorded)."""
+        return (study_times().get("seconds") or {}).get(self.name)
 
     @property
     def time(self) -> str:
-        """The study's run time for the tables: measured minutes, or the bound the last full report gives."""
-        if self.minutes is None:
-            return self.UNTIMED
-        m, s = divmod(round(self.minutes * 60), 60)
-        return f"{m} min {s:02d} s"
+        """The study's run time for the tables, as the last recorded full report measured it."""
+        if self.seconds is None:
+            return "not measured yet"
+        m, s = divmod(round(self.seconds), 60)
+        return f"{m} min {s:02d} s" if m else f"{s} s"
 
     @property
     def time_line(self) -> str:
         """The **Time:** line of the notebook's first cell."""
-        how = ("measured" if self.minutes is not None
-               else "not timed on its own: the nine besides 09, with set-up, took 5 min 36 s")
-        return f"**Time:** {self.time} ({how}), from {self.TIMED_ON}."
+        t = study_times()
+        if self.seconds is None:
+            return "**Time:** not measured yet (`hdae publish` records it from a full report)."
+        return (f"**Time:** {self.time}, in the full report of {t['written']} (`make figures`: full profile, shipped "
+                f"models, {t['cores']} CPU cores; {_minutes(t['total_seconds'])} for all {len(t['seconds'])} notebooks).")
+
+
+TIMES_FILE = REPO_DIR / "docs" / "study_times.json"  # written by `hdae publish` from the last full report
+
+
+@functools.lru_cache(maxsize=1)
+def study_times() -> dict[str, Any]:
+    """The run times of the last published full report ({} when none is recorded)."""
+    try:
+        return json.loads(TIMES_FILE.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _minutes(seconds: float) -> str:
+    m, s = divmod(round(seconds), 60)
+    return f"{m} min {s:02d} s"
 
 
 _PAIR = {"checkpoint_hdae": "{hdae_u}", "checkpoint_dae": "{dae}"}
@@ -105,7 +125,7 @@ STUDIES: tuple[StudySpec, ...] = (
     StudySpec("05_directions", "HDAE Fig. 3 and Fig. 4", _PAIR, {"n_encode": 300},
               question=("Which attributes can a linear classifier read from the codes, and on which levels do they "
                         "live?")),
-    StudySpec("06_editing", "HDAE Fig. 9 and Fig. 10", {**_PAIR, "directions_dir": "{reports}/05_directions", **_ORACLE},
+    StudySpec("06_editing", "HDAE Fig. 9, Fig. 10 and a Table 2 analogue", {**_PAIR, "directions_dir": "{reports}/05_directions", **_ORACLE},
               {"n_encode": 300, "n_images": 3, "steps": 2, "attributes": ["red", "large"], "sweep_attributes": ["red"],
                "k_fractions": [1.0, 0.25, 0.05], "alphas": [0.3, 1.0], "sweep_steps": 2,
                "oracle_steps": 20},
@@ -124,7 +144,7 @@ STUDIES: tuple[StudySpec, ...] = (
               {**_PAIR, **_ORACLE, "cache_dir": "{work}/cache"},
               {"n_encode": 300, "latent_steps": 40, "latent_width": 64, "latent_depth": 3, "n_samples": 6,
                "latent_sample_steps": 5, "steps": 2, "n_quality": 16, "oracle_steps": 20},
-              takes_inception=True, minutes=14 + 21 / 60,
+              takes_inception=True,
               question="Can a latent DDIM over the codes turn the autoencoder into a generator of new images?"),
 )
 STUDY = {s.name: s for s in STUDIES}
@@ -609,7 +629,7 @@ def _run_locked(profile, names, not_run, inputs, reports: Path, t0: float, progr
                    "all_checks_passed": all(n in ordered and ordered[n]["status"] == "ok" for n in names),
                    "warnings": run_warnings, "seconds": round(time.perf_counter() - t0, 1),
                    "inputs": inputs, "command": command,
-                   "written": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+                   "written": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "cores": os.cpu_count()}
         summary_file.write_text(json.dumps(summary, indent=2, default=str) + "\n")
         summary["index"] = str(write_index(reports, summary))
         return summary

@@ -2,13 +2,15 @@
 DEST/results.md written from its findings and checks, so the docs say what the last full run found."""
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
 from .checks import describe
-from .pipeline import NOTEBOOKS, STUDY, read_summary
+from .pipeline import NOTEBOOKS, RAN, REPO_DIR, STUDIES, STUDY, TIMES_FILE, read_summary, study_times
 
 RESULTS = "results.md"
 FIGURES = "figures"
@@ -30,11 +32,11 @@ def publishable(summary: dict[str, Any] | None, reports: Path) -> None:
     if summary.get("inputs"):
         raise NotPublishable(f"{reports}: made with --checkpoint / --data; the docs describe the shipped models on "
                              f"Shapes")
-    not_ok = [f"{n} {nbs[n]['status'] if n in nbs else 'missing'}" for n in NOTEBOOKS
-              if n not in nbs or nbs[n].get("status") != "ok"]
-    if not_ok:
-        raise NotPublishable(f"{reports}: not every notebook is ok ({', '.join(not_ok)}); publish a report whose "
-                             f"notebooks all ran and passed their checks")
+    not_ran = [f"{n} {nbs[n]['status'] if n in nbs else 'missing'}" for n in NOTEBOOKS
+               if n not in nbs or nbs[n].get("status") not in RAN]
+    if not_ran:
+        raise NotPublishable(f"{reports}: not every notebook ran to its end ({', '.join(not_ran)}); publish a report "
+                             f"whose notebooks all ran (a degraded one is published with its failed checks named)")
 
 
 def _cell(v: Any) -> str:
@@ -46,6 +48,11 @@ def _duration(s: float) -> str:
     return f"{m} min {s:02d} s" if m else f"{s} s"
 
 
+def _statuses(nbs: dict[str, Any]) -> str:
+    counts = {st: sum(r["status"] == st for r in nbs.values()) for st in RAN}
+    return "all ok" if counts["degraded"] == 0 else f"{counts['ok']} ok and {counts['degraded']} degraded"
+
+
 def results_markdown(summary: dict[str, Any], figures: dict[str, list[str]]) -> str:
     """docs/results.md: per study its question, findings, checks and figures, from the report alone."""
     nbs = summary["notebooks"]
@@ -54,12 +61,14 @@ def results_markdown(summary: dict[str, Any], figures: dict[str, list[str]]) -> 
              "Written by `hdae publish` from the last full report; do not edit by hand (rerun `make figures`, then "
              "`hdae publish reports docs`).", "",
              f"Report written {summary.get('written', '?')} by `{summary.get('command') or 'hdae figures'}`: "
-             f"{len(nbs)} notebooks, all ok, in {_duration(total)}.", ""]
+             f"{len(nbs)} notebooks, {_statuses(nbs)}, in {_duration(total)}.", ""]
     for name in NOTEBOOKS:
         r, spec = nbs[name], STUDY[name]
         m = r.get("metrics") or {}
         lines += [f"## {name}", "", spec.question, "",
-                  f"Regenerates: {spec.regenerates}. Ran in {_duration(float(r.get('seconds') or 0))}.", ""]
+                  f"Regenerates: {spec.regenerates}. Ran in {_duration(float(r.get('seconds') or 0))}: "
+                  f"**{r['status']}**" + (" (a check failed: its finding says what is not shown on this model)"
+                                          if r["status"] == "degraded" else "") + ".", ""]
         lines += [f"- {f}" for f in m.get("findings") or []] or ["- (this study records no findings)"]
         lines.append("")
         checks = m.get("checks") or []
@@ -97,7 +106,54 @@ def publish(reports: str | Path, dest: str | Path) -> Path:
         copied[name] = sorted(files)
     path = dest / RESULTS
     path.write_text(results_markdown(summary, copied))
+    if dest == (REPO_DIR / "docs").resolve():  # the checkout's own docs: its times and the text quoting them too
+        record_times(summary)
+        sync_text()
     return path
+
+
+def record_times(summary: dict[str, Any], path: Path = TIMES_FILE) -> Path:
+    """``docs/study_times.json``: each notebook's run time in a full report, the text's only source of times."""
+    times = {"written": summary["written"], "cores": summary.get("cores") or os.cpu_count(),
+             "total_seconds": round(sum(r["seconds"] for r in summary["notebooks"].values()), 1),
+             "seconds": {n: summary["notebooks"][n]["seconds"] for n in NOTEBOOKS}}
+    path.write_text(json.dumps(times, indent=2) + "\n")
+    study_times.cache_clear()
+    return path
+
+
+def _row(line: str) -> str:
+    """A table row naming a study, its question / regenerates / time cells rewritten from STUDIES."""
+    cells = line.strip().strip("|").split("|")
+    name = next((n for n in NOTEBOOKS if n in cells[0]), None)
+    if name is None or len(cells) < 4:
+        return line
+    spec = STUDY[name]
+    cells[1:4] = [f" {spec.question} ", f" {spec.regenerates} ", f" {spec.time} "]
+    return "|" + "|".join(cells) + "|"
+
+
+def sync_text(root: Path = REPO_DIR) -> list[Path]:
+    """Rewrite what quotes STUDIES: each notebook's Regenerates and Time lines, the README tables' rows."""
+    import nbformat
+
+    changed = []
+    for spec in STUDIES:
+        path = root / "notebooks" / f"{spec.name}.ipynb"
+        nb = nbformat.read(path, as_version=4)
+        paragraphs = nb.cells[0].source.split("\n\n")
+        new = paragraphs[:1] + [spec.question, f"**Regenerates:** {spec.regenerates}", spec.time_line] + paragraphs[4:]
+        if new != paragraphs:
+            nb.cells[0].source = "\n\n".join(new)
+            path.write_text(nbformat.writes(nb) + "\n")  # as the notebooks are stored
+            changed.append(path)
+    for readme in (root / "README.md", root / "notebooks" / "README.md"):
+        text = readme.read_text()
+        new = "\n".join(_row(line) if line.startswith("|") else line for line in text.split("\n"))
+        if new != text:
+            readme.write_text(new)
+            changed.append(readme)
+    return changed
 
 
 def main(args) -> int:

@@ -51,7 +51,7 @@ def test_publish_writes_results_and_figures_from_the_report(tmp_path):
         assert (docs / link).is_file(), link
 
 
-@pytest.mark.parametrize("kind, message", [("smoke", "only a full report"), ("degraded", "not every notebook is ok"),
+@pytest.mark.parametrize("kind, message", [("smoke", "only a full report"), ("failed", "not every notebook ran"),
                                            ("missing", "09_sampling missing"), ("none", "not an hdae report")])
 def test_publish_refuses_other_reports_before_writing(tmp_path, kind, message):
     reports = tmp_path / "reports"
@@ -59,7 +59,7 @@ def test_publish_refuses_other_reports_before_writing(tmp_path, kind, message):
         reports.mkdir()
     else:
         _report(reports, profile="smoke" if kind == "smoke" else "full",
-                status="degraded" if kind == "degraded" else "ok", drop="09_sampling" if kind == "missing" else None)
+                status="failed" if kind == "failed" else "ok", drop="09_sampling" if kind == "missing" else None)
     with pytest.raises(NotPublishable, match=message):
         publish(reports, tmp_path / "docs")
     assert not (tmp_path / "docs").exists()
@@ -73,3 +73,27 @@ def test_hdae_publish_command(tmp_path, capsys):
     reports = _report(tmp_path / "full")
     assert cli.main(["publish", str(reports), str(tmp_path / "docs")]) == 0
     assert (tmp_path / "docs" / "results.md").is_file()
+
+
+def test_a_degraded_report_is_published_with_its_failed_checks(tmp_path):
+    text = publish(_report(tmp_path / "reports", status="degraded"), tmp_path / "docs").read_text()
+    assert "0 ok and 10 degraded" in text and "0.25 < 0.5 (FAIL)" in text and "**degraded** (a check failed" in text
+
+
+def test_times_come_from_the_recorded_report(tmp_path, monkeypatch):
+    from hdae_core import publish as P
+
+    times = tmp_path / "study_times.json"
+    monkeypatch.setattr(pipeline, "TIMES_FILE", times)
+    pipeline.study_times.cache_clear()
+    spec = pipeline.STUDY["04_hierarchy"]
+    assert spec.time == "not measured yet" and "not measured yet" in spec.time_line
+    summary = json.loads((_report(tmp_path / "reports") / "summary.json").read_text())
+    summary["notebooks"]["04_hierarchy"]["seconds"] = 95.4
+    P.record_times(summary, times)
+    assert spec.time == "1 min 35 s" and spec.seconds == 95.4
+    assert spec.time_line.startswith("**Time:** 1 min 35 s, in the full report of 2026-01-01 00:00 UTC")
+    row = P._row("| [`04_hierarchy`](x) | old question | old | 9 min |")
+    assert row == f"| [`04_hierarchy`](x) | {spec.question} | {spec.regenerates} | 1 min 35 s |"
+    monkeypatch.undo()
+    pipeline.study_times.cache_clear()

@@ -25,7 +25,8 @@ def faces(tmp_path_factory):
     torch.manual_seed(0)
     run = root / "run"
     train(TrainConfig(model=ModelConfig.preset("tiny", "hdae_u"), out=str(run), data=str(root / "img"), steps=6,
-                      batch_size=8, eval_every=0, ckpt_every=6, log_every=3, progress=False, tensorboard=False))
+                      batch_size=8, eval_every=0, eval_size=8, ckpt_every=6, log_every=3, progress=False,
+                      tensorboard=False))
     return {"root": root, "info": info, "attrs": attrs, "diffae": diffae, "run": run}
 
 
