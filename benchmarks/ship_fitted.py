@@ -25,7 +25,7 @@ ROOT = pretrained.PRETRAINED_DIR
 
 
 def _checks(metrics: dict, prefix: str = "") -> list[str]:
-    return [f"| {c['name']} | {c['value']:.4g} | {c.get('relation', '')} {c['bound']} | "
+    return [f"| {c['name'].replace('|', chr(92) + '|')} | {c['value']:.4g} | {c.get('relation', '')} {c['bound']} | "
             f"{'yes' if c['passed'] else 'NO'} |" for c in metrics.get("checks", []) if c["name"].startswith(prefix)
             and isinstance(c["value"], (int, float))]
 
