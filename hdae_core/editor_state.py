@@ -246,7 +246,7 @@ class EditorState:
 
     def reset_all(self) -> None:
         """Every setting back to its start: α 0, k all, every level edited, no partner, the image's own x_T."""
-        self.reset()
+        self.alphas = {n: 0.0 for n in self.alphas}
         self.k, self.edit_levels, self.partner, self.mix_levels, self.x_T_mode = None, None, None, [], "own"
 
     def add_image(self, image: torch.Tensor, name: str) -> int:
@@ -289,9 +289,7 @@ class EditorState:
         """Decode from the image's own inverted x_T ("own") or a random x_T drawn from ``seed`` ("random")."""
         if mode not in X_T_MODES:
             raise ValueError(f"x_T mode: expected one of {X_T_MODES}, got {mode!r}")
-        self.x_T_mode = mode
-        if seed is not None:
-            self.seed = int(seed)
+        self.x_T_mode, self.seed = mode, self.seed if seed is None else int(seed)
 
     def partner_codes(self, j: int) -> torch.Tensor:
         """Codes [1, L, D] of partner j (shared with the gallery's when the partners are the gallery)."""

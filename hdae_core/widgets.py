@@ -149,8 +149,7 @@ class Editor:
         return self.sync().edited_codes(codes)
 
     def render(self) -> torch.Tensor:
-        """Decode the current edit: the original, reconstruction and edited panels (and the other model's edit
-        when compared, the pasted-back photo when asked for), the status line."""
+        """Decode the current edit into the panels (the other model's and the pasted-back photo when asked for)."""
         st = self.sync()
         x = st.render()
         panel = {"original": st.images[st.index], "reconstruction": st.reconstruction(), "edited": x}
