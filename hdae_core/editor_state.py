@@ -343,8 +343,7 @@ class EditorState:
         return x.clamp(-1, 1)
 
     def reconstruction(self) -> torch.Tensor:
-        """The image decoded from its codes and the current x_T with no edit (α = 0, no partner): [3, H, W];
-        decoded once per image, step count and x_T."""
+        """The image decoded from its codes and x_T, unedited (α = 0, no partner), once per image, T and x_T."""
         key = (self.index, self.steps, self.x_T_mode, self.seed if self.x_T_mode == "random" else None)
         if key not in self._recon:
             codes, x_T = self.inversion()
