@@ -112,39 +112,119 @@ def checks(runs: pd.DataFrame, baselines: pd.Series, column: str = "eval_mse_ran
     return out
 
 
-def plot_ablation_curves(runs: pd.DataFrame, columns: Sequence[str], path: str | Path | None = None,
-                titles: Sequence[str] | None = None, baselines: Mapping[str, float] | None = None,
-                logy: bool = True, panel_size: tuple[float, float] = (4.6, 3.4)):
-    """One panel per column against steps: a line per variant (median over seeds), its seeds' range as a band."""
-    import matplotlib.pyplot as plt
+# column: (panel title, y-axis label); the random-x_T panels first, since they are the yardstick
+CURVES = {
+    "eval_mse_rand": ("Random x_T: the codes alone", "held-out MSE"),
+    "eval_lpips_rand": ("Random x_T: the codes alone", "held-out LPIPS"),
+    "eval_mse_enc": ("Encoded x_T: codes and the image's own noise", "held-out MSE"),
+    "eval_lpips_enc": ("Encoded x_T: codes and the image's own noise", "held-out LPIPS"),
+}
+ZOOM_FROM = 0.5  # a linear axis spans the curves from this fraction of the steps on (the early fall runs off the top)
+
+
+def _linear_ylim(data: pd.DataFrame, col: str) -> tuple[float, float]:
+    """A linear y range that shows the later curves apart: every median from ``ZOOM_FROM`` of the steps on."""
+    late = data[data["step"] >= data["step"].max() * ZOOM_FROM]
+    med = late.groupby(["variant", "step"])[col].median()
+    lo, hi = float(late[col].min()), float(med.max())
+    margin = 0.08 * (hi - lo) if hi > lo else 0.05 * abs(hi) or 1.0
+    return lo - margin, hi + 3 * margin
+
+
+def plot_ablation_curves(runs: pd.DataFrame, columns: Sequence[str] = tuple(CURVES), path: str | Path | None = None,
+                         titles: Sequence[str] | None = None, baselines: Mapping[str, float] | None = None,
+                         logy: bool = True, panel_size: tuple[float, float] = (4.2, 3.2), dpi: int = 110):
+    """One panel per column against training steps: a line per variant (median over seeds), its seeds' range as a
+    band, one legend beside the panels. ``logy=False``: linear axes spanning the second half of training, where
+    the variants' gaps are read."""
     import seaborn as sns
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FormatStrFormatter
+
+    from .plots import save_figure
 
     n = len(columns)
     ncols = 2 if n > 1 else 1
     nrows = -(-n // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(panel_size[0] * ncols, panel_size[1] * nrows), squeeze=False)
-    for ax, col, title in zip(axes.flat, columns, titles or columns):
+    fig = Figure(figsize=(panel_size[0] * ncols + 1.3, panel_size[1] * nrows), dpi=dpi, layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    order = list(dict.fromkeys(runs["variant"]))
+    colours = dict(zip(order, sns.color_palette(n_colors=max(len(order), 1))))
+    handles: dict[str, Any] = {}
+    for i, (ax, col) in enumerate(zip(axes, columns)):
+        title, ylabel = CURVES.get(col, (col, col))
         data = runs.dropna(subset=[col])
         if len(data):
-            sns.lineplot(data=data, x="step", y=col, hue="variant", estimator="median",
-                         errorbar=lambda v: (v.min(), v.max()), ax=ax, lw=1.4)
+            sns.lineplot(data=data, x="step", y=col, hue="variant", hue_order=order, palette=colours,
+                         estimator="median", errorbar=lambda v: (v.min(), v.max()), ax=ax, lw=1.4)
+            seeds = data.groupby("variant")["seed"].nunique()
+            handles.update((f"{v} ({seeds[v]})", h) for h, v in zip(*ax.get_legend_handles_labels()))
+            ax.get_legend().remove()
         if baselines and col in baselines:
-            ax.axhline(baselines[col], color="grey", ls="--", lw=1, label="mean-colour baseline")
-            ax.legend(fontsize=7)
+            line = ax.axhline(baselines[col], color="grey", ls="--", lw=1)
+            handles["mean-colour baseline"] = line
         if logy and len(data) and (data[col] > 0).all():
             ax.set_yscale("log")
-        ax.set_title(title)
+            for axis in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):
+                axis(FormatStrFormatter("%g"))  # 0.1, 0.2 rather than 10^-1, 2×10^-1
+        elif len(data):
+            ax.set_ylim(*_linear_ylim(data, col))
+        ax.set_title((titles or [None] * n)[i] or title, fontsize=9)
+        ax.set_xlabel("training steps")
+        ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[n:]:
-        ax.axis("off")
-    seeds = runs.groupby("variant")["seed"].nunique().to_dict()
-    fig.suptitle("Reconstruction against training steps (HDAE Fig. 5); band: range over seeds "
-                 + ", ".join(f"{v} {k}" for v, k in seeds.items()), fontsize=9)
-    fig.tight_layout()
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    if handles:
+        fig.legend(list(handles.values()), list(handles), loc="outside right center", fontsize=8, frameon=False,
+                   title="variant (seeds)" if len(handles) else None, title_fontsize=8)
+    fig.suptitle("Reconstruction against training steps (HDAE Fig. 5)\nline: median over seeds, band: their range"
+                 + ("" if logy else f"; linear axes from {ZOOM_FROM:.0%} of the steps on"), fontsize=9)
     if path is not None:
-        fig.savefig(path, dpi=110)
-    plt.close(fig)
+        save_figure(fig, path)
     return fig
+
+
+def encoded_rise(runs: pd.DataFrame, folder: str | Path | None = None) -> pd.DataFrame:
+    """Per run: the encoded-x_T MSE at its first evaluation, at its lowest (and that step) and at its last, beside
+    the random-x_T MSE at the first and last, and the DDIM steps of the evaluation (from the run's config)."""
+    rows = []
+    for (v, s), g in runs.dropna(subset=["eval_mse_enc", "eval_mse_rand"]).groupby(["variant", "seed"], sort=False):
+        g = g.sort_values("step")
+        enc, rand = g["eval_mse_enc"].to_numpy(float), g["eval_mse_rand"].to_numpy(float)
+        low = int(np.argmin(enc))
+        cfg = run_config(Path(folder) / v / f"seed{s}") if folder is not None else None
+        rows.append({"variant": v, "seed": int(s), "enc_first": enc[0], "enc_min": enc[low],
+                     "enc_min_step": int(g["step"].iloc[low]), "enc_last": enc[-1], "rand_first": rand[0],
+                     "rand_last": rand[-1], "eval_steps": cfg.eval_steps if cfg is not None else None})
+    return pd.DataFrame(rows, columns=["variant", "seed", "enc_first", "enc_min", "enc_min_step", "enc_last",
+                                       "rand_first", "rand_last", "eval_steps"])
+
+
+def encoded_finding(rise: pd.DataFrame) -> dict[str, Any]:
+    """``Study.finding``'s arguments for the encoded-x_T curves: how far below random x_T they end, how many rise
+    after their lowest point while random x_T falls, and what that curve measures."""
+    steps = sorted({int(t) for t in rise["eval_steps"].dropna()})
+    rising = rise["enc_last"] > rise["enc_min"] * 1.1  # 10 %: more than the evaluation's noise between steps
+    return {
+        "template": ("Over {n} runs the MSE from the encoded x_T ends at a median {enc:.2g}, {ratio:.0f}× below the "
+                     "MSE from random x_T ({rand:.3f}); in {rising} of them it ends more than 10 % above its lowest "
+                     "value (a median {rise:.0%} above it, lowest at step {step:.0f}) while the random-x_T MSE "
+                     "falls from {rand0:.3f}"),
+        "claim": ("x_T carries nearly all of the image, and the encoded curve measures the round trip of DiffAE's "
+                  "plain DDIM inversion at T = {T} (each backward step reuses the prediction at x_t for x_t+1), an "
+                  "error that can grow while the codes improve; it is no measure of the codes"),
+        "checks": bool(len(rise)) and bool((rise["enc_last"] < rise["rand_last"]).all()
+                                           and (rise["rand_last"] < rise["rand_first"]).all()),
+        "n": len(rise), "enc": float(rise["enc_last"].median()) if len(rise) else float("nan"),
+        "ratio": float((rise["rand_last"] / rise["enc_last"]).median()) if len(rise) else float("nan"),
+        "rand": float(rise["rand_last"].median()) if len(rise) else float("nan"),
+        "rand0": float(rise["rand_first"].median()) if len(rise) else float("nan"),
+        "rising": int(rising.sum()),
+        "rise": float((rise["enc_last"] / rise["enc_min"] - 1)[rising].median()) if rising.any() else 0.0,
+        "step": float(rise.loc[rising, "enc_min_step"].median()) if rising.any() else float("nan"),
+        "T": "/".join(map(str, steps)) or "the runs' evaluation steps",
+    }
 
 
 def run_config(run_dir: str | Path):

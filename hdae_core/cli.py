@@ -313,6 +313,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write into an --out that holds an earlier hdae report (its notebooks' results are replaced)")
     f.add_argument("--strict", action="store_true",
                    help="exit non-zero when a notebook is degraded (it ran, but one of its checks failed)")
+    f.add_argument("--format", dest="formats", default=None, metavar="FORMATS",
+                   help="figure formats, comma-separated from png, pdf, svg (e.g. png,pdf,svg): every figure gets a "
+                        "copy beside its PNG, vector where the figure is (image grids keep their images raster)")
+    f.add_argument("--quick", action="store_true",
+                   help="a classroom run: quick=True to every notebook that takes it (fewer images and steps, the "
+                        "same figures)")
     f.add_argument("--inception-weights", default=None, metavar="PATH", type=_existing,
                    help="an Inception-v3 weights file (torch-fidelity's pt_inception-2015-12-05): adds FID on real "
                         "images through torchmetrics; without it FID is skipped with a message")

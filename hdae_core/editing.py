@@ -219,15 +219,16 @@ def style_mix_grid(model, x_a: torch.Tensor, x_b: torch.Tensor, steps: int = 100
 
 
 def style_mix_labels(num_levels: int, order: str = "low_to_high") -> list[str]:
-    """Column labels of a style-mixing row: A, A's codes, the L − 1 partial mixes, all from B, B."""
+    """Column labels of a style-mixing row: A, A's codes decoded (every level from A), the L − 1 partial mixes,
+    every level from B, B."""
     L = num_levels
     if L == 1:
-        mixes = []  # one level: A's codes, then all from B
+        mixes = []  # one level: A's code, then B's
     elif order == "low_to_high":
         mixes = ["z1 from B"] + [f"z1..z{j} from B" for j in range(2, L)]
     else:
         mixes = [f"z{L} from B"] + [f"z{L - j + 1}..z{L} from B" for j in range(2, L)]
-    return ["A", "A codes", *mixes, "all from B", "B"]
+    return ["A", "all from A", *mixes, "all from B", "B"]
 
 
 # ---------------------------------------------------------------- interpolation

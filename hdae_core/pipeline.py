@@ -331,12 +331,24 @@ def parameters_for(profile: str, name: str, reports: str | Path, models: dict[st
 # ---------------------------------------------------------------- execution
 
 
+FORMATS_ENV = "HDAE_FIGURE_FORMATS"  # plots.FORMATS_ENV, named here so that a plain run need not import plots
+
+
+def takes_quick(name: str, notebook_dir: str | Path | None = None) -> bool:
+    """Whether the notebook's parameters cell has ``quick`` (``--quick`` is passed only to those)."""
+    path = notebook_path(name, notebook_dir)
+    return path.is_file() and "quick" in notebook_parameters(path)
+
+
 @contextlib.contextmanager
-def _kernel_env(threads: int = 1):
-    """Environment for the kernels: this checkout's package first on the path, one BLAS/OpenMP thread."""
-    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+def _kernel_env(threads: int = 1, formats: str | None = None):
+    """Environment for the kernels: this checkout's package first on the path, one BLAS/OpenMP thread, and the
+    figure formats (``--format``) when given; without it the kernels inherit the caller's."""
+    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "OMP_NUM_THREADS", "MKL_NUM_THREADS", FORMATS_ENV)}
     parts = [str(REPO_DIR)] + [p for p in (saved["PYTHONPATH"] or "").split(os.pathsep) if p]
     os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(parts))
+    if formats:
+        os.environ[FORMATS_ENV] = formats
     for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(k, str(threads))
     try:
@@ -557,13 +569,20 @@ def run(profile: str = "full", only: Iterable[str] | None = None, reports: str |
         progress: bool = True, notebook_dir: str | Path | None = None, pretrained_dir: str | Path | None = None,
         timeout: float | None = None, kernel: str = KERNEL,
         inception_weights: str | Path | None = None, checkpoint=None, checkpoint_dae=None, data=None,
-        attributes=None, command: str | None = None, overwrite: bool = False) -> dict[str, Any]:
+        attributes=None, command: str | None = None, overwrite: bool = False, formats: str | None = None,
+        quick: bool = False) -> dict[str, Any]:
     """Run the notebooks (all, or ``only``) with the profile's parameters; returns the summary (``summary['ok']``:
     every selected notebook ran; ``summary['all_checks_passed']``: and none is degraded). ``inception_weights``
     goes to the notebooks that take it (FID on real images). ``reports`` must be new, empty, the checkout's
-    reports/ or (with ``overwrite``) an earlier report: ``check_destination``."""
+    reports/ or (with ``overwrite``) an earlier report: ``check_destination``. ``formats`` ('png,pdf,svg'): every
+    figure is also written in these (the kernels read it from ``plots.FORMATS_ENV``); ``quick``: ``quick=True`` to
+    every notebook whose parameters cell has it (a classroom run: fewer images and steps, the same figures)."""
     if profile not in PROFILES:
         raise ValueError(f"profile: expected one of {', '.join(PROFILES)}, got {profile!r}")
+    if formats:
+        from .plots import parse_formats  # lazy, as the CLI: plots brings matplotlib and seaborn
+
+        formats = ",".join(parse_formats(formats))  # an unknown format is refused before anything runs
     kernel_python(kernel)  # a clear error before any work when the kernel is missing
     names = select(only)
     # the user's model and data (or {}: the demo pair on Shapes), checked before anything is written
@@ -577,14 +596,14 @@ def run(profile: str = "full", only: Iterable[str] | None = None, reports: str |
     lock = lock_reports(reports)
     try:
         return _run_locked(profile, names, not_run, inputs, reports, t0, progress, notebook_dir, pretrained_dir,
-                           timeout, kernel, inception_weights, command)
+                           timeout, kernel, inception_weights, command, formats, quick)
     finally:
         if lock is not None:
             lock.close()
 
 
 def _run_locked(profile, names, not_run, inputs, reports: Path, t0: float, progress, notebook_dir, pretrained_dir,
-                timeout, kernel, inception_weights, command) -> dict[str, Any]:
+                timeout, kernel, inception_weights, command, formats=None, quick=False) -> dict[str, Any]:
     work = reports / WORK
     run_warnings: list[str] = []
 
@@ -628,7 +647,7 @@ def _run_locked(profile, names, not_run, inputs, reports: Path, t0: float, progr
                    "ok": all(n in ordered and ordered[n]["status"] in RAN for n in names),
                    "all_checks_passed": all(n in ordered and ordered[n]["status"] == "ok" for n in names),
                    "warnings": run_warnings, "seconds": round(time.perf_counter() - t0, 1),
-                   "inputs": inputs, "command": command,
+                   "inputs": inputs, "command": command, "formats": formats or "png", "quick": quick,
                    "written": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "cores": os.cpu_count()}
         summary_file.write_text(json.dumps(summary, indent=2, default=str) + "\n")
         summary["index"] = str(write_index(reports, summary))
@@ -636,7 +655,7 @@ def _run_locked(profile, names, not_run, inputs, reports: Path, t0: float, progr
 
     write_summary()
     bar = tqdm(names, desc="notebooks", unit="nb", disable=not progress, file=sys.stderr)
-    with _kernel_env():
+    with _kernel_env(formats=formats):
         for name in bar:
             bar.set_postfix_str(name)
             out_dir = reports / name
@@ -644,6 +663,12 @@ def _run_locked(profile, names, not_run, inputs, reports: Path, t0: float, progr
             params.update(_input_parameters(name, inputs))
             if inception_weights and STUDY[name].takes_inception:
                 params["inception_weights"] = str(Path(inception_weights).expanduser().resolve())
+            quick_note = None
+            if quick:
+                if takes_quick(name, notebook_dir):
+                    params["quick"] = True
+                else:
+                    quick_note = "--quick: this notebook has no quick parameter, so it ran at its own size"
             problems = [p.split(": ", 1)[1] for p in check_parameters([profile], notebook_dir)
                         if p.startswith(f"{profile}/{name}:")]
             if STUDY[name].needs_models and model_error:
@@ -652,6 +677,8 @@ def _run_locked(profile, names, not_run, inputs, reports: Path, t0: float, progr
                 res = execute(name, params, out_dir, notebook_dir, timeout, kernel)
             res["parameters"] = params
             res["parameter_problems"] = problems
+            if quick_note:
+                res["note"] = quick_note
             res["metrics"] = _read_metrics(out_dir) if out_dir.is_dir() else None
             res["failed_checks"] = []
             if res["status"] == "ok":  # it ran: its own checks decide between ok and degraded
@@ -681,6 +708,8 @@ class FiguresOptions:
     data: str | None = None
     attributes: str | None = None
     overwrite: bool = False
+    formats: str | None = None
+    quick: bool = False
     strict: bool = False
 
     @classmethod
@@ -700,6 +729,10 @@ class FiguresOptions:
             v = getattr(self, key)
             if v and v != getattr(FiguresOptions, key):
                 parts += [flag, shlex.quote(str(v))]
+        if self.formats:
+            parts += ["--format", shlex.quote(self.formats)]
+        if self.quick:
+            parts.append("--quick")
         return " ".join(parts)
 
 

@@ -1,14 +1,18 @@
 """Figures: image grids, curves, ECDFs and level heatmaps."""
 from __future__ import annotations
 
+import functools
+import os
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 import seaborn as sns
 import torch
+from matplotlib import font_manager
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 from PIL import Image, ImageDraw, ImageFont
 
 from .editing import normalized_weights
@@ -47,9 +51,11 @@ def save_grid(path: str | Path, rows: Sequence[torch.Tensor], scale: int = 1) ->
 
 # ---------------------------------------------------------------- labelled image grids
 
-# Shapes label colours (background, ellipse, square, triangle, star, clutter), RGB in [0, 1]
-LABEL_PALETTE = ((0.12, 0.12, 0.12), (0.90, 0.30, 0.25), (0.25, 0.60, 0.95), (0.35, 0.80, 0.35),
-                 (0.98, 0.80, 0.20), (0.75, 0.75, 0.75))
+# Label-map colours (background, ellipse, square, triangle, star, clutter), RGB in [0, 1]: greys, pink, brown and
+# olive, none of them one of the world's object colours (red, green, blue, yellow, purple, cyan), so a layout is
+# never mistaken for a rendered object
+LABEL_PALETTE = ((0.10, 0.10, 0.10), (1.00, 0.62, 0.78), (0.62, 0.40, 0.20), (0.97, 0.97, 0.97),
+                 (0.62, 0.62, 0.18), (0.50, 0.50, 0.50))
 
 
 def label_map_to_image(label_map: torch.Tensor, palette: Sequence[Sequence[float]] = LABEL_PALETTE) -> torch.Tensor:
@@ -63,16 +69,25 @@ def label_map_to_image(label_map: torch.Tensor, palette: Sequence[Sequence[float
     return (pal[lm].permute(0, 3, 1, 2) * 2 - 1).contiguous()
 
 
+def label_legend(names: Sequence[str], palette: Sequence[Sequence[float]] = LABEL_PALETTE) -> list[tuple[str, tuple]]:
+    """(name, colour) per label of a label map, for a grid's ``legend``."""
+    if len(names) > len(palette):
+        raise ValueError(f"label_legend: {len(names)} labels, the palette has {len(palette)} colours")
+    return [(str(n), tuple(c)) for n, c in zip(names, palette)]
+
+
 def noise_to_image(x: torch.Tensor, sigmas: float = 2.5) -> torch.Tensor:
     """Show N(0, I)-like tensors (x_T, x_t) as images: ±``sigmas`` standard deviations map to [-1, 1]."""
     return (x / sigmas).clamp(-1, 1)
 
 
-def _font(size: int = 10):
+@functools.lru_cache(maxsize=8)
+def _font(size: int = 12):
+    """DejaVu Sans, matplotlib's own font: the PNG and the vector copies set labels in the same metrics."""
     try:
+        return ImageFont.truetype(font_manager.findfont("DejaVu Sans"), size)
+    except OSError:  # pragma: no cover - matplotlib ships the font
         return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1: a fixed bitmap font
-        return ImageFont.load_default()
 
 
 def _text_size(font, text: str) -> tuple[int, int]:
@@ -103,49 +118,138 @@ def _wrap(font, text: str, width: int) -> list[str]:
     return lines
 
 
-def labeled_grid(rows: Sequence[torch.Tensor], row_labels: Sequence[str] | None = None,
-                 col_labels: Sequence[str] | None = None, scale: int = 2, pad: int = 1,
-                 font_size: int = 10) -> Image.Image:
-    """``image_grid`` with a label left of each row and above each column (white margins, black text)."""
+def grid_font_size(cell_height: int) -> int:
+    """Label size in pixels for grid cells ``cell_height`` px tall: 12 px (readable on screen and, at a column's
+    width, in print) up to 64 px cells, growing with larger ones."""
+    return max(12, round(cell_height / 5.5))
+
+
+def _grid_layout(rows, row_labels, col_labels, scale, pad, font_size, title, legend) -> dict[str, Any]:
+    """Where everything of a labelled grid goes, in pixels: one layout for the PNG and the vector copies."""
     grid = image_grid(rows, scale=scale, pad=pad)
     if row_labels is not None and len(row_labels) != len(rows):
         raise ValueError(f"row_labels: {len(row_labels)} labels for {len(rows)} rows")
     n_cols = max(len(r) for r in rows)
     if col_labels is not None and len(col_labels) > n_cols:
         raise ValueError(f"col_labels: {len(col_labels)} labels for {n_cols} columns")
-    font = _font(font_size)
-    line_h = _text_size(font, "Ag")[1] + 2
     h, w = rows[0].shape[-2] * scale, rows[0].shape[-1] * scale
+    font_size = font_size or grid_font_size(h)
+    font = _font(font_size)
+    line_h = _text_size(font, "Ag")[1] + 3
     gap = 4
-    left = 0
-    if row_labels:
-        left = max(_text_size(font, str(t))[0] for t in row_labels) + 2 * gap
-    top = 0
-    wrapped = []
+    left = max((_text_size(font, str(t))[0] for t in row_labels), default=0) + 2 * gap if row_labels else 0
+    width = left + grid.width
+    texts: list[tuple[int, int, str]] = []
+    swatches: list[tuple[int, int, int, tuple]] = []
+    y = 0
+    if title:
+        for line in _wrap(font, str(title), width - 2 * gap):
+            texts.append((gap, y + 1, line))
+            y += line_h
+        y += gap
     if col_labels:
-        wrapped = [_wrap(font, str(t), w + pad * scale) for t in col_labels]
-        top = max(len(ls) for ls in wrapped) * line_h + gap
-    canvas = Image.new("RGB", (left + grid.width, top + grid.height), (255, 255, 255))
-    canvas.paste(grid, (left, top))
-    draw = ImageDraw.Draw(canvas)
+        wrapped = [_wrap(font, str(t), w - gap) for t in col_labels]  # a gap between neighbouring labels
+        for j, lines in enumerate(wrapped):
+            x0 = left + pad * scale + j * (w + pad * scale)
+            for k, line in enumerate(lines):
+                texts.append((x0 + max(0, (w - _text_size(font, line)[0]) // 2), y + k * line_h + 1, line))
+        y += max(len(ls) for ls in wrapped) * line_h + gap
+    top = y
     for i, text in enumerate(row_labels or []):
-        y = top + (pad * scale) + i * (h + pad * scale) + (h - line_h) // 2
-        draw.text((gap, y), str(text), fill=(0, 0, 0), font=font)
-    for j, lines in enumerate(wrapped):
-        x0 = left + pad * scale + j * (w + pad * scale)
-        for k, line in enumerate(lines):
-            tw = _text_size(font, line)[0]
-            draw.text((x0 + max(0, (w - tw) // 2), k * line_h + 1), line, fill=(0, 0, 0), font=font)
+        texts.append((gap, top + pad * scale + i * (h + pad * scale) + (h - line_h) // 2, str(text)))
+    y = top + grid.height
+    if legend:
+        y += gap
+        x, box = gap, line_h - 3
+        for name, colour in legend:
+            item = box + gap + _text_size(font, name)[0] + 3 * gap
+            if x > gap and x + item > width:
+                x, y = gap, y + line_h
+            swatches.append((x, y + 1, box, tuple(colour)))
+            texts.append((x + box + gap, y, name))
+            x += item
+        y += line_h + gap
+    return {"grid": grid, "size": (width, max(y, top + grid.height)), "origin": (left, top), "texts": texts,
+            "swatches": swatches, "font": font, "font_size": font_size}
+
+
+def labeled_grid(rows: Sequence[torch.Tensor], row_labels: Sequence[str] | None = None,
+                 col_labels: Sequence[str] | None = None, scale: int = 2, pad: int = 1,
+                 font_size: int | None = None, title: str | None = None,
+                 legend: Sequence[tuple[str, Sequence[float]]] | None = None) -> Image.Image:
+    """``image_grid`` with a label left of each row and above each column, an optional ``title`` above and a
+    ``legend`` of (name, RGB in [0, 1]) swatches below (white margins, black text; ``grid_font_size`` by default)."""
+    lay = _grid_layout(rows, row_labels, col_labels, scale, pad, font_size, title, legend)
+    canvas = Image.new("RGB", lay["size"], (255, 255, 255))
+    canvas.paste(lay["grid"], lay["origin"])
+    draw = ImageDraw.Draw(canvas)
+    for x, y, text in lay["texts"]:
+        draw.text((x, y), text, fill=(0, 0, 0), font=lay["font"])
+    for x, y, box, colour in lay["swatches"]:
+        fill = tuple(int(round(255 * c)) for c in colour)
+        draw.rectangle((x, y, x + box - 1, y + box - 1), fill=fill, outline=(0, 0, 0))
     return canvas
 
 
+def labeled_grid_figure(rows: Sequence[torch.Tensor], row_labels: Sequence[str] | None = None,
+                        col_labels: Sequence[str] | None = None, scale: int = 2, pad: int = 1,
+                        font_size: int | None = None, title: str | None = None,
+                        legend: Sequence[tuple[str, Sequence[float]]] | None = None, dpi: int = 100) -> Figure:
+    """``labeled_grid`` as a matplotlib figure of the same size: the images raster, the labels text (for PDF/SVG)."""
+    lay = _grid_layout(rows, row_labels, col_labels, scale, pad, font_size, title, legend)
+    (W, H), (left, top), grid = lay["size"], lay["origin"], lay["grid"]
+    fig = Figure(figsize=(W / dpi, H / dpi), dpi=dpi)
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.set_xlim(0, W)
+    ax.set_ylim(H, 0)
+    ax.axis("off")
+    ax.imshow(np.asarray(grid), extent=(left, left + grid.width, top + grid.height, top), interpolation="nearest")
+    points = lay["font_size"] * 72 / dpi  # the PNG's pixel size, in points at this dpi
+    for x, y, text in lay["texts"]:
+        ax.text(x, y, text, fontsize=points, family="DejaVu Sans", va="top", ha="left")
+    for x, y, box, colour in lay["swatches"]:
+        ax.add_patch(Rectangle((x, y), box, box, facecolor=colour, edgecolor="black", lw=0.5))
+    return fig
+
+
 def save_labeled_grid(path: str | Path, rows: Sequence[torch.Tensor], row_labels: Sequence[str] | None = None,
-                      col_labels: Sequence[str] | None = None, scale: int = 2) -> Path:
-    """Write a ``labeled_grid`` PNG."""
+                      col_labels: Sequence[str] | None = None, scale: int = 2, title: str | None = None,
+                      legend: Sequence[tuple[str, Sequence[float]]] | None = None) -> Path:
+    """Write a ``labeled_grid`` PNG, and a vector copy per other format of ``figure_formats``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    labeled_grid(rows, row_labels, col_labels, scale=scale).save(path)
+    kw = dict(row_labels=row_labels, col_labels=col_labels, scale=scale, title=title, legend=legend)
+    labeled_grid(rows, **kw).save(path)
+    for copy in vector_copies(path):
+        labeled_grid_figure(rows, **kw).savefig(copy, facecolor="white")
     return path
+
+
+# ---------------------------------------------------------------- figure formats
+
+FORMATS_ENV = "HDAE_FIGURE_FORMATS"  # set by `hdae figures --format` for its kernels (pipeline.FORMATS_ENV)
+FORMATS = ("png", "pdf", "svg")
+
+
+def parse_formats(text: str | Sequence[str] | None) -> tuple[str, ...]:
+    """'png,pdf,svg' → ('png', 'pdf', 'svg'): PNG always first (the report's index shows the PNGs)."""
+    parts = text.split(",") if isinstance(text, str) else list(text or [])
+    chosen = [p.strip().lower().lstrip(".") for p in parts if p.strip()]
+    bad = [p for p in chosen if p not in FORMATS]
+    if bad:
+        raise ValueError(f"--format {', '.join(bad)}: choose from {', '.join(FORMATS)} (comma-separated)")
+    return tuple(dict.fromkeys(["png", *chosen]))
+
+
+def figure_formats() -> tuple[str, ...]:
+    """The formats every figure is written in: ``$HDAE_FIGURE_FORMATS`` (``hdae figures --format``), else PNG."""
+    return parse_formats(os.environ.get(FORMATS_ENV, ""))
+
+
+def vector_copies(path: str | Path) -> list[Path]:
+    """Where a figure saved as ``path`` gets its copies in the other formats of ``figure_formats``."""
+    path = Path(path)
+    return [path.with_suffix(f".{f}") for f in figure_formats() if f".{f}" != path.suffix.lower()]
 
 
 # ---------------------------------------------------------------- matplotlib figures
@@ -163,10 +267,13 @@ def _figure(n_panels: int, ncols: int | None, panel_size: tuple[float, float], d
 
 
 def save_figure(fig, path: str | Path, dpi: int | None = None) -> Path:
-    """Write a matplotlib figure as PNG at exactly figsize × dpi pixels."""
+    """Write a matplotlib figure as PNG at exactly figsize × dpi pixels, and a vector copy per other format of
+    ``figure_formats`` beside it (``hdae figures --format png,pdf,svg``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi or fig.dpi, facecolor="white")
+    for copy in vector_copies(path):
+        fig.savefig(copy, dpi=dpi or fig.dpi, facecolor="white")
     return path
 
 
@@ -286,17 +393,23 @@ def plot_level_heatmap(directions, path: str | Path | None = None, level_names: 
 
 def plot_bars(table, path: str | Path | None = None, ylabel: str = "", ylim: tuple[float, float] | None = None,
               title: str | None = None, size: tuple[float, float] = (9.0, 3.5), dpi: int = 100,
-              hline: float | None = None, errorbar=("ci", 95), seed: int = 0, intervals=None):
+              hline: float | None = None, errorbar=("ci", 95), seed: int = 0, intervals=None,
+              groups: Mapping[str, str] | None = None):
     """Grouped bars (``seaborn.barplot``): one group per index label of ``table`` (a DataFrame), one bar per column.
 
     Rows that share an index label are replicates (per image, per seed): the bar is their mean and the whisker
     ``errorbar`` (default a 95 % bootstrap interval, seeded); a label with one row has no whisker.
     ``intervals`` = (low, high), two frames shaped as ``table``: whiskers computed elsewhere (e.g. a bootstrap of
-    a statistic that is no mean, such as AUROC)."""
+    a statistic that is no mean, such as AUROC). ``groups`` maps index labels to a group (a tier: structure /
+    appearance / other): the rows are ordered by group, a group's name is written under its labels and a line
+    parts it from the next. The legend of the columns stands beside the axes, off the bars."""
     fig, (ax,) = _figure(1, 1, size, dpi)
     table = table.copy()
     table.index = [str(r) for r in table.index]
     rows, cols = list(dict.fromkeys(table.index)), [str(c) for c in table.columns]
+    if groups:
+        group_of = {r: str(groups.get(r, "other")) for r in rows}
+        rows = sorted(rows, key=lambda r: _group_rank(group_of[r], group_of.values()))  # stable within a group
     table.columns = cols
     long = table.rename_axis("_group").reset_index().melt(id_vars="_group", var_name="_bar", value_name="_value")
     long["_value"] = pd.to_numeric(long["_value"], errors="coerce")
@@ -316,17 +429,78 @@ def plot_bars(table, path: str | Path | None = None, ylabel: str = "", ylim: tup
                     ax.plot([bar.get_x() + bar.get_width() / 2] * 2, [lo, hi], color="black", lw=1)
     ax.set_xticks(range(len(rows)), rows, rotation=40, ha="right", fontsize=8)
     ax.set_xlabel("")
+    if groups:
+        _group_spans(ax, [group_of[r] for r in rows])
     if hline is not None:
         ax.axhline(hline, color="grey", lw=0.8, ls="--")
     if ylim:
         ax.set_ylim(*ylim)
     ax.set_ylabel(ylabel)
     if title:
-        ax.set_title(title)
+        ax.set_title(title, pad=14 if groups else 6)
     if len(cols) > 1:
-        ax.legend(fontsize=8, title=None)
+        ax.legend(fontsize=8, title=None, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
     ax.grid(alpha=0.3, axis="y")
     ax.set_axisbelow(True)
     if path is not None:
         save_figure(fig, path)
     return fig
+
+
+TIER_ORDER = ("structure", "appearance", "other")
+
+
+def _group_rank(group: str, seen) -> tuple[int, int]:
+    """Tiers in ``TIER_ORDER``, then any other group in the order it first appears."""
+    seen = list(dict.fromkeys(seen))
+    return (TIER_ORDER.index(group), 0) if group in TIER_ORDER else (len(TIER_ORDER), seen.index(group))
+
+
+def _group_spans(ax, group_per_position: Sequence[str]) -> None:
+    """Name each run of equal groups along the x axis (above the axes) and part the runs by a vertical line."""
+    start = 0
+    for i in range(1, len(group_per_position) + 1):
+        if i == len(group_per_position) or group_per_position[i] != group_per_position[start]:
+            ax.text((start + i - 1) / 2, 1.01, group_per_position[start], transform=ax.get_xaxis_transform(),
+                    ha="center", va="bottom", fontsize=8, style="italic")
+            if i < len(group_per_position):
+                ax.axvline(i - 0.5, color="grey", lw=0.8)
+            start = i
+
+
+def plot_level_share_matrix(shares: pd.DataFrame, path: str | Path | None = None,
+                            groups: Mapping[str, str] | None = None, title: str | None = None, dpi: int = 100,
+                            cell: tuple[float, float] = (0.62, 0.3)):
+    """Attributes × levels (``shares``: a row per attribute, columns z1…zL) with each share printed in its cell
+    (``seaborn.heatmap``); ``groups`` (attribute → tier) orders the rows and parts the tiers by a line."""
+    shares = shares.astype(float)
+    rows = list(shares.index)
+    if groups:
+        named = [str(groups.get(r, "other")) for r in rows]
+        rows = sorted(rows, key=lambda r: _group_rank(str(groups.get(r, "other")), named))
+    shares = shares.loc[rows]
+    labels = [f"{r} ({groups.get(r, 'other')})" if groups else str(r) for r in rows]
+    size = (1.8 + 1.0 + cell[0] * shares.shape[1], 0.9 + cell[1] * len(rows))
+    fig, (ax,) = _figure(1, 1, size, dpi)
+    sns.heatmap(shares.to_numpy(), ax=ax, annot=True, fmt=".0%", cmap="Blues", vmin=0, vmax=1, linewidths=0.5,
+                xticklabels=[str(c) for c in shares.columns], yticklabels=labels, annot_kws={"fontsize": 7},
+                cbar_kws={"label": "share of Σ|n|", "shrink": 0.8})
+    ax.tick_params(axis="y", labelsize=8, rotation=0)
+    ax.tick_params(axis="x", labelsize=8, rotation=0)
+    ax.set_xlabel("code level (z1: finest, last: coarsest)", fontsize=8)
+    ax.set_ylabel("")
+    if groups:
+        tiers = [str(groups.get(r, "other")) for r in rows]
+        for i in range(1, len(tiers)):
+            if tiers[i] != tiers[i - 1]:
+                ax.axhline(i, color="black", lw=1.2)
+    if title:
+        ax.set_title(title, fontsize=9)
+    if path is not None:
+        save_figure(fig, path)
+    return fig
+
+
+def tiers(names: Sequence[str], structure: Sequence[str], appearance: Sequence[str]) -> dict[str, str]:
+    """Each attribute's tier for ``groups``: structure, appearance, or other (neither list names it)."""
+    return {n: "structure" if n in structure else "appearance" if n in appearance else "other" for n in names}

@@ -90,9 +90,12 @@ class Study:
         return path
 
     def grid(self, name: str, rows: Sequence[torch.Tensor], row_labels: Sequence[str] | None = None,
-             col_labels: Sequence[str] | None = None, scale: int = 1) -> Path:
-        """Save rows of images in [-1, 1] as the labelled grid ``name`` and display it."""
-        plots.save_labeled_grid(self.path(name), rows, row_labels=row_labels, col_labels=col_labels, scale=scale)
+             col_labels: Sequence[str] | None = None, scale: int = 1, title: str | None = None,
+             legend: Sequence[tuple[str, Sequence[float]]] | None = None) -> Path:
+        """Save rows of images in [-1, 1] as the labelled grid ``name`` (with a copy per format of
+        ``plots.figure_formats``) and display it; ``legend``: (name, RGB) swatches below, as ``plots.label_legend``."""
+        plots.save_labeled_grid(self.path(name), rows, row_labels=row_labels, col_labels=col_labels, scale=scale,
+                                title=title, legend=legend)
         return self.show(name)
 
     def check(self, name: str, value: Any, bound: Any, relation: str = "<=") -> bool:

@@ -261,8 +261,8 @@ def test_one_level_validator():
 
 
 def test_style_mix_labels_name_the_levels_taken_from_b():
-    assert style_mix_labels(3) == ["A", "A codes", "z1 from B", "z1..z2 from B", "all from B", "B"]
-    assert style_mix_labels(3, "high_to_low") == ["A", "A codes", "z3 from B", "z2..z3 from B", "all from B", "B"]
+    assert style_mix_labels(3) == ["A", "all from A", "z1 from B", "z1..z2 from B", "all from B", "B"]
+    assert style_mix_labels(3, "high_to_low") == ["A", "all from A", "z3 from B", "z2..z3 from B", "all from B", "B"]
 
 
 def test_untrained_like_is_a_fresh_seeded_copy_and_leaves_the_global_rng():
