@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import matplotlib
 import numpy as np
 import pandas as pd
 import seaborn as sns
@@ -221,7 +222,8 @@ def save_labeled_grid(path: str | Path, rows: Sequence[torch.Tensor], row_labels
     kw = dict(row_labels=row_labels, col_labels=col_labels, scale=scale, title=title, legend=legend)
     labeled_grid(rows, **kw).save(path)
     for copy in vector_copies(path):
-        labeled_grid_figure(rows, **kw).savefig(copy, facecolor="white")
+        with matplotlib.rc_context(VECTOR_TEXT):
+            labeled_grid_figure(rows, **kw).savefig(copy, facecolor="white")
     return path
 
 
@@ -229,6 +231,7 @@ def save_labeled_grid(path: str | Path, rows: Sequence[torch.Tensor], row_labels
 
 FORMATS_ENV = "HDAE_FIGURE_FORMATS"  # set by `hdae figures --format` for its kernels (pipeline.FORMATS_ENV)
 FORMATS = ("png", "pdf", "svg")
+VECTOR_TEXT = {"pdf.fonttype": 42, "svg.fonttype": "none"}  # labels stay text (editable, searchable), not outlines
 
 
 def parse_formats(text: str | Sequence[str] | None) -> tuple[str, ...]:
@@ -273,7 +276,8 @@ def save_figure(fig, path: str | Path, dpi: int | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi or fig.dpi, facecolor="white")
     for copy in vector_copies(path):
-        fig.savefig(copy, dpi=dpi or fig.dpi, facecolor="white")
+        with matplotlib.rc_context(VECTOR_TEXT):
+            fig.savefig(copy, dpi=dpi or fig.dpi, facecolor="white")
     return path
 
 
@@ -480,7 +484,7 @@ def plot_level_share_matrix(shares: pd.DataFrame, path: str | Path | None = None
         rows = sorted(rows, key=lambda r: _group_rank(str(groups.get(r, "other")), named))
     shares = shares.loc[rows]
     labels = [f"{r} ({groups.get(r, 'other')})" if groups else str(r) for r in rows]
-    size = (1.8 + 1.0 + cell[0] * shares.shape[1], 0.9 + cell[1] * len(rows))
+    size = (max(5.6, 2.8 + cell[0] * shares.shape[1]), 0.9 + cell[1] * len(rows))  # room for the title at small L
     fig, (ax,) = _figure(1, 1, size, dpi)
     sns.heatmap(shares.to_numpy(), ax=ax, annot=True, fmt=".0%", cmap="Blues", vmin=0, vmax=1, linewidths=0.5,
                 xticklabels=[str(c) for c in shares.columns], yticklabels=labels, annot_kws={"fontsize": 7},
