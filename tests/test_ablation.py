@@ -75,3 +75,35 @@ def test_mean_colour_baselines_use_each_runs_held_out_images(runs):
     b = ablation.mean_colour_baselines(folder, df, size=16)
     assert b[("dae", 0)] == b[("hdae_u", 0)] != b[("dae", 1)]
     assert 0.05 < b[("dae", 0)] < 0.3
+
+
+def test_encoded_rise_and_its_finding(runs):
+    folder, df, _ = runs
+    df = df.copy()
+    # hdae_u seed 0's encoded curve dips at step 200 and ends 50 % above that low while random x_T falls
+    sel = (df["variant"] == "hdae_u") & (df["seed"] == 0)
+    df.loc[sel, "eval_mse_enc"] = [0.02, 0.01, 0.015]
+    rise = ablation.encoded_rise(df, folder)
+    row = rise[(rise["variant"] == "hdae_u") & (rise["seed"] == 0)].iloc[0]
+    assert (row["enc_first"], row["enc_min"], row["enc_min_step"], row["enc_last"]) == (0.02, 0.01, 200, 0.015)
+    assert row["rand_first"] == 0.4 and row["rand_last"] == 0.1 and row["eval_steps"] is None  # no config.json
+    f = ablation.encoded_finding(rise)
+    assert f["checks"] is True and f["rising"] == 1 and f["rise"] == pytest.approx(0.5) and f["step"] == 200
+    text = f["template"].format(**f)
+    assert "in 1 of them it ends more than 10 % above its lowest value (a median 50% above it" in text
+    # an encoded curve at or above random x_T's: the claim is not shown
+    df.loc[sel, "eval_mse_enc"] = 1.0
+    assert ablation.encoded_finding(ablation.encoded_rise(df))["checks"] is False
+
+
+def test_ablation_curves_put_random_x_T_first_and_the_legend_beside(runs, tmp_path):
+    _, df, _ = runs
+    fig = ablation.plot_ablation_curves(df, path=tmp_path / "c.png", baselines={"eval_mse_rand": 0.3})
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles[0].startswith("Random x_T") and titles[2].startswith("Encoded x_T")
+    assert [ax.get_xlabel() for ax in fig.axes] == ["training steps"] * 4
+    assert all(ax.get_legend() is None for ax in fig.axes) and len(fig.legends) == 1
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["dae (2)", "hdae_u (2)", "mean-colour baseline"]
+    assert fig.axes[0].get_yscale() == "log"
+    linear = ablation.plot_ablation_curves(df, logy=False)
+    assert linear.axes[0].get_yscale() == "linear" and linear.axes[0].get_ylim()[1] < 0.5  # the early fall cut
