@@ -58,7 +58,9 @@ EDITOR_PARAMETERS: dict[str, tuple[str, type, Any]] = {
     "seed": ("HDAE_EDITOR_SEED", int, 0),
     "profile": ("HDAE_EDITOR_PROFILE", str, "full"),
     "threads": ("HDAE_EDITOR_THREADS", int, 1),
+    "quick": ("HDAE_EDITOR_QUICK", bool, False),
 }
+BOOLEANS = {"1": True, "true": True, "0": False, "false": False}  # how a variable spells a bool setting
 
 
 class EditorSettingError(ValueError):
@@ -68,8 +70,8 @@ class EditorSettingError(ValueError):
 def editor_settings(given: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Every ``EDITOR_PARAMETERS`` value: the one given (not None), else its environment variable, else the default.
 
-    A variable that does not parse as its type, or a count below 1, is an ``EditorSettingError`` in one line
-    naming the variable; a variable is not even read when the value is given."""
+    A variable that does not parse as its type (a bool as 1, 0, true or false), or a count below 1, is an
+    ``EditorSettingError`` in one line naming the variable; a variable is not even read when the value is given."""
     env = os.environ if environ is None else environ
     out = {}
     for name, (var, kind, default) in EDITOR_PARAMETERS.items():
@@ -80,6 +82,13 @@ def editor_settings(given: Mapping[str, Any], environ: Mapping[str, str] | None 
             out[name] = default
             continue
         raw = value
+        if kind is bool:
+            if not isinstance(value, bool):
+                value = BOOLEANS.get(str(value).strip().lower())
+            if value is None:
+                raise EditorSettingError(f"{source}={raw!r}: expected 1, 0, true or false (default {default!r})")
+            out[name] = value
+            continue
         try:
             value = kind(value)
         except (TypeError, ValueError):

@@ -425,3 +425,17 @@ def test_guided_start_finds_a_star_and_shows_three_steps(setup):
     assert len(st.images) > 2 and "is_star" in st.image_names[-1 if len(st.images) == 3 else 2]
     assert all(v.shape == (3, 16, 16) for v in shown.values())
     assert st.k is None and not any(st.alphas.values()) and st.partner is None  # left reset
+
+
+def test_editor_settings_read_quick_as_a_bool_and_refuse_other_spellings():
+    from hdae_core.widgets import EditorSettingError, editor_settings
+
+    assert editor_settings({})["quick"] is False
+    for raw, want in (("1", True), ("true", True), (" TRUE ", True), ("0", False), ("False", False)):
+        assert editor_settings({}, {"HDAE_EDITOR_QUICK": raw})["quick"] is want
+    assert editor_settings({"quick": True}, {"HDAE_EDITOR_QUICK": "maybe"})["quick"] is True  # given wins, unread
+    with pytest.raises(EditorSettingError, match=r"^\$HDAE_EDITOR_QUICK='yes': expected 1, 0, true or false") as e:
+        editor_settings({}, {"HDAE_EDITOR_QUICK": "yes"})
+    assert "\n" not in str(e.value)
+    with pytest.raises(EditorSettingError, match="quick='on': expected 1, 0, true or false"):
+        editor_settings({"quick": "on"}, {})
