@@ -36,7 +36,7 @@ def _card(title: str, what: str, identity: dict, summary: dict, rows: list[str])
              "below matches what they would fit on, and refit otherwise (`refit=True` refits anyway).", "",
              "```json", json.dumps(identity, indent=1, sort_keys=True), "```", ""]
     if rows:
-        lines += ["Its checks in that report:", "", "| check | value | bound | passed |", "|---|---|---|---|", *rows, ""]
+        lines += ["What that report measured:", "", "| measure | value | against | passed |", "|---|---|---|---|", *rows, ""]
     return "\n".join(lines)
 
 
@@ -54,12 +54,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("report", type=Path)
     ap.add_argument("--force", action="store_true")
+    ap.add_argument("--only", nargs="+", choices=["latent_ddim", "shapes32_oracle", "shapes32_pixel_oracle"],
+                    default=["latent_ddim", "shapes32_oracle", "shapes32_pixel_oracle"])
     args = ap.parse_args()
     summary = json.loads((args.report / "summary.json").read_text())
     if summary["profile"] != "full" or summary.get("inputs"):
         sys.exit(f"{args.report}: not a full report on the shipped pair")
     m09 = json.loads((args.report / "09_sampling" / "metrics.json").read_text())
-    for key, folder in pretrained.DEMO_MODELS.items():
+    for key, folder in pretrained.DEMO_MODELS.items() if "latent_ddim" in args.only else ():
         src = args.report / "09_sampling" / f"latent_{key}"
         ident = cache.read_identity(src)
         shipped = cache.model_identity(pretrained.load(folder))
@@ -74,13 +76,21 @@ def main() -> None:
         print(f"shipped {dest}")
     for name, cached, what in (("shapes32_oracle", "size32", "The Shapes attribute oracle (06, 07, 08, 09)."),
                                ("shapes32_pixel_oracle", "pixel_size32", "The pixel oracle of 08_layout.")):
+        if name not in args.only:
+            continue
         src = args.report / "_tmp" / "oracle" / cached
         ident = cache.read_identity(src)
         if ident is None:
             print(f"{src}: no cache entry with an identity (the study that trains it did not run): skipped")
             continue
         _copy(src, ROOT / name, args.force)
-        (ROOT / name / "README.md").write_text(_card(name, what, ident, summary, []))
+        config = next((ROOT / name).glob("*_config.json"))
+        report = json.loads(config.read_text()).get("report") or {}
+        rows = [f"| {k} | {v:.4g} | held-out images of its own training run | - |" for k, v in report.items()
+                if isinstance(v, (int, float))]
+        rows += [f"| mean accuracy over {len(v)} attributes | {sum(v.values()) / len(v):.4g} | held-out images | - |"
+                 for k, v in report.items() if k == "accuracy" and isinstance(v, dict)]
+        (ROOT / name / "README.md").write_text(_card(name, what, ident, summary, rows))
         print(f"shipped {ROOT / name}")
 
 
