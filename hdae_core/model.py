@@ -148,8 +148,8 @@ class HDAE(nn.Module):
                           refine: int = 1) -> torch.Tensor:
         """x_T by deterministic DDIM inversion of x0 given its codes (the stochastic encoder).
 
-        ``refine = 1`` (default) solves each sampler step backwards with one correction, at the same number of
-        network calls as DiffAE's inversion, so that ``decode(x_T, codes, steps)`` returns x0 far more exactly;
+        ``refine = 1`` (default) solves each sampler step backwards with one correction, at one network call more
+        than DiffAE's inversion, so that ``decode(x_T, codes, steps)`` returns x0 far more exactly;
         ``refine = 0`` is DiffAE's own inversion (what its checkpoints' golden outputs use); ``refine = k`` takes k
         corrections per step. See ``diffusion.ddim_invert`` and ``diffusion.ddim_invert_refined``.
         """
