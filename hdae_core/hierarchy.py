@@ -9,6 +9,10 @@ import torch
 
 
 
+# the share of a tier's attributes on its predicted half that the paper's reading asks for: a clear majority
+# (4 of 5), so one attribute of a tier may sit elsewhere without the reading failing
+PREDICTED_HALF_BAR = 0.8
+
 def level_shares(n) -> np.ndarray:
     """Each level's share of Σ|n| for a direction n [L, D] (sums to 1)."""
     a = torch.as_tensor(n).detach().double().abs().cpu()

@@ -46,6 +46,11 @@ APPEARANCE_ATTRIBUTES = ("red", "striped", "bright_background", "lit_from_left",
 STRUCTURE_ATTRIBUTES = tuple(a for a in ATTRIBUTE_NAMES if a not in APPEARANCE_ATTRIBUTES)
 # older names of the two tiers
 LOW_LEVEL_ATTRIBUTES, HIGH_LEVEL_ATTRIBUTES = APPEARANCE_ATTRIBUTES, STRUCTURE_ATTRIBUTES
+# the groups HDAE's reading of the hierarchy is held against (05): structure should sit on the coarse levels,
+# the object's and background's appearance on the fine ones; lighting and clutter cover the whole image and are
+# reported apart
+READING_GROUPS = {"structure": STRUCTURE_ATTRIBUTES, "appearance": ("red", "striped", "bright_background"),
+                  "lighting and clutter": ("lit_from_left", "cluttered")}
 DEFAULT_PAIR = ("red", "large")
 
 # Factor ranges. Sizes are equal-area radii (fraction of the image side): every shape class of
@@ -410,6 +415,7 @@ class Shapes(Dataset):
     shape_names = list(SHAPE_NAMES)
     color_names = list(COLOR_NAMES)
     structure_attributes = list(STRUCTURE_ATTRIBUTES)
+    reading_groups = {k: list(v) for k, v in READING_GROUPS.items()}
     appearance_attributes = list(APPEARANCE_ATTRIBUTES)
     structure_factors = list(STRUCTURE_FACTORS)
     appearance_factors = list(APPEARANCE_FACTORS)
