@@ -3,7 +3,7 @@
 For every model folder given (an exported model, a run's checkpoint folder, or a folder with
 ``ema.safetensors`` and ``config.json``), encodes held-out Shapes and prints held-out AUROC for:
 
-- the linear probe of notebook 05 (``editing.train_classifiers``: standardised codes, balanced logistic
+- the linear probe of notebook 05 (``directions.train_classifiers``: standardised codes, balanced logistic
   regression) at several training-set sizes and L2 strengths, to tell an under-fitted probe from codes that
   lack the attribute;
 - the same probe on each level alone (HDAE's z¹…z⁴);
@@ -32,7 +32,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from hdae_core import checkpoint, editing  # noqa: E402
+from hdae_core import checkpoint, directions  # noqa: E402
+from hdae_core.model import encode_dataset  # noqa: E402
+from hdae_core.stats import LatentStats  # noqa: E402
 from hdae_core.data import Shapes  # noqa: E402
 
 
@@ -42,18 +44,18 @@ def probe_table(codes: torch.Tensor, attrs: torch.Tensor, names: list[str], want
     idx = [names.index(a) for a in wanted]
     for n in sizes:
         for C in Cs:
-            clf = editing.train_classifiers(codes[:n], attrs[:n, idx], names=wanted, C=C, seed=seed)
+            clf = directions.train_classifiers(codes[:n], attrs[:n, idx], names=wanted, C=C, seed=seed)
             rows.append((f"linear, {n} codes, C={C:g}", {a: clf.meta["report"][a]["auroc"] for a in wanted}))
     n = sizes[-1]
     if levels and codes.shape[1] > 1:
         for lv in range(codes.shape[1]):
-            clf = editing.train_classifiers(codes[:n, lv:lv + 1], attrs[:n, idx], names=wanted, C=Cs[-1], seed=seed)
+            clf = directions.train_classifiers(codes[:n, lv:lv + 1], attrs[:n, idx], names=wanted, C=Cs[-1], seed=seed)
             rows.append((f"linear, level {lv} alone", {a: clf.meta["report"][a]["auroc"] for a in wanted}))
     if mlp:
         from sklearn.metrics import roc_auc_score
         from sklearn.neural_network import MLPClassifier
 
-        z = editing.LatentStats.from_codes(codes[:n]).standardize(codes[:n]).flatten(1).numpy()
+        z = LatentStats.from_codes(codes[:n]).standardize(codes[:n]).flatten(1).numpy()
         y_all = attrs[:n].numpy() > 0.5
         perm = np.random.default_rng(seed).permutation(n)
         test, train = perm[: n // 5], perm[n // 5:]
@@ -101,7 +103,7 @@ def main() -> int:
         model = checkpoint.load(folder)
         if model.config.image_size != 32:
             raise SystemExit(f"{folder}: a {model.config.image_size}px model; the Shapes probes are for 32px models")
-        enc = editing.encode_dataset(model, data, n=a.n, progress=False)
+        enc = encode_dataset(model, data, n=a.n, progress=False)
         rows = probe_table(enc["codes"], enc["attributes"], names, wanted, sizes, Cs,
                            not a.no_levels, not a.no_mlp)
         print(f"\n{folder} ({model.config.variant}, {model.num_levels} level(s) × {model.code_dim}), held-out "

@@ -53,10 +53,15 @@ limit=$(python3 -c "print(int(float('$MIN') * 60 + 150))")
 for r in $RUNS; do
   v=${r%%:*}; s=${r##*:}; d=$W/$v/seed$s
   if [ -n "${FROM:-}" ] && [ -d "$FROM/$v/seed$s" ] && [ ! -d "$d" ]; then mkdir -p "$W/$v"; cp -r "$FROM/$v/seed$s" "$d"; fi
-  mkdir -p "$d"; c=$(cmd "$v" "$s"); echo "$c" >>"$d/commands.txt"
-  timeout -s INT "$limit" python3 -m hdae_core.cli ${c#hdae } --out "$d" >"$d/train.log" 2>&1 &
+  # the log and command wait beside the run until it ends: hdae train starts only in a new, empty or run folder
+  c=$(cmd "$v" "$s"); mkdir -p "$W/logs"; echo "$c" >>"$W/logs/$v-seed$s.commands.txt"
+  timeout -s INT "$limit" python3 -m hdae_core.cli ${c#hdae } --out "$d" >"$W/logs/$v-seed$s.train.log" 2>&1 &
 done
 wait
+for r in $RUNS; do  # into each run folder, as the pack and a later --resume expect them
+  v=${r%%:*}; s=${r##*:}; d=$W/$v/seed$s; mkdir -p "$d"
+  cat "$W/logs/$v-seed$s.commands.txt" >>"$d/commands.txt"; cat "$W/logs/$v-seed$s.train.log" >>"$d/train.log"
+done
 [ "$mps" = 1 ] && echo quit | nvidia-cuda-mps-control >/dev/null 2>&1
 for r in $RUNS; do v=${r%%:*}; s=${r##*:}; echo "== $v seed$s"; tail -2 "$W/$v/seed$s/train.log"; done >>"$LOG" 2>&1
 

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from hdae_core import cache, pretrained
+from hdae_core.config import VARIANT_LABELS
 from hdae_core.latent import SHIPPED_DIR
 
 ROOT = pretrained.PRETRAINED_DIR
@@ -69,7 +70,7 @@ def main() -> None:
             sys.exit(f"{src}: its identity does not name the shipped {folder} ({shipped}); rerun 09 on it")
         dest = ROOT / folder / SHIPPED_DIR
         _copy(src, dest, args.force)
-        label = pretrained.VARIANT_LABELS[key]
+        label = VARIANT_LABELS[key]
         (dest / "README.md").write_text(_card(f"Latent DDIM of {folder}", "DiffAE's latent DDIM (an MLP over the "
                                               "standardised codes) fitted on this model's codes of training shapes, "
                                               "as 09_sampling fits it.", ident, summary, _checks(m09, label)))
