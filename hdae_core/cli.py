@@ -316,6 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--format", dest="formats", default=None, metavar="FORMATS",
                    help="figure formats, comma-separated from png, pdf, svg (e.g. png,pdf,svg): every figure gets a "
                         "copy beside its PNG, vector where the figure is (image grids keep their images raster)")
+    f.add_argument("--jobs", type=POSITIVE_INT, default=None,
+                   help="notebooks run at once, one kernel each (default: one per core, at most 2)")
     f.add_argument("--quick", action="store_true",
                    help="a classroom run: quick=True to every notebook that takes it (fewer images and steps, the "
                         "same figures)")

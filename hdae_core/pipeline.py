@@ -10,6 +10,7 @@ import os
 import shlex
 import shutil
 import sys
+import threading
 import time
 import warnings
 from dataclasses import dataclass, field, fields
@@ -56,6 +57,7 @@ class StudySpec:
     trains_own: str = ""  # why it is not run on the user's --checkpoint (it trains models of its own)
     takes_inception: bool = False  # computes FID when --inception-weights is given
     question: str = ""  # the question the study answers, as its first cell asks it
+    after: tuple[str, ...] = ()  # studies whose outputs it reads, run first when they run in the same report
 
     @property
     def seconds(self) -> float | None:
@@ -125,17 +127,18 @@ STUDIES: tuple[StudySpec, ...] = (
     StudySpec("05_directions", "HDAE Fig. 3 and Fig. 4", _PAIR, {"n_encode": 300},
               question=("Which attributes can a linear classifier read from the codes, and on which levels do they "
                         "live?")),
-    StudySpec("06_editing", "HDAE Fig. 9, Fig. 10 and a Table 2 analogue", {**_PAIR, "directions_dir": "{reports}/05_directions", **_ORACLE},
+    StudySpec("06_editing", "HDAE Fig. 9, Fig. 10 and a Table 2 analogue",
+              {**_PAIR, "directions_dir": "{reports}/05_directions", **_ORACLE},
               {"n_encode": 300, "n_images": 3, "steps": 2, "attributes": ["red", "large"], "sweep_attributes": ["red"],
                "k_fractions": [1.0, 0.25, 0.05], "alphas": [0.3, 1.0], "sweep_steps": 2,
                "oracle_steps": 20},
               question=("Does an edit along an attribute's direction change that attribute alone, and what do "
-                        "truncated features change?")),
+                        "truncated features change?"), after=("05_directions",)),
     StudySpec("07_editor", "none, teaching (Fig. 7 and Fig. 9, interactively)",
               {"checkpoint": "{hdae_u}", "checkpoint_dae": "{dae}", "directions_cache": "{reports}/05_directions",
                **_ORACLE},
               {"steps": 2, "n_images": 2, "n_stats": 128, "oracle_steps": 20},
-              question="What does an edit, or a style mix, do to an image of your choice?"),
+              question="What does an edit, or a style mix, do to an image of your choice?", after=("05_directions",)),
     StudySpec("08_layout", "HDAE Fig. 11", {"checkpoint_hdae": "{hdae_u}", **_ORACLE},
               {"n_train": 200, "layout_steps": 20, "layout_batch": 16, "n_layouts": 3, "n_images": 3, "steps": 2,
                "n_pairs": 8, "pixel_oracle_steps": 10, "oracle_steps": 20},
@@ -570,7 +573,7 @@ def run(profile: str = "full", only: Iterable[str] | None = None, reports: str |
         timeout: float | None = None, kernel: str = KERNEL,
         inception_weights: str | Path | None = None, checkpoint=None, checkpoint_dae=None, data=None,
         attributes=None, command: str | None = None, overwrite: bool = False, formats: str | None = None,
-        quick: bool = False) -> dict[str, Any]:
+        quick: bool = False, jobs: int = 1) -> dict[str, Any]:
     """Run the notebooks (all, or ``only``) with the profile's parameters; returns the summary (``summary['ok']``:
     every selected notebook ran; ``summary['all_checks_passed']``: and none is degraded). ``inception_weights``
     goes to the notebooks that take it (FID on real images). ``reports`` must be new, empty, the checkout's
@@ -596,14 +599,53 @@ def run(profile: str = "full", only: Iterable[str] | None = None, reports: str |
     lock = lock_reports(reports)
     try:
         return _run_locked(profile, names, not_run, inputs, reports, t0, progress, notebook_dir, pretrained_dir,
-                           timeout, kernel, inception_weights, command, formats, quick)
+                           timeout, kernel, inception_weights, command, formats, quick, jobs)
     finally:
         if lock is not None:
             lock.close()
 
 
+def _critical_path(names: list[str]) -> dict[str, float]:
+    """Each study's recorded time plus the longest chain of selected studies waiting on it: run the largest first."""
+    chain: dict[str, float] = {}
+    for n in reversed(names):
+        waiting = [chain[m] for m in names if n in STUDY[m].after and m in chain]
+        chain[n] = (STUDY[n].seconds or 0.0) + max(waiting, default=0.0)
+    return chain
+
+
+def _schedule(names: list[str], run_one, finished, jobs: int) -> None:
+    """Run ``run_one`` on every study, ``jobs`` at a time (one kernel each), a study only once the selected ones it
+    reads (``StudySpec.after``) have finished, the longest critical path first; ``finished(name, result)`` after
+    each. A failure to start or an interrupt stops new work; what runs still finishes and is recorded."""
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+    # one at a time: the studies' own order; side by side: the longest chain of work first, so it ends soonest
+    priority = _critical_path(names) if jobs > 1 else dict.fromkeys(names, 0.0)
+    pending, done, running = list(names), set(), {}
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        try:
+            while pending or running:
+                ready = sorted((n for n in pending if all(d in done or d not in names for d in STUDY[n].after)),
+                               key=lambda n: (-priority[n], names.index(n)))
+                for n in ready[: max(1, jobs) - len(running)]:
+                    pending.remove(n)
+                    running[pool.submit(run_one, n)] = n
+                complete, _ = wait(running, return_when=FIRST_COMPLETED)
+                for f in complete:
+                    n = running.pop(f)
+                    done.add(n)
+                    finished(n, f.result())
+        except BaseException:
+            pending.clear()
+            for f in wait(running).done:  # the ones already running end and are recorded
+                if f.exception() is None:
+                    finished(running[f], f.result())
+            raise
+
+
 def _run_locked(profile, names, not_run, inputs, reports: Path, t0: float, progress, notebook_dir, pretrained_dir,
-                timeout, kernel, inception_weights, command, formats=None, quick=False) -> dict[str, Any]:
+                timeout, kernel, inception_weights, command, formats=None, quick=False, jobs=1) -> dict[str, Any]:
     work = reports / WORK
     run_warnings: list[str] = []
 
@@ -648,48 +690,64 @@ def _run_locked(profile, names, not_run, inputs, reports: Path, t0: float, progr
                    "all_checks_passed": all(n in ordered and ordered[n]["status"] == "ok" for n in names),
                    "warnings": run_warnings, "seconds": round(time.perf_counter() - t0, 1),
                    "inputs": inputs, "command": command, "formats": formats or "png", "quick": quick,
-                   "written": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "cores": os.cpu_count()}
+                   "written": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "cores": os.cpu_count(),
+                   "jobs": jobs}
         summary_file.write_text(json.dumps(summary, indent=2, default=str) + "\n")
         summary["index"] = str(write_index(reports, summary))
         return summary
 
     write_summary()
-    bar = tqdm(names, desc="notebooks", unit="nb", disable=not progress, file=sys.stderr)
-    with _kernel_env(formats=formats):
-        for name in bar:
-            bar.set_postfix_str(name)
-            out_dir = reports / name
-            params = parameters_for(profile, name, reports, models)
-            params.update(_input_parameters(name, inputs))
-            if inception_weights and STUDY[name].takes_inception:
-                params["inception_weights"] = str(Path(inception_weights).expanduser().resolve())
-            quick_note = None
-            if quick:
-                if takes_quick(name, notebook_dir):
-                    params["quick"] = True
-                else:
-                    quick_note = "--quick: this notebook has no quick parameter, so it ran at its own size"
-            problems = [p.split(": ", 1)[1] for p in check_parameters([profile], notebook_dir)
-                        if p.startswith(f"{profile}/{name}:")]
-            if STUDY[name].needs_models and model_error:
-                res = {"status": "failed", "seconds": 0.0, "error": model_error, "notebook": None}
+    bar = tqdm(total=len(names), desc="notebooks", unit="nb", disable=not progress, file=sys.stderr)
+
+    def run_one(name: str) -> dict[str, Any]:
+        out_dir = reports / name
+        params = parameters_for(profile, name, reports, models)
+        params.update(_input_parameters(name, inputs))
+        if inception_weights and STUDY[name].takes_inception:
+            params["inception_weights"] = str(Path(inception_weights).expanduser().resolve())
+        quick_note = None
+        if quick:
+            if takes_quick(name, notebook_dir):
+                params["quick"] = True
             else:
-                res = execute(name, params, out_dir, notebook_dir, timeout, kernel)
-            res["parameters"] = params
-            res["parameter_problems"] = problems
-            if quick_note:
-                res["note"] = quick_note
-            res["metrics"] = _read_metrics(out_dir) if out_dir.is_dir() else None
-            res["failed_checks"] = []
-            if res["status"] == "ok":  # it ran: its own checks decide between ok and degraded
-                res["status"], res["failed_checks"] = verdict(res["metrics"])
-            res.update(_artifacts(out_dir) if out_dir.is_dir() else {"figures": [], "tables": []})
+                quick_note = "--quick: this notebook has no quick parameter, so it ran at its own size"
+        problems = [p.split(": ", 1)[1] for p in check_parameters([profile], notebook_dir)
+                    if p.startswith(f"{profile}/{name}:")]
+        if STUDY[name].needs_models and model_error:
+            res = {"status": "failed", "seconds": 0.0, "error": model_error, "notebook": None}
+        else:
+            res = execute(name, params, out_dir, notebook_dir, timeout, kernel)
+        res["parameters"] = params
+        res["parameter_problems"] = problems
+        if quick_note:
+            res["note"] = quick_note
+        res["metrics"] = _read_metrics(out_dir) if out_dir.is_dir() else None
+        res["failed_checks"] = []
+        if res["status"] == "ok":  # it ran: its own checks decide between ok and degraded
+            res["status"], res["failed_checks"] = verdict(res["metrics"])
+        res.update(_artifacts(out_dir) if out_dir.is_dir() else {"figures": [], "tables": []})
+        return res
+
+    lock = threading.Lock()
+
+    def finished(name: str, res: dict[str, Any]) -> None:
+        with lock:  # one summary at a time, after every notebook: a long run's index is readable while it runs
             results[name] = res
             if res["status"] != "ok":
                 log(f"{name}: {res['status'].upper()} after {res['seconds']}s: {res['error']}")
-            write_summary()  # after every notebook, so a long run's index is readable while it runs
+            write_summary()
+            bar.update(1)
+
+    with _kernel_env(formats=formats):
+        _schedule(names, run_one, finished, jobs)
     bar.close()
     return write_summary()
+
+
+def default_jobs() -> int:
+    """Notebooks run at once by default: one per core, at most two (each kernel uses one thread; more at once only
+    contend for memory)."""
+    return max(1, min(2, os.cpu_count() or 1))
 
 
 @dataclass
@@ -710,6 +768,7 @@ class FiguresOptions:
     overwrite: bool = False
     formats: str | None = None
     quick: bool = False
+    jobs: int = field(default_factory=lambda: default_jobs())
     strict: bool = False
 
     @classmethod

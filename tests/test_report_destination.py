@@ -3,6 +3,7 @@ import dataclasses
 import json
 import os
 import subprocess
+import time
 import sys
 
 import pytest
@@ -144,3 +145,60 @@ def test_two_runs_of_one_variant_get_labels_of_their_own(tmp_path):
     checkpoint.save(HDAE(ModelConfig.preset("tiny", "hdae_u")), tmp_path / "x" / "run_a" / "checkpoint")
     folders = pretrained.model_folders(tmp_path / "run_a", tmp_path / "x" / "run_a")
     assert len(set(folders)) == 2 and len(folders) == 2
+
+
+def test_notebooks_run_side_by_side_after_what_they_read(monkeypatch):
+    import threading
+
+    events, lock = [], threading.Lock()
+
+    def run_one(name):
+        with lock:
+            events.append(("start", name))
+        time.sleep(0.2)
+        with lock:
+            events.append(("end", name))
+        return {"status": "ok"}
+
+    done = []
+    names = ["03_reconstruction", "05_directions", "06_editing", "07_editor"]
+    pipeline._schedule(names, run_one, lambda n, r: done.append(n), jobs=2)
+    assert sorted(done) == sorted(names)
+    order = [e for e in events]
+    for late in ("06_editing", "07_editor"):  # they read 05's directions: never before 05 has ended
+        assert order.index(("end", "05_directions")) < order.index(("start", late))
+    starts = [n for kind, n in order[:2] if kind == "start"]
+    assert len(starts) == 2  # two at once from the start
+    # one at a time keeps the order of the studies apart from what they wait for
+    events.clear()
+    pipeline._schedule(names, run_one, lambda n, r: None, jobs=1)
+    assert [n for kind, n in events if kind == "start"] == names
+
+
+def test_an_interrupt_lets_the_running_notebook_finish_and_records_it():
+    import threading
+
+    gate = threading.Event()
+    recorded = []
+
+    def run_one(name):
+        if name == "01_train":
+            gate.wait(5)
+            raise KeyboardInterrupt
+        gate.set()
+        time.sleep(0.3)
+        return {"status": "ok"}
+
+    with pytest.raises(KeyboardInterrupt):
+        pipeline._schedule(["00_tour", "01_train", "02_ablation"], run_one, lambda n, r: recorded.append(n), jobs=2)
+    assert recorded == ["00_tour"]  # it was running when 01 failed: it ends and is recorded; 02 never starts
+
+
+def test_the_longest_chain_starts_first(monkeypatch):
+    times = {"03_reconstruction": 120.0, "05_directions": 60.0, "06_editing": 350.0, "09_sampling": 140.0}
+    monkeypatch.setattr(pipeline, "study_times", lambda: {"seconds": times})
+    chain = pipeline._critical_path(list(times))
+    assert chain["05_directions"] == 410.0 and chain["06_editing"] == 350.0 and chain["03_reconstruction"] == 120.0
+    started = []
+    pipeline._schedule(list(times), lambda n: started.append(n) or {"status": "ok"}, lambda n, r: None, jobs=2)
+    assert started[0] == "05_directions"  # 06 waits on it: together the longest chain
