@@ -79,7 +79,8 @@ class StudySpec:
         if self.seconds is None:
             return "**Time:** not measured yet (`hdae publish` records it from a full report)."
         return (f"**Time:** {self.time}, in the full report of {t['written']} (`make figures`: full profile, shipped "
-                f"models, {t['cores']} CPU cores; {_minutes(t['total_seconds'])} for all {len(t['seconds'])} notebooks).")
+                f"models, {t['cores']} CPU cores, {t.get('jobs', 1)} notebook(s) at a time; "
+                f"{_minutes(t['total_seconds'])} for all {len(t['seconds'])} notebooks).")
 
 
 TIMES_FILE = REPO_DIR / "docs" / "study_times.json"  # written by `hdae publish` from the last full report
@@ -397,6 +398,19 @@ def kernel_python(kernel: str = KERNEL) -> str:
                          ) from None
 
 
+@contextlib.contextmanager
+def _quiet_deprecations():
+    """The kernel machinery's deprecation chatter hidden (papermill's "Passed unknown parameter" still warns).
+    ``warnings.catch_warnings`` swaps process-wide state, so only the main thread may use it; notebooks run in
+    worker threads (``--jobs``) run inside the main thread's ``_schedule`` call, which holds it for them."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        yield
+
+
 def execute(name: str, params: dict[str, Any], out_dir: Path, notebook_dir: str | Path | None = None,
             timeout: float | None = None, kernel: str = KERNEL) -> dict[str, Any]:
     """Run one notebook into ``out_dir/<name>.ipynb``; a result dict (status ok | failed | missing, seconds, error)."""
@@ -414,9 +428,7 @@ def execute(name: str, params: dict[str, Any], out_dir: Path, notebook_dir: str 
     unknown = _UnknownParameters()
     logging.getLogger("papermill").addHandler(unknown)
     try:
-        with warnings.catch_warnings():
-            # the kernel machinery's deprecation chatter; papermill's "Passed unknown parameter" still warns
-            warnings.simplefilter("ignore", DeprecationWarning)
+        with _quiet_deprecations():
             papermill.execute_notebook(str(src), str(out_nb), parameters=params, kernel_name=kernel,
                                        progress_bar=False, log_output=False, cwd=str(REPO_DIR),
                                        execution_timeout=timeout,
@@ -738,7 +750,7 @@ def _run_locked(profile, names, not_run, inputs, reports: Path, t0: float, progr
             write_summary()
             bar.update(1)
 
-    with _kernel_env(formats=formats):
+    with _kernel_env(formats=formats), _quiet_deprecations():
         _schedule(names, run_one, finished, jobs)
     bar.close()
     return write_summary()

@@ -56,12 +56,13 @@ def _statuses(nbs: dict[str, Any]) -> str:
 def results_markdown(summary: dict[str, Any], figures: dict[str, list[str]]) -> str:
     """docs/results.md: per study its question, findings, checks and figures, from the report alone."""
     nbs = summary["notebooks"]
-    total = sum(float(r.get("seconds") or 0) for r in nbs.values())
+    total = float(summary.get("seconds") or sum(float(r.get("seconds") or 0) for r in nbs.values()))
     lines = ["# Results", "",
              "Written by `hdae publish` from the last full report; do not edit by hand (rerun `make figures`, then "
              "`hdae publish reports docs`).", "",
              f"Report written {summary.get('written', '?')} by `{summary.get('command') or 'hdae figures'}`: "
-             f"{len(nbs)} notebooks, {_statuses(nbs)}, in {_duration(total)}.", ""]
+             f"{len(nbs)} notebooks, {_statuses(nbs)}, in {_duration(total)} "
+             f"({summary.get('jobs') or 1} at a time on {summary.get('cores') or '?'} cores).", ""]
     for name in NOTEBOOKS:
         r, spec = nbs[name], STUDY[name]
         m = r.get("metrics") or {}
@@ -115,7 +116,7 @@ def publish(reports: str | Path, dest: str | Path) -> Path:
 def record_times(summary: dict[str, Any], path: Path = TIMES_FILE) -> Path:
     """``docs/study_times.json``: each notebook's run time in a full report, the text's only source of times."""
     times = {"written": summary["written"], "cores": summary.get("cores") or os.cpu_count(),
-             "total_seconds": round(sum(r["seconds"] for r in summary["notebooks"].values()), 1),
+             "total_seconds": round(float(summary.get("seconds") or 0), 1), "jobs": summary.get("jobs") or 1,
              "seconds": {n: summary["notebooks"][n]["seconds"] for n in NOTEBOOKS}}
     path.write_text(json.dumps(times, indent=2) + "\n")
     study_times.cache_clear()
