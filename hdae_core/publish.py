@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -14,7 +15,8 @@ from .pipeline import NOTEBOOKS, RAN, REPO_DIR, STUDIES, STUDY, TIMES_FILE, read
 
 RESULTS = "results.md"
 FIGURES = "figures"
-COPIED = (".png", ".pdf", ".svg", ".csv")  # what a notebook's report folder holds that the docs show or link
+COPIED = (".png", ".pdf", ".svg", ".csv")
+PUBLISHED_MARK = "<!-- published by hdae publish:"  # what a notebook's report folder holds that the docs show or link
 
 
 class NotPublishable(ValueError):
@@ -84,27 +86,58 @@ def results_markdown(summary: dict[str, Any], figures: dict[str, list[str]]) -> 
         tables = [f for f in figures.get(name, []) if f.endswith(".csv")]
         if tables:
             lines += ["Tables: " + " · ".join(f"[{t}]({FIGURES}/{name}/{t})" for t in tables), ""]
+    published = " ".join(f"{FIGURES}/{n}/{f}" for n in NOTEBOOKS for f in figures.get(n, []))
+    lines += ["", f"{PUBLISHED_MARK} {published} -->"]  # what the next publish may replace, and nothing else
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
+def _ours(results: Path) -> bool:
+    """Whether ``results`` is a results.md written by ``hdae publish``."""
+    try:
+        head = results.read_text().splitlines()[:3]
+    except (OSError, UnicodeDecodeError):
+        return False
+    return len(head) == 3 and head[0] == "# Results" and head[2].startswith("Written by `hdae publish`")
+
+
+def published_before(dest: Path) -> set[str]:
+    """The files (relative to ``dest``) an earlier ``hdae publish`` wrote there: listed at the end of its
+    results.md (or, from a results.md that predates the list, linked in it)."""
+    results = dest / RESULTS
+    if not results.exists() or not _ours(results):
+        return set()
+    text = results.read_text()
+    if PUBLISHED_MARK in text:
+        return set(text.split(PUBLISHED_MARK, 1)[1].split("-->", 1)[0].split())
+    return {m for m in re.findall(r"\]\(([^)]+)\)", text) if m.startswith(f"{FIGURES}/")}
+
+
 def publish(reports: str | Path, dest: str | Path) -> Path:
-    """Copy a full report's figures and tables into ``dest/figures/<notebook>/`` (replacing that notebook's earlier
-    copies) and write ``dest/results.md``; NotPublishable, before anything is written, for another report."""
+    """Copy a full report's figures and tables into ``dest/figures/<notebook>/`` and write ``dest/results.md``,
+    replacing only what an earlier publish wrote there; NotPublishable, before anything is written, for another
+    report or for a DEST whose results.md or figure files something else wrote."""
     reports, dest = Path(reports).expanduser().resolve(), Path(dest).expanduser().resolve()
     summary = read_summary(reports) if reports.is_dir() else None
     publishable(summary, reports)
-    copied: dict[str, list[str]] = {}
-    for name in NOTEBOOKS:
-        src = reports / name
-        files = [f for f in summary["notebooks"][name].get("figures", []) + summary["notebooks"][name].get("tables", [])
-                 if Path(f).suffix in COPIED and (src / f).is_file()]
-        out = dest / FIGURES / name
-        if out.is_dir():
-            shutil.rmtree(out)  # this notebook's earlier published copies: stale names must not stay linked
+    results = dest / RESULTS
+    if results.exists() and not _ours(results):
+        raise NotPublishable(f"{results}: not written by hdae publish; move it away or choose another DEST "
+                             f"(nothing was written)")
+    earlier = published_before(dest)  # what an earlier publish put there: the only files it may replace
+    copies = {name: [f for f in summary["notebooks"][name].get("figures", []) + summary["notebooks"][name].get(
+        "tables", []) if Path(f).suffix in COPIED and (reports / name / f).is_file()] for name in NOTEBOOKS}
+    theirs = [dest / FIGURES / n / f for n, fs in copies.items() for f in fs
+              if (dest / FIGURES / n / f).exists() and f"{FIGURES}/{n}/{f}" not in earlier]
+    if theirs:
+        raise NotPublishable(f"{theirs[0]}: not written by an earlier hdae publish; move it away or choose another "
+                             f"DEST (nothing was written)")
+    for rel in earlier:  # stale names of an earlier publish must not stay linked; nothing else is touched
+        (dest / rel).unlink(missing_ok=True)
+    for name, files in copies.items():
         for f in files:
-            (out / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src / f, out / f)
-        copied[name] = sorted(files)
+            (dest / FIGURES / name / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(reports / name / f, dest / FIGURES / name / f)
+    copied = {name: sorted(files) for name, files in copies.items()}
     path = dest / RESULTS
     path.write_text(results_markdown(summary, copied))
     if dest == (REPO_DIR / "docs").resolve():  # the checkout's own docs: its times and the text quoting them too

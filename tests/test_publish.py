@@ -34,9 +34,15 @@ def _report(root, profile="full", status="ok", drop=None):
 
 def test_publish_writes_results_and_figures_from_the_report(tmp_path):
     docs = tmp_path / "docs"
-    (docs / "figures" / "04_hierarchy").mkdir(parents=True)
-    (docs / "figures" / "04_hierarchy" / "stale.png").write_bytes(b"old")
+    earlier = _report(tmp_path / "earlier")  # an earlier publish wrote stale.png: its name must not stay linked
+    (earlier / "04_hierarchy" / "figure.png").rename(earlier / "04_hierarchy" / "stale.png")
+    summary = json.loads((earlier / "summary.json").read_text())
+    summary["notebooks"]["04_hierarchy"]["figures"] = ["stale.png"]
+    (earlier / "summary.json").write_text(json.dumps(summary))
+    publish(earlier, docs)
+    assert (docs / "figures" / "04_hierarchy" / "stale.png").is_file()
     (docs / "figures" / "shapes_world.png").write_bytes(b"kept")  # not a notebook's: left alone
+    (docs / "figures" / "04_hierarchy" / "notes.txt").write_text("mine")  # not published: left alone
     path = publish(_report(tmp_path / "reports"), docs)
     text = path.read_text()
     assert path == docs / "results.md" and "do not edit by hand" in text
@@ -47,6 +53,7 @@ def test_publish_writes_results_and_figures_from_the_report(tmp_path):
     assert r"04_hierarchy \| headline vs baseline | 0.25 < 0.5 (pass) |" in text  # a | in a name stays in its cell
     assert not (docs / "figures" / "04_hierarchy" / "stale.png").exists()
     assert (docs / "figures" / "shapes_world.png").read_bytes() == b"kept"
+    assert (docs / "figures" / "04_hierarchy" / "notes.txt").read_text() == "mine"
     for link in re.findall(r"\]\(([^)]+)\)", text):
         assert (docs / link).is_file(), link
 
@@ -97,3 +104,18 @@ def test_times_come_from_the_recorded_report(tmp_path, monkeypatch):
     assert row == f"| [`04_hierarchy`](x) | {spec.question} | {spec.regenerates} | 1 min 35 s |"
     monkeypatch.undo()
     pipeline.study_times.cache_clear()
+
+
+def test_publish_never_replaces_what_it_did_not_write(tmp_path):
+    reports = _report(tmp_path / "reports")
+    theirs = tmp_path / "theirs"
+    (theirs / "figures" / "04_hierarchy").mkdir(parents=True)
+    (theirs / "results.md").write_text("# My results\n")
+    with pytest.raises(NotPublishable, match="results.md: not written by hdae publish"):
+        publish(reports, theirs)
+    (theirs / "results.md").unlink()
+    (theirs / "figures" / "04_hierarchy" / "figure.png").write_bytes(b"my figure")  # the same name as one it copies
+    with pytest.raises(NotPublishable, match="figure.png: not written by an earlier hdae publish"):
+        publish(reports, theirs)
+    assert (theirs / "figures" / "04_hierarchy" / "figure.png").read_bytes() == b"my figure"
+    assert sorted(p.name for p in theirs.rglob("*")) == ["04_hierarchy", "figure.png", "figures"]
