@@ -444,16 +444,18 @@ def _next_free(folder: Path, stem: str) -> str:
 
 
 def save_edit(state: EditorState, folder: str | Path, checkpoint: str | Path | None = None,
-              compare: EditorState | None = None, scale: int = 4) -> tuple[Path, Path]:
-    """Render the current edit and write the panel (original | reconstruction | edited [| the other model's edit])
-    as ``edit-NNN.png`` and its recipe as ``edit-NNN.json`` into ``folder``; files already there are never
-    replaced (the next free number is taken). An uploaded image is kept beside them (``edit-NNN-input.png``)."""
+              compare: EditorState | None = None, scale: int = 4, edited: torch.Tensor | None = None,
+              compared: torch.Tensor | None = None) -> tuple[Path, Path]:
+    """Write the current edit's panel (original | reconstruction | edited [| the other model's edit]) as
+    ``edit-NNN.png`` and its recipe as ``edit-NNN.json`` into ``folder``; files already there are never replaced
+    (the next free number is taken). An uploaded image is kept beside them (``edit-NNN-input.png``). ``edited`` /
+    ``compared``: renders of the current settings already made (rendered here when not given)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    edited = state.render()
+    edited = state.render() if edited is None else edited
     panel = [state.images[state.index], state.reconstruction(), edited]
     if compare is not None:
-        panel.append(follow(compare, state).render())
+        panel.append(follow(compare, state).render() if compared is None else compared)
     stem = _next_free(folder, "edit")
     r = recipe(state, checkpoint)
     r["edited_sha256"] = _digest(edited)

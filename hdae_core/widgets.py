@@ -41,7 +41,7 @@ class Editor:
         self.compare, self.checkpoint = compare, checkpoint
         self.save_dir = Path(save_dir) if save_dir is not None else repo_path("reports/07_editor") / "saved"
         self.scale = max(1, int(display_size) // st.size)
-        self._W, self._index, self._rendered_at, self._partner = W, 0, None, None
+        self._W, self._index, self._rendered_at, self._partner, self._compared = W, 0, None, None, None
         _make_controls(W, self, alpha_range, alpha_step, k)
 
         for button, action in ((self.render_button, self.render), (self.strip_button, self.strip),
@@ -155,7 +155,7 @@ class Editor:
         panel = {"original": st.images[st.index], "reconstruction": st.reconstruction(), "edited": x}
         comparing = self.compare is not None and self.compare_box.value
         if comparing:
-            panel["DAE edited"] = follow(self.compare, st).render()
+            panel["DAE edited"] = self._compared = follow(self.compare, st).render()
         for caption, img in panel.items():
             self.panels[caption].value = png_bytes(img[None], scale=self.scale)
         self._panel_boxes["DAE edited"].layout.display = None if comparing else "none"
@@ -174,33 +174,23 @@ class Editor:
         images = alpha_strip(self.sync())
         self.strip_widget.value = png_bytes(images, scale=self.scale)
         self.strip_widget.layout.display = None
-        self.status.value = f"α strip: {_status(self.state, self.alphas(), False).split(' (', 1)[1][:-1]}, ×(−1 … +1)"
+        self.status.value = (f"α strip: {', '.join(f'{n} {a:+.2f}' for n, a in self.alphas().items())}, each times "
+                             f"−1, −0.5, 0, +0.5, +1 ({self.state.steps} DDIM steps)")
         return images
 
     def save(self) -> tuple[Path, Path]:
         """Write the panel as PNG and its recipe as JSON into ``save_dir`` (``editor_state.save_edit``)."""
-        self.render()
+        edited = self.render()  # the panels show what is saved; save_edit reuses these renders
         comparing = self.compare if self.compare is not None and self.compare_box.value else None
-        png, js = save_edit(self.state, self.save_dir, self.checkpoint, comparing, scale=self.scale)
+        png, js = save_edit(self.state, self.save_dir, self.checkpoint, comparing, scale=self.scale, edited=edited,
+                            compared=self._compared if comparing is not None else None)
         self.saved_label.value = f"saved {html.escape(str(png))} and {html.escape(js.name)}"
         return png, js
 
     # ---------------------------------------------------------------- callbacks
 
     def _safely(self, action) -> None:
-        """A button: a bad setting (k, levels, α) shows an error and keeps the previous images."""
-        for b in (self.render_button, self.strip_button, self.save_button):
-            b.disabled = True
-        self.status.value = "working…"
-        try:
-            action()
-            self._rendered_at = time.monotonic()
-        except (ValueError, KeyError, RuntimeError, OSError) as e:
-            self.error_label.value = _error_html(str(e))
-            self.status.value = "failed"
-        finally:
-            for b in (self.render_button, self.strip_button, self.save_button):
-                b.disabled = False
+        _safely(self, action)
 
     def _on_slider(self, change) -> None:
         # a slider's last value can reach the kernel just after a Render click (the browser holds back a slider's
@@ -262,17 +252,38 @@ def _make_controls(W, ed: "Editor", alpha_range, alpha_step: float, k: int | Non
     ed.saved_label = _styled(W.HTML(), "hdae-saved")
 
 
+def _safely(ed: "Editor", action) -> None:
+    """A button: a bad setting (k, levels, α) shows an error and keeps the previous images."""
+    for b in (ed.render_button, ed.strip_button, ed.save_button):
+        b.disabled = True
+    ed.status.value = "working…"
+    try:
+        action()
+        ed._rendered_at = time.monotonic()
+    except (ValueError, KeyError, RuntimeError, OSError) as e:
+        ed.error_label.value = _error_html(str(e))
+        ed.status.value = "failed"
+    finally:
+        for b in (ed.render_button, ed.strip_button, ed.save_button):
+            b.disabled = False
+
+
 def _refresh_gallery(ed: "Editor") -> None:
-    """The gallery and partner thumbnails, the chosen ones highlighted."""
+    """The gallery and partner thumbnails, the chosen ones highlighted; drawn again only when images were added."""
     W, st = ed._W, ed.state
-    ed.gallery_box.children = _thumbs(W, st.images, st.image_names, ed.index, "hdae-thumb", ed.select)
-    partner = ed._partner
-    none = _styled(W.Button(description="none", button_style="info" if partner is None else "",
-                            layout=W.Layout(width="60px")), "hdae-partner-none")
-    none.on_click(lambda _b: ed.set_partner(None, [i for i, b in enumerate(ed.mix_boxes) if b.value]))
-    ed.partner_box.children = [none, *_thumbs(
-        W, st.partner_images, st.partner_names, partner, "hdae-partner",
-        lambda j: ed.set_partner(j, [i for i, b in enumerate(ed.mix_boxes) if b.value]))]
+    if len(ed.gallery_box.children) != len(st.images):
+        ed.gallery_box.children = _thumbs(W, st.images, st.image_names, "hdae-thumb", ed.select)
+    if len(ed.partner_box.children) != len(st.partner_images) + 1:
+        none = _styled(W.Button(description="none", layout=W.Layout(width="60px")), "hdae-partner-none")
+        none.on_click(lambda _b: ed.set_partner(None, [i for i, b in enumerate(ed.mix_boxes) if b.value]))
+        ed.partner_box.children = [none, *_thumbs(
+            W, st.partner_images, st.partner_names, "hdae-partner",
+            lambda j: ed.set_partner(j, [i for i, b in enumerate(ed.mix_boxes) if b.value]))]
+    for i, box in enumerate(ed.gallery_box.children):
+        box.children[1].button_style = "info" if i == ed.index else ""
+    ed.partner_box.children[0].button_style = "info" if ed._partner is None else ""
+    for j, box in enumerate(ed.partner_box.children[1:]):
+        box.children[1].button_style = "info" if j == ed._partner else ""
 
 
 def _on_upload(ed: "Editor", change) -> None:
@@ -297,14 +308,13 @@ def _styled(widget, css: str):
     return widget
 
 
-def _thumbs(W, images: torch.Tensor, names: Sequence[str], chosen: int | None, css: str, pick) -> list:
-    """One small image with a numbered button under it per gallery image; the chosen one highlighted."""
+def _thumbs(W, images: torch.Tensor, names: Sequence[str], css: str, pick) -> list:
+    """One small image with a numbered button under it per gallery image (``_refresh_gallery`` marks the chosen)."""
     out = []
     for i, (x, name) in enumerate(zip(images, names)):
         img = W.Image(value=png_bytes(x[None], scale=max(1, 48 // x.shape[-1])), format="png",
                       layout=W.Layout(width="48px", height="48px"))
-        b = _styled(W.Button(description=str(i), tooltip=name, button_style="info" if i == chosen else "",
-                             layout=W.Layout(width="48px")), f"{css}-{i}")
+        b = _styled(W.Button(description=str(i), tooltip=name, layout=W.Layout(width="48px")), f"{css}-{i}")
         b.on_click(lambda _b, j=i: pick(j))
         out.append(W.VBox([img, b], layout=W.Layout(width="52px")))
     return out

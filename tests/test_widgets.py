@@ -439,3 +439,13 @@ def test_editor_settings_read_quick_as_a_bool_and_refuse_other_spellings():
     assert "\n" not in str(e.value)
     with pytest.raises(EditorSettingError, match="quick='on': expected 1, 0, true or false"):
         editor_settings({"quick": "on"}, {})
+
+
+def test_picking_a_thumbnail_keeps_the_thumbnails_and_marks_the_chosen(editor):
+    boxes = editor.gallery_box.children
+    editor.select(2)
+    assert editor.gallery_box.children == boxes  # not drawn again for a pick
+    assert [b.children[1].button_style for b in boxes] == ["", "", "info", ""]
+    editor.set_partner(1, [0])
+    assert [b.children[1].button_style for b in editor.partner_box.children[1:]] == ["", "info", "", ""]
+    assert editor.partner_box.children[0].button_style == ""
