@@ -6,11 +6,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
-from . import diffusion
+from . import cache, diffusion
 from .config import VARIANT_TABLE, DiffusionConfig, ModelConfig
 from .decoder import Decoder
 from .encoders import HalfUNetEncoder, UNetEncoder
@@ -259,16 +260,12 @@ def encode_split(model, src, split: str, n: int, batch_size: int = 64, cache_dir
     """(codes [n, L, D], where) of the first ``n`` images of a study data split, cached in ``cache_dir`` under the
     identity of the model's weights and the data (``hdae_core.cache``), so that a second study, or a second run,
     encoding the same images with the same model reads them instead."""
-    from . import cache  # here: cache is a leaf module and model.py is imported by almost everything
-
     def fit():
         return encode_dataset(model, src.split(split), n=n, batch_size=batch_size, with_attributes=False,
                               progress=False)["codes"]
 
     if cache_dir is None:
         return fit(), f"encoded {n} images"
-    from safetensors.torch import load_file, save_file
-
     identity = {"kind": "codes", "model": cache.model_identity(model), "data": cache.data_identity(src, split, n)}
     return cache.fetch(cache_dir, identity, fit,
                        lambda c, folder: save_file({"codes": c.contiguous()}, str(folder / "codes.safetensors")),
