@@ -334,7 +334,8 @@ def _status(st: EditorState, alphas: Mapping[str, float], pasted: bool) -> str:
     inv = (f"; first render of this image, inversion {st.last_inversion_seconds:.1f} s"
            if st.last_inversion_seconds is not None else "")
     pb = "; pasted back into the upload" if pasted else ""
-    return f"render {st.renders}: rendered in {st.last_seconds:.1f} s ({st.steps} DDIM steps; {what}{inv}{pb})"
+    xt = f"; random x_T, seed {st.seed}" if st.x_T_mode == "random" else ""
+    return f"render {st.renders}: rendered in {st.last_seconds:.1f} s ({st.steps} DDIM steps; {what}{xt}{inv}{pb})"
 
 
 def _alpha_sliders(W, names: Sequence[str], alpha_range: tuple[float, float], alpha_step: float) -> dict:

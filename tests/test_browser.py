@@ -16,6 +16,8 @@ import pytest
 import torch
 from conftest import codes_matter
 
+from hdae_core.widgets import RACE_S
+
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(600)]
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,6 +28,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--no-first-run"]
 STARTUP_S = 120  # voila's port, then the kernel: start, import torch, build the editor
 RENDER_S = 120
+SETTLE_S = RACE_S + 1.0  # a late slider value re-renders within RACE_S of a render
 
 
 def _unavailable(why: str):
@@ -160,6 +163,18 @@ def _wait_status(page, text: str, what: str, context) -> str:
     return status
 
 
+def _settled(page, text: str, what: str, context) -> str:
+    """The status once the kernel has gone quiet: it holds ``text`` and stays unchanged for SETTLE_S (a slider's
+    late value re-renders shortly after a render, so a status can show ``text`` before a click is processed)."""
+    deadline = time.monotonic() + RENDER_S
+    while True:
+        status = _wait_status(page, text, what, context)
+        time.sleep(SETTLE_S)
+        if page.text_content(".hdae-status") == status and not page.locator("button.hdae-render").is_disabled():
+            return status
+        assert time.monotonic() < deadline, f"{what}: the status did not settle on {text!r}\n{context()}"
+
+
 def _click(page, css: str) -> None:
     page.locator(css).first.click()
 
@@ -215,7 +230,7 @@ def test_editor_in_voila_with_chromium(playwright_api, voila, tmp_path):
             page.wait_for_function("el => el.textContent.trim() === '0.50'", arg=readout.element_handle(),
                                    timeout=10_000)
             _click(page, "button.hdae-render")
-            status = _wait_status(page, "red +0.50", "the slider's value after one Render click", context)
+            status = _settled(page, "red +0.50", "the slider's value after one Render click", context)
             after = _image_bytes(page)
             assert after != before, f"the rendered image did not change\n{context()}"
             assert "rendered in" in status and page.text_content(".hdae-error").strip() == ""
@@ -223,8 +238,7 @@ def test_editor_in_voila_with_chromium(playwright_api, voila, tmp_path):
             # random x_T, compare with DAE, the α strip, a partner from its thumbnail, Save, Reset all
             _tick(page, "random x_T")
             _click(page, "button.hdae-render")
-            _wait_status(page, "render", "random x_T", context)
-            page.wait_for_function("() => true")
+            _settled(page, "random x_T, seed", "random x_T", context)
             _tick(page, "compare with DAE")
             _click(page, "button.hdae-render")
             page.wait_for_selector("img.hdae-compare-panel", state="visible", timeout=RENDER_S * 1000)

@@ -389,9 +389,11 @@ def test_random_x_T_strip_compare_and_reset_all(setup):
     ed = Editor(EditorState(m, stats, dirs, images=x, steps=STEPS), compare=dae)
     ed.set_attribute("red", 0.7)
     own = ed.render()
+    assert "random x_T" not in ed.status.value
     ed.random_box.value = True
     rand = ed.render()
     assert not torch.equal(own, rand) and ed.state.x_T_mode == "random"
+    assert "random x_T, seed 0" in ed.status.value  # the status says what the panel was decoded from
     assert torch.equal(rand, ed.render())  # the same seed: the same random x_T
     strip = ed.strip()
     assert strip.shape == (5, 3, 16, 16) and ed.strip_widget.layout.display is None
