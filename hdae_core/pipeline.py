@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt_io
 from . import pretrained
-from .checks import verdict
+from .checks import claims, mark, verdict
 from .locking import lock_folder
 from .data import open_data
 from .pretrained import REPO_DIR
@@ -499,7 +499,7 @@ def _duration(s: float) -> str:
 def _verdict(nbs: dict[str, dict[str, Any]]) -> str:
     """One line for the top of the index: all ok, or which notebooks are not and how."""
     if all(r["status"] == "ok" for r in nbs.values()):
-        return f"All {len(nbs)} notebooks ok: every study ran and passed its checks."
+        return f"All {len(nbs)} notebooks ok: every study ran and passed its sanity checks."
     by_status: dict[str, list[str]] = {}
     for name, r in nbs.items():
         if r["status"] != "ok":
@@ -508,13 +508,24 @@ def _verdict(nbs: dict[str, dict[str, Any]]) -> str:
     return f"Not all ok: {'; '.join(parts)}."
 
 
+def claims_line(nbs: dict[str, dict[str, Any]]) -> str:
+    """How many of the paper's claims the studies tested and how many show on these models (claim checks)."""
+    tested = sum(int(r.get("claims_tested") or 0) for r in nbs.values())
+    if not tested:
+        return "No claim of the paper was tested (no claim checks ran)."
+    missing = {n: len(r.get("claims_not_shown") or []) for n, r in nbs.items() if r.get("claims_not_shown")}
+    where = "; ".join(f"{n}: {k} not shown" for n, k in missing.items())
+    return (f"The paper's claims: {tested - sum(missing.values())} of {tested} tested shown on these models"
+            + (f" ({where}; a claim not shown is a result, not a fault)." if where else "."))
+
+
 def write_index(reports: Path, summary: dict[str, Any]) -> Path:
     """``reports/index.md``: per notebook its status, run time, headline numbers and every figure inline."""
     nbs = summary["notebooks"]
     inputs = summary.get("inputs") or {}
     ran = sum(r["status"] in RAN for r in nbs.values())
     ok = sum(r["status"] == "ok" for r in nbs.values())
-    lines = ["# hdae reports", "", f"**{_verdict(nbs)}**", "",
+    lines = ["# hdae reports", "", f"**{_verdict(nbs)}**", "", claims_line(nbs), "",
              f"Profile **{summary['profile']}**, written {summary['written']}; "
              f"{ran} of {len(nbs)} notebooks ran, {ok} with every check passed; "
              f"notebooks took {_duration(sum(r['seconds'] for r in nbs.values()))} "
@@ -528,15 +539,20 @@ def write_index(reports: Path, summary: dict[str, Any]) -> Path:
                   + (f"; attributes `{inputs['attributes']}`" if inputs.get("attributes") else "") + ".", ""]
     for w in summary.get("warnings", []):
         lines += [f"> **WARNING:** {w}", ""]
-    lines += ["| notebook | status | time | figures | tables | checks not passed |", "|---|---|---:|---:|---:|---|"]
+    lines += ["| notebook | status | time | figures | tables | checks not passed | paper's claims shown |",
+              "|---|---|---:|---:|---:|---|---:|"]
     for name, r in nbs.items():
         status = r["status"] if r["status"] == "ok" else f"**{r['status'].upper()}**"
         failed = "; ".join(_fmt(c) for c in r.get("failed_checks", []))
+        tested = int(r.get("claims_tested") or 0)
+        shown = f"{tested - len(r.get('claims_not_shown') or [])} of {tested}" if tested else ""
         lines.append(f"| [{name}](#{name.replace('_', '-')}) | {status} | {_duration(r['seconds'])} | "
-                     f"{len(r.get('figures', []))} | {len(r.get('tables', []))} | {failed} |")
-    lines += ["", "Status: **ok**, it ran and every check passed; **degraded**, it ran but a check did not pass; "
-              "**failed** or **missing**, it did not run; **incomplete**, the run stopped before it finished (or is still "
-              "running).", ""]
+                     f"{len(r.get('figures', []))} | {len(r.get('tables', []))} | {failed} | {shown} |")
+    lines += ["", "Status: **ok**, it ran and every sanity check passed (the study measured something: a trained "
+              "model beats a trivial baseline, an edit moves its attribute); **degraded**, it ran but a sanity check "
+              "did not pass; **failed** or **missing**, it did not run; **incomplete**, the run stopped before it "
+              "finished (or is still running). A *claim* check asks whether one of the paper's claims shows on these "
+              "models; shown or not, it is a result and leaves the status alone.", ""]
     for name, r in nbs.items():
         lines += [f"## {name}", ""]
         link = f"[{name}.ipynb]({name}/{name}.ipynb)" if r.get("notebook") else "no executed notebook"
@@ -554,9 +570,10 @@ def write_index(reports: Path, summary: dict[str, Any]) -> Path:
             lines += [f"> data note: {note}", ""]
         checks = (m or {}).get("checks") or []
         if checks:
-            lines += ["| check | value | bound | passed |", "|---|---|---|---|"]
-            lines += [f"| {_fmt(c.get('name'))} | {_fmt(c.get('value'))} | {_fmt(c.get('relation', ''))} "
-                      f"{_fmt(c.get('bound'))} | {'yes' if c.get('passed') else '**NO**'} |" for c in checks]
+            lines += ["| check | kind | value | bound | result |", "|---|---|---|---|---|"]
+            lines += [f"| {_fmt(c.get('name'))} | {c.get('kind', 'sanity')} | {_fmt(c.get('value'))} | "
+                      f"{_fmt(c.get('relation', ''))} {_fmt(c.get('bound'))} | "
+                      f"{mark(c) if c.get('passed') else '**' + mark(c) + '**'} |" for c in checks]
             lines.append("")
         elif r["status"] in RAN:
             lines += ["> no checks written to metrics.json", ""]
@@ -734,9 +751,10 @@ def _run_locked(profile, names, not_run, inputs, reports: Path, t0: float, progr
         if quick_note:
             res["note"] = quick_note
         res["metrics"] = _read_metrics(out_dir) if out_dir.is_dir() else None
-        res["failed_checks"] = []
-        if res["status"] == "ok":  # it ran: its own checks decide between ok and degraded
+        res["failed_checks"], res["claims_tested"], res["claims_not_shown"] = [], 0, []
+        if res["status"] == "ok":  # it ran: its own sanity checks decide between ok and degraded
             res["status"], res["failed_checks"] = verdict(res["metrics"])
+            res["claims_tested"], res["claims_not_shown"] = claims(res["metrics"])
         res.update(_artifacts(out_dir) if out_dir.is_dir() else {"figures": [], "tables": []})
         return res
 
@@ -824,6 +842,9 @@ def main(args) -> int:
         print(f"{n:<20} {r['status']:<8} {_duration(r['seconds']):>7}" + (f"  {r['error']}" if r["error"] else ""))
         for c in r.get("failed_checks", []):
             print(f"{'':<20} failed check: {c}")
+        for c in r.get("claims_not_shown", []):
+            print(f"{'':<20} claim not shown: {c}")
+    print(claims_line({n: summary["notebooks"][n] for n in summary["ran"]}))
     print(f"index: {summary['index']}  ({_duration(summary['seconds'])})")
     if failed:
         print(f"{len(failed)} notebook(s) failed: {', '.join(failed)}", file=sys.stderr)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .checks import describe
-from .pipeline import NOTEBOOKS, RAN, REPO_DIR, STUDIES, STUDY, TIMES_FILE, read_summary, study_times
+from .pipeline import NOTEBOOKS, RAN, REPO_DIR, STUDIES, STUDY, TIMES_FILE, claims_line, read_summary, study_times
 
 RESULTS = "results.md"
 FIGURES = "figures"
@@ -55,6 +55,13 @@ def _statuses(nbs: dict[str, Any]) -> str:
     return "all ok" if counts["degraded"] == 0 else f"{counts['ok']} ok and {counts['degraded']} degraded"
 
 
+def _claims_note(r: dict[str, Any]) -> str:
+    tested, missing = int(r.get("claims_tested") or 0), len(r.get("claims_not_shown") or [])
+    if not tested:
+        return ""
+    return f"; the paper's claims it tests: {tested - missing} of {tested} shown on these models"
+
+
 def results_markdown(summary: dict[str, Any], figures: dict[str, list[str]]) -> str:
     """docs/results.md: per study its question, findings, checks and figures, from the report alone."""
     nbs = summary["notebooks"]
@@ -64,21 +71,21 @@ def results_markdown(summary: dict[str, Any], figures: dict[str, list[str]]) -> 
              "`hdae publish reports docs`).", "",
              f"Report written {summary.get('written', '?')} by `{summary.get('command') or 'hdae figures'}`: "
              f"{len(nbs)} notebooks, {_statuses(nbs)}, in {_duration(total)} "
-             f"({summary.get('jobs') or 1} at a time on {summary.get('cores') or '?'} cores).", ""]
+             f"({summary.get('jobs') or 1} at a time on {summary.get('cores') or '?'} cores). {claims_line(nbs)}", ""]
     for name in NOTEBOOKS:
         r, spec = nbs[name], STUDY[name]
         m = r.get("metrics") or {}
         lines += [f"## {name}", "", spec.question, "",
                   f"Regenerates: {spec.regenerates}. Ran in {_duration(float(r.get('seconds') or 0))}: "
-                  f"**{r['status']}**" + (" (a check failed: its finding says what is not shown on this model)"
-                                          if r["status"] == "degraded" else "") + ".", ""]
+                  f"**{r['status']}**" + (" (a sanity check failed: its finding says what is not shown on this model)"
+                                          if r["status"] == "degraded" else "") + _claims_note(r) + ".", ""]
         lines += [f"- {f}" for f in m.get("findings") or []] or ["- (this study records no findings)"]
         lines.append("")
         checks = m.get("checks") or []
         if checks:
-            lines += ["| check | result |", "|---|---|"]
-            lines += [f"| {_cell(c.get('name'))} | {_cell(describe(c)[len(str(c.get('name'))) + 2:])} |"
-                      for c in checks]
+            lines += ["| check | kind | result |", "|---|---|---|"]
+            lines += [f"| {_cell(c.get('name'))} | {c.get('kind', 'sanity')} | "
+                      f"{_cell(describe(c)[len(str(c.get('name'))) + 2:])} |" for c in checks]
             lines.append("")
         for fig in figures.get(name, []):
             if fig.endswith(".png"):

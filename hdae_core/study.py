@@ -99,9 +99,16 @@ class Study:
         return self.show(name)
 
     def check(self, name: str, value: Any, bound: Any, relation: str = "<=") -> bool:
-        """Hold a headline against its baseline or bound (``checks.check``), record it in ``metrics["checks"]``
-        and print it; returns whether it passed. A failed check makes the notebook *degraded* in the index."""
-        c = _check(name, value, bound, relation)
+        """A sanity check: hold a headline against its baseline or bound (``checks.check``), record it in
+        ``metrics["checks"]`` and print it; returns whether it passed. A failed one makes the notebook *degraded*."""
+        return self._record(_check(name, value, bound, relation))
+
+    def claim(self, name: str, value: Any, bound: Any, relation: str = "<=") -> bool:
+        """A claim check: whether one of the paper's claims shows on these models, recorded like ``check`` and
+        reported as shown / not shown; it leaves the notebook's status alone (a claim not shown is a result)."""
+        return self._record(_check(name, value, bound, relation, kind="claim"))
+
+    def _record(self, c: dict[str, Any]) -> bool:
         self.metrics.setdefault("checks", []).append(c)
         print(describe(c))
         return c["passed"]

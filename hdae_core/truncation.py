@@ -323,6 +323,21 @@ def fixed_alpha_table(frontier: pd.DataFrame, alpha: float, step_rule: str = "re
     t = frontier[(frontier["step_rule"] == step_rule) & np.isclose(frontier["alpha"], alpha)]
     if not len(t) and len(frontier):
         raise ValueError(f"alpha {alpha}: not in the sweep's α values {sorted(set(frontier['alpha']))}")
+    return _as_fixed(t)
+
+
+def most_selective(frontier: pd.DataFrame, step_rule: str = "renormalised") -> pd.DataFrame:
+    """Per (attribute, model) the untruncated edit (k = all) at its most selective swept α, the one with the
+    largest success minus leakage: whether a direction moves its attribute at all, whatever strength it needs (a
+    fixed α can be too weak for one model and right for another). Columns as ``fixed_alpha_table``."""
+    t = frontier[(frontier["step_rule"] == step_rule) & (frontier["k_fraction"] >= 1)]
+    if len(t):
+        t = t.loc[(t["success"] - t["leakage"]).groupby([t["attribute"], t["model"]], sort=False).idxmax()]
+    return _as_fixed(t)
+
+
+def _as_fixed(t: pd.DataFrame) -> pd.DataFrame:
+    """A frontier's rows in the columns of the per-α tables (target, leakage_low / _high for ci_low / _high)."""
     t = t.rename(columns={"attribute": "target", "ci_low": "leakage_low", "ci_high": "leakage_high"})
     cols = ["target", "model", "k_fraction", "k", "alpha", "success", "success_low", "success_high", "leakage",
             "leakage_low", "leakage_high", "partner_leakage", "partner_leakage_low", "partner_leakage_high", "n"]

@@ -13,13 +13,15 @@ def test_check_relations():
     assert checks.check("mse vs baseline", 0.09, 0.148, "<")["passed"]
     assert not checks.check("mse vs baseline", 0.2, 0.148, "<")["passed"]
     assert checks.check("std", 1.0, [0.8, 1.25], "in") == {"name": "std", "value": 1.0, "bound": [0.8, 1.25],
-                                                           "relation": "in", "passed": True}
+                                                           "relation": "in", "passed": True, "kind": "sanity"}
     assert not checks.check("std", 100.0, [0.8, 1.25], "in")["passed"]
     assert checks.check("auroc", 0.7, 0.5, ">")["passed"] and not checks.check("auroc", 0.5, 0.5, ">")["passed"]
     assert not checks.check("nan", float("nan"), 1.0, "<=")["passed"]  # NaN never passes
     assert not checks.check("nan", float("nan"), 1.0, ">=")["passed"]
     with pytest.raises(ValueError, match="relation"):
         checks.check("x", 1, 2, "==")
+    with pytest.raises(ValueError, match="kind"):
+        checks.check("x", 1, 2, "<", kind="hope")
 
 
 def test_verdict():
@@ -30,6 +32,22 @@ def test_verdict():
     assert status == "degraded" and len(failed) == 1 and failed[0].startswith("b: 3 < 2")
     assert checks.verdict({"mse": 0.1})[0] == "degraded"  # a study without checks is not ok
     assert checks.verdict(None)[0] == "degraded"
+
+
+def test_claims_leave_the_status_alone():
+    # a claim of the paper that does not show on these models is a result: reported, not a degraded study
+    sane = checks.check("mse vs mean colour", 0.1, 0.2, "<")
+    shown = checks.check("TF lowers leakage", -0.01, 0.0, "<", kind="claim")
+    missed = checks.check("TF lowers leakage (DAE)", 0.02, 0.0, "<", kind="claim")
+    assert checks.verdict({"checks": [sane, shown, missed]}) == ("ok", [])
+    assert checks.claims({"checks": [sane, shown, missed]}) == (2, [checks.describe(missed)])
+    assert checks.describe(missed).endswith("(NOT SHOWN)") and checks.describe(shown).endswith("(shown)")
+    # claims alone do not make a study ok: it must also show that it measured something
+    assert checks.verdict({"checks": [shown]}) == ("degraded", ["no sanity checks written to metrics.json"])
+    assert checks.claims({"checks": [sane]}) == (0, []) and checks.claims(None) == (0, [])
+    # records written before checks had a kind are sanity checks
+    old = {k: v for k, v in checks.check("b", 3, 2, "<").items() if k != "kind"}
+    assert checks.verdict({"checks": [old]})[0] == "degraded"
 
 
 def test_study_check_writes_checks(tmp_path, capsys):
@@ -43,8 +61,20 @@ def test_study_check_writes_checks(tmp_path, capsys):
     assert set(m["checks"][0]) >= {"name", "value", "bound", "passed"}
 
 
+def test_study_claim_is_recorded_as_a_claim(tmp_path, capsys):
+    study = Study(tmp_path / "s")
+    assert not study.claim("TF leakage at matched success, minus k = all", 0.01, 0.0, "<")
+    assert "(NOT SHOWN)" in capsys.readouterr().out
+    text = study.finding("leakage {d:+.2f}", claim="truncation lowers leakage",
+                         checks="TF leakage at matched success, minus k = all", d=0.01)
+    assert text.startswith("leakage +0.01. Not shown on this model: truncation lowers leakage")
+    m = json.loads(study.finish().read_text())
+    assert m["checks"][0]["kind"] == "claim" and not m["checks"][0]["passed"]
+
+
 _WRITES = ("from hdae_core.study import Study\ns = Study(out_dir)\n"
-           "s.check('headline vs baseline', value, 1.0, '<')\ns.finish()")
+           "s.check('headline vs baseline', value, 1.0, '<')\ns.claim('claim vs paper', value, -1.0, '<')\n"
+           "s.finish()")
 
 
 @pytest.mark.slow  # runs notebooks through papermill kernels
@@ -68,14 +98,20 @@ def test_pipeline_verdicts_index_and_strict(tmp_path, monkeypatch, capsys):
     assert [nbs[n]["status"] for n in names] == ["ok", "degraded", "degraded"]
     assert s["ok"] and not s["all_checks_passed"]
     assert nbs["01_train"]["failed_checks"] == ["headline vs baseline: 5 < 1 (FAIL)"]
-    assert nbs["03_reconstruction"]["failed_checks"] == ["no checks written to metrics.json"]
+    assert nbs["03_reconstruction"]["failed_checks"] == ["no sanity checks written to metrics.json"]
     index = (reports / "index.md").read_text()
     assert "| **DEGRADED** |" in index and "headline vs baseline: 5 < 1 (FAIL)" in index
-    assert "| headline vs baseline | 0 | < 1 | yes |" in index and "| headline vs baseline | 5 | < 1 | **NO** |" in index
+    assert "| headline vs baseline | sanity | 0 | < 1 | pass |" in index
+    assert "| headline vs baseline | sanity | 5 | < 1 | **FAIL** |" in index
+    assert "| claim vs paper | claim | 0 | < -1 | **NOT SHOWN** |" in index
     assert "3 of 3 notebooks ran, 1 with every check passed" in index
     assert index.splitlines()[2] == "**Not all ok: degraded 2 (01_train, 03_reconstruction).**"
+    # 00_tour is ok although its claim did not show: the index counts the claims apart
+    assert nbs["00_tour"]["claims_tested"] == 1 and nbs["00_tour"]["claims_not_shown"]
+    assert index.splitlines()[4] == ("The paper's claims: 0 of 2 tested shown on these models (00_tour: 1 not "
+                                     "shown; 01_train: 1 not shown; a claim not shown is a result, not a fault).")
     ok = {n: {"status": "ok"} for n in names}
-    assert pipeline._verdict(ok) == "All 3 notebooks ok: every study ran and passed its checks."
+    assert pipeline._verdict(ok) == "All 3 notebooks ok: every study ran and passed its sanity checks."
     assert pipeline._verdict({**ok, "09_sampling": {"status": "failed"}}) == "Not all ok: failed 1 (09_sampling)."
 
     # the command: ran is exit 0, --strict makes degraded an error

@@ -50,7 +50,7 @@ def test_publish_writes_results_and_figures_from_the_report(tmp_path):
         assert f"## {name}" in text and f"- {name}: measured 0.250 against 0.500." in text
         assert pipeline.STUDY[name].question in text
         assert (docs / "figures" / name / "figure.png").is_file() and (docs / "figures" / name / "table.csv").is_file()
-    assert r"04_hierarchy \| headline vs baseline | 0.25 < 0.5 (pass) |" in text  # a | in a name stays in its cell
+    assert r"04_hierarchy \| headline vs baseline | sanity | 0.25 < 0.5 (pass) |" in text  # a | in a name stays in its cell
     assert not (docs / "figures" / "04_hierarchy" / "stale.png").exists()
     assert (docs / "figures" / "shapes_world.png").read_bytes() == b"kept"
     assert (docs / "figures" / "04_hierarchy" / "notes.txt").read_text() == "mine"
@@ -84,7 +84,23 @@ def test_hdae_publish_command(tmp_path, capsys):
 
 def test_a_degraded_report_is_published_with_its_failed_checks(tmp_path):
     text = publish(_report(tmp_path / "reports", status="degraded"), tmp_path / "docs").read_text()
-    assert "0 ok and 10 degraded" in text and "0.25 < 0.5 (FAIL)" in text and "**degraded** (a check failed" in text
+    assert "0 ok and 10 degraded" in text and "0.25 < 0.5 (FAIL)" in text
+    assert "**degraded** (a sanity check failed" in text
+
+
+def test_claims_not_shown_are_published_beside_an_ok_status(tmp_path):
+    reports = _report(tmp_path / "reports")
+    summary = json.loads((reports / "summary.json").read_text())
+    r = summary["notebooks"]["06_editing"]
+    r["metrics"]["checks"].append({"name": "red: TF leakage minus k = all", "value": 0.01, "bound": 0.0,
+                                   "relation": "<", "passed": False, "kind": "claim"})
+    r["claims_tested"], r["claims_not_shown"] = 1, ["red: TF leakage minus k = all: 0.01 < 0 (NOT SHOWN)"]
+    (reports / "summary.json").write_text(json.dumps(summary))
+    text = publish(reports, tmp_path / "docs").read_text()
+    assert "10 notebooks, all ok" in text
+    assert "The paper's claims: 0 of 1 tested shown on these models (06_editing: 1 not shown" in text
+    assert "**ok**; the paper's claims it tests: 0 of 1 shown on these models." in text
+    assert "| red: TF leakage minus k = all | claim | 0.01 < 0 (NOT SHOWN) |" in text
 
 
 def test_times_come_from_the_recorded_report(tmp_path, monkeypatch):

@@ -199,6 +199,13 @@ def test_tables_records_and_fixed_alpha():
     assert len(fixed) == 3 and set(fixed["alpha"]) == {0.4} and {"leakage_low", "success_high"} <= set(fixed.columns)
     with pytest.raises(ValueError, match="not in the sweep"):
         truncation.fixed_alpha_table(t["tf_frontier"], 0.33)
+    # the most selective α of the untruncated edit: the largest success minus leakage, one row per attribute, model
+    best = truncation.most_selective(t["tf_frontier"])
+    full = t["tf_frontier"][(t["tf_frontier"]["k_fraction"] >= 1) & (t["tf_frontier"]["step_rule"] == "renormalised")]
+    margin = full["success"] - full["leakage"]
+    assert len(best) == 1 and best["k_fraction"].iloc[0] == 1.0
+    assert best["alpha"].iloc[0] == full.loc[margin.idxmax(), "alpha"] and margin.max() > margin.min()
+    assert len(truncation.most_selective(t["tf_frontier"].iloc[:0])) == 0
     text = truncation.step_rule_finding(truncation.tables([synthetic()], [0.2, 0.4], n_boot=20)["tf_matched"])
     assert "differ by 0.000 at the median" in text  # without jitter the synthetic rules share one curve
     empty = truncation.tables([], [0.2])
