@@ -84,6 +84,17 @@ class StudySpec:
 
 
 TIMES_FILE = REPO_DIR / "docs" / "study_times.json"  # written by `hdae publish` from the last full report
+REPORT_TIME_MARK = "**Full report:**"  # the README line that report_time_line() rewrites
+
+
+def report_time_line() -> str:
+    """The README's line on how long ``make figures`` took, from ``docs/study_times.json``."""
+    t = study_times()
+    if not t:
+        return f"{REPORT_TIME_MARK} not measured yet (`hdae publish` records it from a full report)."
+    return (f"{REPORT_TIME_MARK} `make figures` took {_minutes(t['total_seconds'])} on {t['cores']} CPU cores, "
+            f"{t.get('jobs', 1)} notebook(s) at a time, from an empty report folder with the shipped models (the "
+            f"report of {t['written']}; each notebook's time is in the table below).")
 
 
 @functools.lru_cache(maxsize=1)

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from .checks import describe
-from .pipeline import NOTEBOOKS, RAN, REPO_DIR, STUDIES, STUDY, TIMES_FILE, claims_line, read_summary, study_times
+from .pipeline import (NOTEBOOKS, RAN, REPO_DIR, REPORT_TIME_MARK, STUDIES, STUDY, TIMES_FILE, claims_line,
+                       read_summary, report_time_line, study_times)
 
 RESULTS = "results.md"
 FIGURES = "figures"
@@ -175,7 +176,8 @@ def _row(line: str) -> str:
 
 
 def sync_text(root: Path = REPO_DIR) -> list[Path]:
-    """Rewrite what quotes STUDIES: each notebook's Regenerates and Time lines, the README tables' rows."""
+    """Rewrite what quotes STUDIES: each notebook's Regenerates and Time lines, the README tables' rows and the
+    README's line on the full report's time."""
     import nbformat
 
     changed = []
@@ -190,7 +192,8 @@ def sync_text(root: Path = REPO_DIR) -> list[Path]:
             changed.append(path)
     for readme in (root / "README.md", root / "notebooks" / "README.md"):
         text = readme.read_text()
-        new = "\n".join(_row(line) if line.startswith("|") else line for line in text.split("\n"))
+        new = "\n".join(_row(line) if line.startswith("|") else
+                        report_time_line() if line.startswith(REPORT_TIME_MARK) else line for line in text.split("\n"))
         if new != text:
             readme.write_text(new)
             changed.append(readme)

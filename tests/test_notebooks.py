@@ -84,6 +84,13 @@ def test_the_notebook_tables_agree_with_the_studies(readme):
         assert spec.question in cells, f"{readme}, {name}: question {spec.question!r}"
 
 
+def test_the_readme_states_the_full_report_time_recorded():
+    # the README's time for `make figures` is the recorded full report's, rewritten by `hdae publish`
+    lines = [line for line in (ROOT / "README.md").read_text().splitlines()
+             if line.startswith(pipeline.REPORT_TIME_MARK)]
+    assert lines == [pipeline.report_time_line()]
+
+
 @pytest.mark.parametrize("path", PATHS, ids=lambda p: p.stem)
 def test_cells_are_thin_and_lint_free(path):
     nb = nbformat.read(path, as_version=4)

@@ -111,11 +111,13 @@ def test_times_come_from_the_recorded_report(tmp_path, monkeypatch):
     pipeline.study_times.cache_clear()
     spec = pipeline.STUDY["04_hierarchy"]
     assert spec.time == "not measured yet" and "not measured yet" in spec.time_line
+    assert "not measured yet" in pipeline.report_time_line()
     summary = json.loads((_report(tmp_path / "reports") / "summary.json").read_text())
     summary["notebooks"]["04_hierarchy"]["seconds"] = 95.4
     P.record_times(summary, times)
     assert spec.time == "1 min 35 s" and spec.seconds == 95.4
     assert spec.time_line.startswith("**Time:** 1 min 35 s, in the full report of 2026-01-01 00:00 UTC")
+    assert pipeline.report_time_line().startswith("**Full report:** `make figures` took ")
     row = P._row("| [`04_hierarchy`](x) | old question | old | 9 min |")
     assert row == f"| [`04_hierarchy`](x) | {spec.question} | {spec.regenerates} | 1 min 35 s |"
     monkeypatch.undo()
