@@ -58,7 +58,7 @@ def test_introduction_and_parameters_cell(path):
     assert paragraphs[4].startswith("**What to look for.**")
     assert "parameters" in pipeline.parameters_cell(path).metadata["tags"]
     params = pipeline.notebook_parameters(path)
-    assert {"out_dir", "seed", "profile"} <= set(params), "the parameters every study shares"
+    assert {"out_dir", "seed", "profile", "quick"} <= set(params), "the parameters every study shares"
 
 
 def _table_rows(path: Path) -> dict[str, list[str]]:
