@@ -409,7 +409,13 @@ def alpha_strip(state: EditorState, factors: Sequence[float] = (-1.0, -0.5, 0.0,
 
 def follow(other: EditorState, state: EditorState) -> EditorState:
     """``other`` (another model on the same gallery, e.g. DAE) set to ``state``'s edit: the same image, the α of
-    the attributes both have, k capped to its code size, its own single level, no partner, the same x_T mode."""
+    the attributes both have, k capped to its code size, its own single level, no partner, the same x_T mode.
+    Images added to ``state``'s gallery since (uploads) are added to ``other``'s, resized to its image size."""
+    for i in range(len(other.images), len(state.images)):
+        x = state.images[i:i + 1]
+        if x.shape[-1] != other.size:
+            x = torch.nn.functional.interpolate(x, size=(other.size, other.size), mode="bilinear", antialias=True)
+        other.add_image(x[0], state.image_names[i])
     other.select(state.index)
     other.alphas = {n: state.alphas.get(n, 0.0) for n in other.alphas}
     other.k = None if state.k is None else min(state.k, other.L * other.D)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import html
 import io
 import time
+import traceback
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -209,6 +210,7 @@ class Editor:
         for c in ("reconstruction", "edited", "DAE edited"):
             self.panels[c].value = png_bytes(torch.zeros_like(x)[None], scale=self.scale)
         self.paste_widget.layout.display = "none"
+        self.strip_widget.layout.display = "none"  # an α strip of the previous image would mislead
         self.status.value = "press Render"
 
     def _on_upload(self, change) -> None:
@@ -221,17 +223,18 @@ RACE_S = 2.0  # seconds after a render in which a slider's late value triggers a
 def _make_controls(W, ed: "Editor", alpha_range, alpha_step: float, k: int | None) -> None:
     """Every widget of the editor, as attributes of ``ed`` (each with a CSS class the browser test finds it by)."""
     st, compare = ed.state, ed.compare
-    ed.upload = W.FileUpload(accept=".png,.jpg,.jpeg,image/png,image/jpeg", multiple=False,
-                             description="upload")
-    ed.paste_box = W.Checkbox(value=False, description="paste back into the uploaded photo", indent=False)
+    ed.upload = _styled(W.FileUpload(accept=".png,.jpg,.jpeg,image/png,image/jpeg", multiple=False,
+                                     description="upload"), "hdae-upload")
+    ed.paste_box = _styled(W.Checkbox(value=False, description="paste back into the uploaded photo", indent=False),
+                           "hdae-paste-box")
     ed.gallery_box, ed.partner_box = W.HBox(), W.HBox()
     ed.sliders = _alpha_sliders(W, st.attribute_names, alpha_range, alpha_step)
     ed.k_text = _styled(W.Text(value="all" if k is None else str(int(k)), description="k (top features)",
                                placeholder=f"all or 1..{st.L * st.D}", style={"description_width": "initial"},
                                layout=W.Layout(width="260px")), "hdae-k")
     res = st.model.config.level_resolutions if st.L > 1 else None
-    ed.level_boxes = _level_boxes(W, st.L, res, True)
-    ed.mix_boxes = _level_boxes(W, st.L, res, False)
+    ed.level_boxes = _level_boxes(W, st.L, res, True, "hdae-level")
+    ed.mix_boxes = _level_boxes(W, st.L, res, False, "hdae-mix")
     ed.random_box = _styled(W.Checkbox(value=False, description="random x_T", indent=False), "hdae-random")
     ed.compare_box = _styled(W.Checkbox(value=False, description="compare with DAE", indent=False,
                                         disabled=compare is None), "hdae-compare")
@@ -263,6 +266,11 @@ def _safely(ed: "Editor", action) -> None:
     except (ValueError, KeyError, RuntimeError, OSError) as e:
         ed.error_label.value = _error_html(str(e))
         ed.status.value = "failed"
+    except Exception as e:  # noqa: BLE001 - a fault of the editor: in the panel, never a status stuck at "working…"
+        ed.error_label.value = _error_html(f"unexpected {type(e).__name__} (a fault of the editor, please report "
+                                           f"it): {e}")
+        ed.status.value = "failed"
+        traceback.print_exc()  # the kernel's log (voila's terminal) keeps the traceback
     finally:
         for b in (ed.render_button, ed.strip_button, ed.save_button):
             b.disabled = False
@@ -352,9 +360,9 @@ def _alpha_sliders(W, names: Sequence[str], alpha_range: tuple[float, float], al
     return sliders
 
 
-def _level_boxes(W, L: int, resolutions, value: bool) -> list:
-    return [W.Checkbox(value=value, description=_level_label(i, resolutions), indent=False,
-                       layout=W.Layout(width="auto")) for i in range(L)]
+def _level_boxes(W, L: int, resolutions, value: bool, css: str) -> list:
+    return [_styled(W.Checkbox(value=value, description=_level_label(i, resolutions), indent=False,
+                               layout=W.Layout(width="auto")), f"{css}-{i}") for i in range(L)]
 
 
 def _panel(W, ed: "Editor"):

@@ -154,11 +154,13 @@ def _image_bytes(page, css: str = "img.hdae-output") -> bytes:
 
 
 def _wait_status(page, text: str, what: str, context) -> str:
+    """Wait until the status line holds ``text``; a render that failed is reported with the editor's error panel."""
     page.wait_for_function(
-        "t => (document.querySelector('.hdae-status')?.textContent || '').includes(t)", arg=text,
-        timeout=RENDER_S * 1000,
+        "t => { const s = document.querySelector('.hdae-status')?.textContent || ''; "
+        "return s.includes(t) || s === 'failed'; }", arg=text, timeout=RENDER_S * 1000,
     )
     status = page.text_content(".hdae-status")
+    assert status != "failed", f"{what}: the editor failed: {page.text_content('.hdae-error')}\n{context()}"
     assert text in status, f"{what}: status {status!r}\n{context()}"
     return status
 
@@ -173,6 +175,17 @@ def _settled(page, text: str, what: str, context) -> str:
         if page.text_content(".hdae-status") == status and not page.locator("button.hdae-render").is_disabled():
             return status
         assert time.monotonic() < deadline, f"{what}: the status did not settle on {text!r}\n{context()}"
+
+
+def _photo_png() -> bytes:
+    """A 48 x 40 photo-like PNG (not square, not the model's size): the upload path crops and resizes it."""
+    from PIL import Image
+
+    yy, xx = np.mgrid[0:40, 0:48]
+    rgb = np.stack([xx * 5, yy * 6, (xx + yy) * 3], -1).clip(0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG")
+    return buf.getvalue()
 
 
 def _click(page, css: str) -> None:
@@ -194,7 +207,7 @@ def test_editor_in_voila_with_chromium(playwright_api, voila, tmp_path):
     with playwright_api() as p:
         browser = p.chromium.launch_persistent_context(
             str(tmp_path / "chromium-profile"), executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
-            viewport={"width": 1200, "height": 1400},
+            viewport={"width": 1200, "height": 2400},  # the whole editor, panels and status included
         )
         try:
             page = browser.new_page()
@@ -245,7 +258,11 @@ def test_editor_in_voila_with_chromium(playwright_api, voila, tmp_path):
             _click(page, "button.hdae-strip")
             _wait_status(page, "α strip", "α strip", context)
             page.wait_for_selector("img.hdae-strip-image", state="visible", timeout=RENDER_S * 1000)
+            # k, the edited levels and a partner's level, then Save: the recipe holds what the controls say
+            page.locator(".hdae-k input").fill("5")
+            page.locator(".hdae-level-0 input").uncheck()
             _click(page, "button.hdae-partner-2")
+            page.locator(".hdae-mix-1 input").check()  # the tiny model's levels: z¹ (16 px), z² (8 px)
             _click(page, "button.hdae-save")
             page.wait_for_function("() => (document.querySelector('.hdae-saved')?.textContent || '').includes('saved')",
                                    timeout=RENDER_S * 1000)
@@ -253,12 +270,26 @@ def test_editor_in_voila_with_chromium(playwright_api, voila, tmp_path):
             recipe = __import__("json").loads((saved / "edit-001.json").read_text())
             assert recipe["alphas"]["red"] == 0.5 and recipe["x_T"]["mode"] == "random" and recipe["image"]["index"] == 1
             assert "compare" in recipe and recipe["compare"]["variant"] == "dae"
+            assert recipe["k"] == 5 and recipe["edit_levels"] == [1], recipe
+            assert recipe["partner"]["index"] == 2 and recipe["partner"]["levels"] == [1], recipe
             SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(SCREENSHOT), full_page=True)
+            # an upload joins the gallery as a new thumbnail; paste back shows the edit in the uploaded photo
+            with page.expect_file_chooser() as chooser:  # the upload button opens the browser's file dialog
+                _click(page, ".hdae-upload")
+            chooser.value.set_files(files=[{"name": "photo.png", "mimeType": "image/png", "buffer": _photo_png()}])
+            page.wait_for_selector("button.hdae-thumb-3", timeout=RENDER_S * 1000)
+            _tick(page, "paste back into the uploaded photo")
+            _click(page, "button.hdae-render")
+            _settled(page, "pasted back into the upload", "paste back", context)
+            page.wait_for_selector("img.hdae-paste", state="visible", timeout=RENDER_S * 1000)
+            page.screenshot(path=str(SCREENSHOT.with_name("browser_screenshot_upload.png")), full_page=True)
             _click(page, "button.hdae-reset")
             page.wait_for_function("el => el.textContent.trim() === '0.00'", arg=readout.element_handle(),
                                    timeout=10_000)
             assert not page.get_by_label("random x_T", exact=True).is_checked()
+            assert page.locator(".hdae-level-0 input").is_checked() and not page.locator(".hdae-mix-1 input").is_checked()
+            assert page.locator(".hdae-k input").input_value() == "all"
             assert page.text_content(".hdae-error").strip() == "", context()
             assert "Traceback" not in page.inner_text("body") and "NameError" not in page.inner_text("body"), \
                 f"a cell failed under voila:\n{page.inner_text('body')[-3000:]}"

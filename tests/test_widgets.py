@@ -398,6 +398,9 @@ def test_random_x_T_strip_compare_and_reset_all(setup):
     strip = ed.strip()
     assert strip.shape == (5, 3, 16, 16) and ed.strip_widget.layout.display is None
     assert (strip[4] - rand).abs().max() < 1e-3  # +α is the edit itself (decoded in a batch of 5)
+    ed.select(1)
+    assert ed.strip_widget.layout.display == "none"  # another image: its strip is not shown until asked for
+    ed.select(0)
     ed.compare_box.value = True
     ed.render()
     assert ed._panel_boxes["DAE edited"].layout.display is None and dae.alphas["red"] == 0.7
@@ -451,3 +454,32 @@ def test_picking_a_thumbnail_keeps_the_thumbnails_and_marks_the_chosen(editor):
     editor.set_partner(1, [0])
     assert [b.children[1].button_style for b in editor.partner_box.children[1:]] == ["", "info", "", ""]
     assert editor.partner_box.children[0].button_style == ""
+
+
+def test_compare_with_dae_follows_an_upload(setup):
+    # an uploaded photo joins the DAE's gallery too: compare with DAE renders its edit of the same photo
+    m, stats, dirs, x = setup
+    ed = Editor(EditorState(m, stats, dirs, images=x[:3], steps=STEPS), compare=_dae_state(_tiny("dae"), x[:3]))
+    ed.set_attribute("red", 0.5)
+    ed.compare_box.value = True
+    yy, xx = np.mgrid[0:40, 0:48]
+    idx = ed.load_image_bytes(_png(np.stack([xx * 5, yy * 6, (xx + yy) * 3], -1).clip(0, 255).astype(np.uint8)),
+                              "photo.png")
+    ed.paste_box.value = True
+    ed._safely(ed.render)
+    assert ed.error_label.value == "" and "pasted back" in ed.status.value, ed.error_label.value
+    assert ed.compare.index == idx and torch.equal(ed.compare.images[idx], ed.state.images[idx])
+    assert ed._panel_boxes["DAE edited"].layout.display is None
+
+
+def test_an_unexpected_error_shows_in_the_panel(setup, monkeypatch):
+    # a fault of the editor itself never leaves the status at "working…": it is named in the error panel
+    m, stats, dirs, x = setup
+    ed = Editor(EditorState(m, stats, dirs, images=x, steps=STEPS))
+
+    def broken():
+        raise IndexError("image index 9 out of range 0..3")
+
+    ed._safely(broken)
+    assert ed.status.value == "failed" and "unexpected IndexError" in ed.error_label.value
+    assert "out of range" in ed.error_label.value and not ed.render_button.disabled
