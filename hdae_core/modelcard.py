@@ -73,6 +73,22 @@ def check_export_destination(run_dir: str | Path, dest: str | Path, force: bool 
     ck.check_destination(dest, replace=force, flag="--force")
 
 
+RUN_FIELDS = ("step", "images", "wall_s")  # what `hdae train` records with each checkpoint, and the card quotes
+
+
+def check_export_record(run_dir: Path, extra: dict) -> None:
+    """Refuse, before anything is written, a run folder whose checkpoint lacks what ``hdae train`` records with it
+    (steps, images seen, wall time) or that has no ``metrics.csv``."""
+    missing = [f for f in RUN_FIELDS if not isinstance(extra.get(f), (int, float))]
+    if missing:
+        raise ValueError(f"{run_dir / 'checkpoint'}: no {', '.join(missing)} recorded; `hdae export` takes a run folder "
+                         f"written by `hdae train` (a bare checkpoint folder needs no export: pass it as --checkpoint "
+                         f"or copy it); nothing was written")
+    if not (run_dir / "metrics.csv").is_file():
+        raise ValueError(f"{run_dir}: no metrics.csv (the training log the export copies); `hdae export` takes a run "
+                         f"folder written by `hdae train`; nothing was written")
+
+
 def export_run(run_dir: str | Path, dest: str | Path, command: str | list[str], n_eval: int = 256,
                progress: bool = True, device: str | None = None, note: str | None = None,
                force: bool = False) -> dict:
@@ -88,8 +104,9 @@ def export_run(run_dir: str | Path, dest: str | Path, command: str | list[str], 
     run_dir, dest = Path(run_dir), Path(dest)
     check_export_destination(run_dir, dest, force)
     meta = ck.read_config(run_dir / "checkpoint")
+    extra = meta.get("extra") or {}
+    check_export_record(run_dir, extra)
     model = ck.load(run_dir / "checkpoint", ema=True)
-    extra = meta["extra"]
     train_cfg = TrainConfig.from_dict(extra["train"]) if isinstance(extra.get("train"), dict) else None
     shapes = train_cfg is None or is_shapes(train_cfg.data)
     held_out = None if shapes else held_out_batch(train_cfg, run_dir)

@@ -90,6 +90,25 @@ def test_export_into_a_foreign_folder_is_refused_untouched(run, tmp_path, capsys
     assert _snapshot(user) == before and _snapshot(run) == run_before
 
 
+def test_export_of_a_folder_not_written_by_train_is_refused_up_front(tmp_path, capsys):
+    # a hand-made checkpoint records no steps, images or wall time: one line before anything is written
+    hand = tmp_path / "hand"
+    ck.save(HDAE(ModelConfig.preset("tiny", "dae")), hand / "checkpoint")
+    (hand / "metrics.csv").write_text("step,loss\n")
+    dest = tmp_path / "ship"
+    _one_line_refusal(capsys, ["export", str(hand), str(dest), "--command", "hdae train", "--n-eval", "2",
+                               "--device", "cpu"], "no step, images, wall_s recorded", "nothing was written")
+    assert not dest.exists()
+
+
+def test_export_of_a_run_without_its_log_is_refused_up_front(run, tmp_path, capsys):
+    (run / "metrics.csv").unlink()
+    dest = tmp_path / "ship"
+    _one_line_refusal(capsys, ["export", str(run), str(dest), "--command", "hdae train", "--n-eval", "2",
+                               "--device", "cpu"], "no metrics.csv", "nothing was written")
+    assert not dest.exists()
+
+
 @pytest.mark.parametrize("where", ["run", "run/checkpoint", "run/sub", "."])
 def test_export_into_or_around_the_run_is_refused_untouched(run, tmp_path, capsys, where):
     dest = run.parent / where
