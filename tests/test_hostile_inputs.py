@@ -69,6 +69,22 @@ def test_a_folder_counts_only_the_images_it_can_read(tmp_path):
     assert any("2 image file(s) can't be used" in n and "00_bad.png" in n for n in d["notes"])
 
 
+def test_studies_read_grayscale_rgba_and_palette_images_as_rgb(tmp_path):
+    # training refuses them unless asked (--convert-images); a study only reads them, so they are converted
+    from PIL import Image
+
+    root = tmp_path / "modes"
+    for i in range(4):
+        _rgb(root / f"{i:02d}.png", (40 * i, 0, 0))
+    Image.new("L", (20, 20), 128).save(root / "gray.png")
+    Image.new("RGBA", (20, 20), (0, 200, 0, 128)).save(root / "alpha.png")
+    Image.new("P", (20, 20)).save(root / "palette.png")
+    src = open_data(root, None, size=12)
+    assert src.describe()["images"] == 7 and src.describe()["unreadable"] == 0
+    x = src.batch(src.available("train"), "train")["image"]
+    assert x.shape[1:] == (3, 12, 12) and x.min() >= -1 and x.max() <= 1
+
+
 # ---------------------------------------------------------------- attribute files
 
 

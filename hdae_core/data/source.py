@@ -172,7 +172,9 @@ class FolderData(StudyData):
 
         if not path.exists():
             raise FileNotFoundError(f"data: {path} does not exist (expected an image folder or an LMDB folder)")
-        images = make_dataset(path, self.size, flip=False, on_error="skip")
+        # studies only read the images: grayscale, RGBA and palette images are converted to RGB (training refuses
+        # them unless asked, `--convert-images`); a file that cannot be read is left out, and a note says so below
+        images = make_dataset(path, self.size, flip=False, on_error="skip", convert_mode=True)
         self.dataset = images
         self._note_size(images)
         files = list(getattr(images, "files", []))
