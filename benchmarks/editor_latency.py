@@ -2,6 +2,8 @@
 
     python benchmarks/editor_latency.py                      # shapes32_hdae_u, T = 20, threads 1 and 2
     python benchmarks/editor_latency.py --steps 10 20 --renders 30 --threads 2
+    python benchmarks/editor_latency.py --record             # and write docs/benchmarks/editor_latency.json, the
+                                                             # table in docs/performance.md and the README's line
 
 For each DDIM step count T and thread count, builds the editor's state (held-out shapes, directions fitted on
 the training split), inverts the first image once (timed apart: the first Render of an image pays for it),
@@ -12,12 +14,15 @@ user moving sliders would. Prints one line per setting: the first render with it
 from __future__ import annotations
 
 import argparse
-import statistics
+import json
+import os
+import platform
 import time
+from datetime import datetime, timezone
 
 import torch
 
-from hdae_core import pretrained
+from hdae_core import benchdocs, pretrained
 from hdae_core.editor_state import alpha_strip, follow, state_from_checkpoint
 
 
@@ -30,9 +35,18 @@ def _times(fn, n: int) -> list[float]:
     return out
 
 
-def _summary(ts: list[float]) -> str:
-    q = statistics.quantiles(ts, n=10, method="inclusive")[-1] if len(ts) > 1 else ts[0]
-    return f"median {statistics.median(ts):.3f} s, p90 {q:.3f} s, max {max(ts):.3f} s (n={len(ts)})"
+def _summary(s: dict) -> str:
+    return f"median {s['median']:.3f} s, p90 {s['p90']:.3f} s, max {s['max']:.3f} s (n={s['n']})"
+
+
+def _machine() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def main() -> None:
@@ -43,7 +57,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--renders", type=int, default=20)
     ap.add_argument("--n-stats", type=int, default=512, help="images the directions are fitted on (not timed)")
+    ap.add_argument("--record", action="store_true",
+                    help=f"write {benchdocs.LATENCY_FILE} and the docs' text quoting it (the shipped model only)")
     args = ap.parse_args()
+    rows = []
     kw = dict(n_images=8, n_stats=args.n_stats)
     state = state_from_checkpoint(pretrained.resolve(args.model), **kw)
     dae = state_from_checkpoint(pretrained.resolve(args.dae), **kw) if args.dae else None
@@ -69,16 +86,27 @@ def main() -> None:
                 state.render()
                 state.reconstruction()
 
-            ts = _times(render, args.renders)
-            strip = _times(lambda i: alpha_strip(state), max(3, args.renders // 5))
-            line = (f"threads {threads}, T = {steps}: first render {first:.3f} s (with the inversion and the reconstruction); "
-                    f"renders {_summary(ts)}; α strip {_summary(strip)}")
+            row = {"threads": threads, "steps": steps, "first": round(first, 4),
+                   "renders": benchdocs.spread(_times(render, args.renders)),
+                   "strip": benchdocs.spread(_times(lambda i: alpha_strip(state), max(3, args.renders // 5)))}
+            line = (f"threads {threads}, T = {steps}: first render {first:.3f} s (with the inversion and the "
+                    f"reconstruction); renders {_summary(row['renders'])}; α strip {_summary(row['strip'])}")
             if dae is not None:
                 dae.steps = steps
                 dae._x_T.clear()
                 follow(dae, state).render()  # its inversion
-                line += f"; DAE's edit beside it {_summary(_times(lambda i: follow(dae, state).render(), args.renders))}"
+                row["dae"] = benchdocs.spread(_times(lambda i: follow(dae, state).render(), args.renders))
+                line += f"; DAE's edit beside it {_summary(row['dae'])}"
+            rows.append(row)
             print(line, flush=True)
+    if args.record:
+        record = {"written": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "model": args.model,
+                  "machine": _machine(), "cores": os.cpu_count(), "torch": torch.__version__,
+                  "renders": args.renders, "rows": rows}
+        path = pretrained.REPO_DIR / benchdocs.LATENCY_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(record, indent=2) + "\n")
+        print(f"recorded {path}; rewrote {[str(p) for p in benchdocs.sync_latency()] or 'nothing (unchanged)'}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,56 @@
+"""Benchmark numbers in the docs come from the benchmark's record (hdae_core.benchdocs), never typed by hand."""
+import json
+
+from hdae_core import benchdocs
+from hdae_core.pretrained import REPO_DIR
+
+RECORD = {"written": "2026-01-01 00:00 UTC", "model": "shapes32_hdae_u", "machine": "a CPU", "cores": 2,
+          "torch": "2.13.0", "renders": 4, "rows": [
+              {"threads": 1, "steps": 20, "first": 0.41, "renders": benchdocs.spread([0.1, 0.12, 0.11, 0.3]),
+               "strip": benchdocs.spread([0.2, 0.25, 0.22]), "dae": benchdocs.spread([0.13, 0.14, 0.12, 0.15])},
+              {"threads": 2, "steps": 20, "first": 0.6, "renders": benchdocs.spread([0.6, 0.7, 0.65, 0.8]),
+               "strip": benchdocs.spread([0.3, 0.3, 0.3])}]}
+
+
+def test_spread():
+    s = benchdocs.spread([0.1, 0.12, 0.11, 0.3])
+    assert s["median"] == 0.115 and s["max"] == 0.3 and s["n"] == 4 and 0.12 < s["p90"] <= 0.3
+    assert benchdocs.spread([0.5]) == {"median": 0.5, "p90": 0.5, "max": 0.5, "n": 1}
+
+
+def test_table_and_line_are_written_from_the_record():
+    table = benchdocs.latency_table(RECORD)
+    assert "| 1 | 20 | 0.41 s | 0.115 s /" in table and "| 2 | 20 | 0.60 s | 0.675 s /" in table
+    assert table.count("\n|") == 4 and "| — |" in table  # header, rule and two rows; no DAE in the second
+    line = benchdocs.render_line(RECORD)
+    # the line quotes the row with the most threads, and says whether it is within the target
+    assert line.startswith("**Render:** a Render click takes 0.68 s at the median") and "over the 0.5 s" in line
+    fast = json.loads(json.dumps(RECORD))
+    fast["rows"] = fast["rows"][:1]
+    assert "0.12 s at the median" in benchdocs.render_line(fast) and "within the 0.5 s" in benchdocs.render_line(fast)
+    assert "not measured yet" in benchdocs.render_line({}) and "Not measured yet" in benchdocs.latency_table({})
+
+
+def test_sync_rewrites_only_between_the_markers(tmp_path):
+    (tmp_path / "docs" / "benchmarks").mkdir(parents=True)
+    (tmp_path / benchdocs.LATENCY_FILE).write_text(json.dumps(RECORD))
+    perf = tmp_path / "docs" / "performance.md"
+    perf.write_text(f"# P\n\nkept\n\n{benchdocs.LATENCY_BEGIN}\nold table\n{benchdocs.LATENCY_END}\n\nafter\n")
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n\n**Render:** old\n\nmore\n")
+    assert set(benchdocs.sync_latency(tmp_path)) == {perf, readme}
+    text = perf.read_text()
+    assert "old table" not in text and benchdocs.latency_table(RECORD) in text
+    assert text.startswith("# P\n\nkept\n\n") and text.endswith("\n\nafter\n")
+    assert readme.read_text() == f"intro\n\n{benchdocs.render_line(RECORD)}\n\nmore\n"
+    assert benchdocs.sync_latency(tmp_path) == []  # nothing left to change
+
+
+def test_the_checkout_quotes_its_record():
+    record = benchdocs.read_latency()
+    readme = [line for line in (REPO_DIR / "README.md").read_text().splitlines()
+              if line.startswith(benchdocs.RENDER_MARK)]
+    assert readme == [benchdocs.render_line(record)], "run python benchmarks/editor_latency.py --record"
+    perf = (REPO_DIR / "docs" / "performance.md").read_text()
+    section = perf.split(benchdocs.LATENCY_BEGIN, 1)[1].split(benchdocs.LATENCY_END, 1)[0]
+    assert section.strip() == benchdocs.latency_table(record).strip()
