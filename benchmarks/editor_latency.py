@@ -106,7 +106,7 @@ def main() -> None:
         path = pretrained.REPO_DIR / benchdocs.LATENCY_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(record, indent=2) + "\n")
-        print(f"recorded {path}; rewrote {[str(p) for p in benchdocs.sync_latency()] or 'nothing (unchanged)'}")
+        print(f"recorded {path}; rewrote {[str(p) for p in benchdocs.sync_docs()] or 'nothing (unchanged)'}")
 
 
 if __name__ == "__main__":

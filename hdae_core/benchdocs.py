@@ -1,8 +1,9 @@
 """Benchmark numbers in the docs, written from the benchmark's own record and never typed by hand.
 
-``benchmarks/editor_latency.py --record`` writes ``docs/benchmarks/editor_latency.json``; ``sync_latency()``
-(run by it, and by ``hdae publish ... docs``) rewrites the table in ``docs/performance.md`` between its markers
-and the README's **Render:** line from that record.
+``benchmarks/editor_latency.py --record`` writes ``docs/benchmarks/editor_latency.json``;
+``benchmarks/vs_diffae.py`` prints the runs kept in ``benchmarks/profiles/vs_diffae_*.txt``. ``sync_docs()``
+(run by the latency benchmark, and by ``hdae publish ... docs``) rewrites the tables in ``docs/performance.md``
+between their markers and the README's **Render:** line from those records.
 """
 from __future__ import annotations
 
@@ -18,6 +19,18 @@ LATENCY_BEGIN = "<!-- editor_latency.json: begin (written by benchmarks/editor_l
 LATENCY_END = "<!-- editor_latency.json: end -->"
 RENDER_MARK = "**Render:**"  # the README line on the editor's latency
 TARGET_S = 0.5  # a Render click's median at T = 20 on 2 cores
+VS_BEGIN = "<!-- vs_diffae: begin (written from benchmarks/profiles/vs_diffae_*.txt) -->"
+VS_END = "<!-- vs_diffae: end -->"
+VS_RUNS = (("before", "benchmarks/profiles/vs_diffae_fp32_1thread_cpuclock_before.txt"),
+           ("now, fp32", "benchmarks/profiles/vs_diffae_fp32_1thread_cpuclock.txt"),
+           ("now, `--amp bf16`", "benchmarks/profiles/vs_diffae_bf16_1thread_cpuclock.txt"))
+# (the row's name, the ratio's name in the benchmark's summary, the goal, how it is shown)
+VS_ROWS = (("`dae` training img/s ÷ DiffAE's", "dae train / peer", "≥ 1.3", "ratio"),
+           ("`dae` decoder forward time ÷ DiffAE's", "dae forward time / peer", "≤ 0.75", "ratio"),
+           ("`hdae_u` training img/s ÷ `dae`'s", "hdae_u train / dae", "≥ 0.85", "ratio"),
+           ("DDIM decode (20 steps) over its bare decoder forwards", "dae ddim decode overhead", "≤ 5 %", "percent"),
+           ("DDIM inversion (20 steps, 21 calls) over its bare forwards", "dae ddim invert overhead", "≤ 5 %",
+            "percent"))
 
 
 def spread(ts: Sequence[float]) -> dict[str, float]:
@@ -65,19 +78,55 @@ def render_line(record: dict[str, Any]) -> str:
             f"([docs/performance.md](docs/performance.md#the-editors-render-click)).")
 
 
-def sync_latency(root: Path | None = None) -> list[Path]:
-    """Rewrite docs/performance.md's latency table and the README's **Render:** line from the record."""
+def recorded_medians(path: Path) -> tuple[int, dict[str, float]]:
+    """(rounds, ratio name -> median) from the summary a ``benchmarks/vs_diffae.py`` run prints last."""
+    lines = path.read_text().splitlines()
+    start = max(i for i, line in enumerate(lines) if line.startswith("medians over "))
+    rounds = int(lines[start].split()[2])
+    medians = {}
+    for line in lines[start + 1:]:
+        if not line.startswith("  "):
+            break
+        name, rest = line[2:36].strip(), line[36:].split()
+        medians[name] = float(rest[0])
+    return rounds, medians
+
+
+def vs_diffae_table(root: Path | None = None) -> str:
+    """The table of ratios against DiffAE's network: one column per recorded run, one row per goal."""
+    root = root or REPO_DIR
+    runs = [(label, *recorded_medians(root / path)) for label, path in VS_RUNS]
+    lines = ["| ratio | goal | " + " | ".join(f"{label} ({n} rounds)" for label, n, _ in runs) + " |",
+             "|---|---:|" + "---:|" * len(runs)]
+    for name, key, goal, how in VS_ROWS:
+        cells = []
+        for _, _, med in runs:
+            v = med.get(key)
+            cells.append("" if v is None else f"{v:.2f}" if how == "ratio" else f"{v * 100:+.1f} %".replace("-", "−"))
+        lines.append(f"| {name} | {goal} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _between(text: str, begin: str, end: str, body: str) -> str:
+    if begin not in text or end not in text:
+        return text
+    head, rest = text.split(begin, 1)
+    return f"{head}{begin}\n{body}\n{end}{rest.split(end, 1)[1]}"
+
+
+def sync_docs(root: Path | None = None) -> list[Path]:
+    """Rewrite docs/performance.md's tables (editor latency, ratios against DiffAE) and the README's **Render:**
+    line from the records."""
     root = root or REPO_DIR
     record, changed = read_latency(root), []
     perf = root / "docs" / "performance.md"
     text = perf.read_text()
-    if LATENCY_BEGIN in text and LATENCY_END in text:
-        head, rest = text.split(LATENCY_BEGIN, 1)
-        _, tail = rest.split(LATENCY_END, 1)
-        new = f"{head}{LATENCY_BEGIN}\n{latency_table(record)}\n{LATENCY_END}{tail}"
-        if new != text:
-            perf.write_text(new)
-            changed.append(perf)
+    new = _between(text, LATENCY_BEGIN, LATENCY_END, latency_table(record))
+    if VS_BEGIN in new:
+        new = _between(new, VS_BEGIN, VS_END, vs_diffae_table(root))
+    if new != text:
+        perf.write_text(new)
+        changed.append(perf)
     readme = root / "README.md"
     text = readme.read_text()
     new = "\n".join(render_line(record) if line.startswith(RENDER_MARK) else line for line in text.split("\n"))

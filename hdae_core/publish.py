@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .benchdocs import sync_latency
+from .benchdocs import sync_docs
 from .checks import describe
 from .pipeline import (NOTEBOOKS, RAN, REPO_DIR, REPORT_TIME_MARK, STUDIES, STUDY, TIMES_FILE, claims_line,
                        read_summary, report_time_line, study_times)
@@ -152,7 +152,7 @@ def publish(reports: str | Path, dest: str | Path) -> Path:
     if dest == (REPO_DIR / "docs").resolve():  # the checkout's own docs: its times and the text quoting them too
         record_times(summary)
         sync_text()
-        sync_latency()
+        sync_docs()
     return path
 
 

@@ -38,12 +38,12 @@ def test_sync_rewrites_only_between_the_markers(tmp_path):
     perf.write_text(f"# P\n\nkept\n\n{benchdocs.LATENCY_BEGIN}\nold table\n{benchdocs.LATENCY_END}\n\nafter\n")
     readme = tmp_path / "README.md"
     readme.write_text("intro\n\n**Render:** old\n\nmore\n")
-    assert set(benchdocs.sync_latency(tmp_path)) == {perf, readme}
+    assert set(benchdocs.sync_docs(tmp_path)) == {perf, readme}
     text = perf.read_text()
     assert "old table" not in text and benchdocs.latency_table(RECORD) in text
     assert text.startswith("# P\n\nkept\n\n") and text.endswith("\n\nafter\n")
     assert readme.read_text() == f"intro\n\n{benchdocs.render_line(RECORD)}\n\nmore\n"
-    assert benchdocs.sync_latency(tmp_path) == []  # nothing left to change
+    assert benchdocs.sync_docs(tmp_path) == []  # nothing left to change
 
 
 def test_the_checkout_quotes_its_record():
@@ -54,3 +54,20 @@ def test_the_checkout_quotes_its_record():
     perf = (REPO_DIR / "docs" / "performance.md").read_text()
     section = perf.split(benchdocs.LATENCY_BEGIN, 1)[1].split(benchdocs.LATENCY_END, 1)[0]
     assert section.strip() == benchdocs.latency_table(record).strip()
+
+
+def test_ratios_against_diffae_come_from_the_recorded_runs(tmp_path):
+    run = tmp_path / "run.txt"
+    run.write_text("round 1 dae train 19.9 img/s\n\nmedians over 2 rounds (a CPU, 1 threads, torch x, cpu clock):\n"
+                   "  dae train / peer                     1.250   (1.2, 1.3)\n"
+                   "  dae ddim decode overhead            -0.015   (-0.01, -0.02)\n\nafter the summary\n")
+    assert benchdocs.recorded_medians(run) == (2, {"dae train / peer": 1.25, "dae ddim decode overhead": -0.015})
+    # the checkout's table: every recorded run, each ratio as its run's median says
+    table = benchdocs.vs_diffae_table()
+    for label, path in benchdocs.VS_RUNS:
+        n, med = benchdocs.recorded_medians(REPO_DIR / path)
+        assert f"{label} ({n} rounds)" in table
+        assert "| `dae` training img/s ÷ DiffAE's | ≥ 1.3 |" in table and f"{med['dae train / peer']:.2f}" in table
+    perf = (REPO_DIR / "docs" / "performance.md").read_text()
+    section = perf.split(benchdocs.VS_BEGIN, 1)[1].split(benchdocs.VS_END, 1)[0]
+    assert section.strip() == table.strip(), "docs/performance.md: rewrite it with hdae_core.benchdocs.sync_docs()"
