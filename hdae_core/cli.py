@@ -312,7 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--overwrite", action="store_true",
                    help="write into an --out that holds an earlier hdae report (its notebooks' results are replaced)")
     f.add_argument("--strict", action="store_true",
-                   help="exit non-zero when a notebook is degraded (it ran, but one of its checks failed)")
+                   help="exit non-zero when a notebook is degraded (it ran, but one of its sanity checks failed; a claim "
+                        "of the paper not shown on these models never fails the run)")
     f.add_argument("--format", dest="formats", default=None, metavar="FORMATS",
                    help="figure formats, comma-separated from png, pdf, svg (e.g. png,pdf,svg): every figure gets a "
                         "copy beside its PNG, vector where the figure is (image grids keep their images raster)")

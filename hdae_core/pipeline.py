@@ -538,7 +538,7 @@ def write_index(reports: Path, summary: dict[str, Any]) -> Path:
     ok = sum(r["status"] == "ok" for r in nbs.values())
     lines = ["# hdae reports", "", f"**{_verdict(nbs)}**", "", claims_line(nbs), "",
              f"Profile **{summary['profile']}**, written {summary['written']}; "
-             f"{ran} of {len(nbs)} notebooks ran, {ok} with every check passed; "
+             f"{ran} of {len(nbs)} notebooks ran, {ok} with every sanity check passed; "
              f"notebooks took {_duration(sum(r['seconds'] for r in nbs.values()))} "
              f"(last invocation {_duration(summary['seconds'])} including set-up). "
              f"Regenerate with `{summary.get('command') or 'hdae figures --profile ' + summary['profile']}`.", ""]
@@ -837,7 +837,7 @@ class FiguresOptions:
 
 
 def main(args) -> int:
-    """``hdae figures``: exit code 0 when every selected notebook ran (with ``--strict``: and every check passed),
+    """``hdae figures``: exit code 0 when every selected notebook ran (with ``--strict``: and every sanity check passed),
     1 otherwise; 2 for a refused input or destination (one line, nothing written)."""
     opts = FiguresOptions.from_args(args)
     try:

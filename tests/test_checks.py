@@ -104,7 +104,7 @@ def test_pipeline_verdicts_index_and_strict(tmp_path, monkeypatch, capsys):
     assert "| headline vs baseline | sanity | 0 | < 1 | pass |" in index
     assert "| headline vs baseline | sanity | 5 | < 1 | **FAIL** |" in index
     assert "| claim vs paper | claim | 0 | < -1 | **NOT SHOWN** |" in index
-    assert "3 of 3 notebooks ran, 1 with every check passed" in index
+    assert "3 of 3 notebooks ran, 1 with every sanity check passed" in index
     assert index.splitlines()[2] == "**Not all ok: degraded 2 (01_train, 03_reconstruction).**"
     # 00_tour is ok although its claim did not show: the index counts the claims apart
     assert nbs["00_tour"]["claims_tested"] == 1 and nbs["00_tour"]["claims_not_shown"]
