@@ -8,7 +8,9 @@ metrics and checks:
 - ``09_sampling/latent_<model>`` → ``data/pretrained/<model folder>/latent_ddim/`` (the latent DDIM of each shipped
   model; refused when its identity names other weights than the shipped model's);
 - ``_tmp/oracle/size32`` → ``data/pretrained/shapes32_oracle/`` (the Shapes attribute oracle);
-- ``_tmp/oracle/pixel_size32`` → ``data/pretrained/shapes32_pixel_oracle/`` (the pixel oracle of 08).
+- ``_tmp/oracle/pixel_size32`` → ``data/pretrained/shapes32_pixel_oracle/`` (the pixel oracle of 08);
+- ``08_layout/layout_encoder`` → ``data/pretrained/shapes32_hdae_u/layout_encoder/`` (the layout encoder of 08;
+  refused when its identity names other weights than the shipped model's).
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from hdae_core import cache, pretrained
+from hdae_core import cache, layout, pretrained
 from hdae_core.config import VARIANT_LABELS
 from hdae_core.latent import SHIPPED_DIR
 
@@ -55,13 +57,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("report", type=Path)
     ap.add_argument("--force", action="store_true")
-    ap.add_argument("--only", nargs="+", choices=["latent_ddim", "shapes32_oracle", "shapes32_pixel_oracle"],
-                    default=["latent_ddim", "shapes32_oracle", "shapes32_pixel_oracle"])
+    kinds = ["latent_ddim", "shapes32_oracle", "shapes32_pixel_oracle", "layout_encoder"]
+    ap.add_argument("--only", nargs="+", choices=kinds, default=kinds)
     args = ap.parse_args()
     summary = json.loads((args.report / "summary.json").read_text())
     if summary["profile"] != "full" or summary.get("inputs"):
         sys.exit(f"{args.report}: not a full report on the shipped pair")
-    m09 = json.loads((args.report / "09_sampling" / "metrics.json").read_text())
+    m09 = json.loads((args.report / "09_sampling" / "metrics.json").read_text()) if "latent_ddim" in args.only else {}
     for key, folder in pretrained.DEMO_MODELS.items() if "latent_ddim" in args.only else ():
         src = args.report / "09_sampling" / f"latent_{key}"
         ident = cache.read_identity(src)
@@ -93,6 +95,26 @@ def main() -> None:
                  for k, v in report.items() if k == "accuracy" and isinstance(v, dict)]
         (ROOT / name / "README.md").write_text(_card(name, what, ident, summary, rows))
         print(f"shipped {ROOT / name}")
+    if "layout_encoder" in args.only:
+        _ship_layout(args.report, summary, args.force)
+
+
+def _ship_layout(report: Path, summary: dict, force: bool) -> None:
+    """08's layout encoder, beside the shipped hdae_u it was trained on."""
+    src = report / "08_layout" / "layout_encoder"
+    ident = cache.read_identity(src)
+    folder = pretrained.DEMO_MODELS["hdae_u"]
+    shipped = cache.model_identity(pretrained.load(folder))
+    if ident is None or ident.get("model") != shipped:
+        sys.exit(f"{src}: its identity does not name the shipped {folder} ({shipped}); rerun 08 on it")
+    dest = ROOT / folder / layout.SHIPPED_DIR
+    _copy(src, dest, force)
+    m08 = json.loads((report / "08_layout" / "metrics.json").read_text())
+    (dest / "README.md").write_text(_card(f"Layout encoder of {folder}", "The layout encoder of 08_layout: a small "
+                                          "CNN from a semantic label map to this model's coarse standardised codes "
+                                          "(HDAE Fig. 11), trained on rendered shapes with their label maps.", ident,
+                                          summary, _checks(m08, "layout encoder")))
+    print(f"shipped {dest}")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import diffusion, editing
+from . import cache, diffusion, editing
 from .checkpoint import load_module_weights, read_module_meta, save_module
 from .config import JsonConfig
 from .metrics import r2_score
@@ -23,6 +23,7 @@ from .stats import LatentStats
 FORMAT = "hdae-layout-encoder"
 CONFIG_FILE = "layout_config.json"
 WEIGHTS_FILE = "layout.safetensors"
+SHIPPED_DIR = "layout_encoder"  # beside a shipped checkpoint: the layout encoder 08_layout trains, with its identity
 
 
 def default_levels(num_levels: int) -> list[int]:
@@ -238,6 +239,39 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> LayoutEn
     """Rebuild a layout encoder written by ``save``."""
     meta = read_module_meta(path, CONFIG_FILE, FORMAT, "hdae_core.layout")
     return load_module_weights(LayoutEncoder(LayoutConfig.from_dict(meta["config"])), path, WEIGHTS_FILE, map_location)
+
+
+def load_with_fit(path: str | Path) -> tuple[LayoutEncoder, dict[str, Any]]:
+    """(layout encoder, the training report ``save`` recorded beside it)."""
+    return load(path), dict(read_module_meta(path, CONFIG_FILE, FORMAT, "hdae_core.layout").get("extra") or {})
+
+
+def study_identity(model, world, **train: Any) -> dict[str, Any]:
+    """What a study's layout encoder depends on (a shipped or cached one is used only when all of it matches):
+    the autoencoder's weights, the world it learns from (size, seed, correlations) and the training parameters."""
+    pairs = [list(p) for p in getattr(world, "correlated_pairs", [])]
+    return {"kind": "layout_encoder", "model": cache.model_identity(model),
+            "world": {"source": type(world).__name__, "size": int(world.size), "seed": int(world.seed),
+                      "correlated_pairs": pairs},
+            **{k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in sorted(train.items())}}
+
+
+def for_study(model, world, shipped: str | Path | None, cache_dir: str | Path, refit: bool = False,
+              **train: Any) -> tuple[LayoutEncoder, dict[str, Any], str]:
+    """The layout encoder of a study (08): the one shipped in ``shipped`` (read only) when its recorded identity
+    matches, else the cache entry ``cache_dir`` when it matches, else trained (``train_layout_encoder`` with
+    ``train``: levels, n_images, steps, batch_size, seed) and cached there. Returns (encoder, report, where)."""
+    identity = study_identity(model, world, **train)
+    if shipped is not None and not refit:
+        got, why = cache.lookup([Path(shipped)], identity, load_with_fit, "layout encoder")
+        # exactly this identity: no field the shipped one records may differ either
+        if got is not None and cache.agrees(identity, cache.read_identity(Path(shipped)) or {}):
+            return got[0], got[1], why.replace("loaded from", "shipped in")
+    (enc, fit), where = cache.fetch(cache_dir, identity,
+                                    lambda: train_layout_encoder(model, world, progress=False, **train),
+                                    lambda v, folder: save(v[0], folder, extra=v[1]), load_with_fit,
+                                    "layout encoder", refit=refit)
+    return enc, fit, where
 
 
 def control_agreement(probs: torch.Tensor, layout_attributes: torch.Tensor, image_attributes: torch.Tensor,

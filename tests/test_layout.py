@@ -1,4 +1,6 @@
 """Layout encoder (HDAE Fig. 11): shapes, level composition, regression onto a frozen encoder, save/load."""
+import shutil
+
 import pytest
 import torch
 
@@ -156,3 +158,27 @@ def test_layout_scores_read_the_shape_with_the_attribute_oracle():
     assert sc["shape_read_by"] == "attribute oracle"
     assert sc["shape_matches_layout"].tolist() == [1.0, 1.0, 0.0, 0.0, 0.0, 0.0]
     assert set(sc["shape_matches_layout_pixel"].tolist()) <= {0.0, 1.0}
+
+
+def test_for_study_ships_caches_and_refits_by_identity(tmp_path):
+    # 08's layout encoder: the shipped one when it was trained on this model with these settings, else the cache
+    # entry when it matches, else trained and cached; another model or other settings never reuse it
+    torch.manual_seed(0)
+    model = HDAE(ModelConfig.preset("tiny", "hdae_u")).eval()
+    world = Shapes(size=16, seed=0, correlation=None)
+    kw = dict(levels=None, n_images=16, steps=2, batch_size=8, seed=0)
+    enc, fit, where = layout.for_study(model, world, tmp_path / "shipped", tmp_path / "cache", **kw)
+    assert "fitted here" in where and "no layout encoder cached" in where and "heldout_r2" in fit
+    again, fit2, where = layout.for_study(model, world, tmp_path / "shipped", tmp_path / "cache", **kw)
+    assert "loaded from" in where and fit2 == fit
+    assert all(torch.equal(a, b) for a, b in zip(enc.state_dict().values(), again.state_dict().values()))
+    shutil.copytree(tmp_path / "cache", tmp_path / "shipped")
+    _, _, where = layout.for_study(model, world, tmp_path / "shipped", tmp_path / "other", **kw)
+    assert where.startswith("layout encoder shipped in") and not (tmp_path / "other").exists()
+    _, _, where = layout.for_study(model, world, tmp_path / "shipped", tmp_path / "cache", **{**kw, "steps": 3})
+    assert "fitted on another steps" in where  # other settings: trained again, the shipped one left alone
+    other = HDAE(ModelConfig.preset("tiny", "hdae_u")).eval()  # other weights (another seed)
+    _, _, where = layout.for_study(other, world, tmp_path / "shipped", tmp_path / "cache", **kw)
+    assert "fitted on another" in where and "model" in where
+    _, _, where = layout.for_study(model, world, tmp_path / "shipped", tmp_path / "cache", refit=True, **kw)
+    assert "refit asked for" in where
