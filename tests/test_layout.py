@@ -1,4 +1,5 @@
 """Layout encoder (HDAE Fig. 11): shapes, level composition, regression onto a frozen encoder, save/load."""
+import ast
 import shutil
 
 import pytest
@@ -182,3 +183,19 @@ def test_for_study_ships_caches_and_refits_by_identity(tmp_path):
     assert "fitted on another" in where and "model" in where
     _, _, where = layout.for_study(model, world, tmp_path / "shipped", tmp_path / "cache", refit=True, **kw)
     assert "refit asked for" in where
+
+
+def test_the_shipped_layout_encoder_matches_the_notebook_defaults():
+    # what 08_layout asks for by default on the shipped model is what is shipped: it loads instead of training
+    from hdae_core import cache, pipeline, pretrained
+
+    folder = pretrained.resolve("shapes32_hdae_u")
+    p = {k: ast.literal_eval(v) for k, v in pipeline.notebook_parameters(pipeline.NOTEBOOK_DIR / "08_layout.ipynb").items()
+         if k in ("seed", "levels", "n_train", "layout_steps", "layout_batch")}
+    model = pretrained.load(folder)
+    world = Shapes(size=model.config.image_size, seed=p["seed"], correlation=None)
+    wanted = layout.study_identity(model, world, levels=p["levels"], n_images=p["n_train"], steps=p["layout_steps"],
+                                   batch_size=p["layout_batch"], seed=p["seed"])
+    assert cache.read_identity(folder / layout.SHIPPED_DIR) == cache._plain(wanted)
+    enc, fit = layout.load_with_fit(folder / layout.SHIPPED_DIR)
+    assert enc.levels and fit["heldout_r2"] > 0
