@@ -7,7 +7,7 @@ import os
 import re
 import shutil
 import sys
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from .benchdocs import sync_docs
@@ -29,6 +29,7 @@ def publishable(summary: dict[str, Any] | None, reports: Path) -> None:
     """Refuse (NotPublishable, one line) a report that is missing, not the full profile, or not all ok."""
     if summary is None:
         raise NotPublishable(f"{reports}: no summary.json, not an hdae report (run `hdae figures` first)")
+    check_summary_shape(summary, reports)
     if summary.get("profile") != "full":
         raise NotPublishable(f"{reports}: profile {summary.get('profile')!r}; only a full report is published "
                              f"(`hdae figures` without --profile smoke)")
@@ -36,11 +37,43 @@ def publishable(summary: dict[str, Any] | None, reports: Path) -> None:
     if summary.get("inputs"):
         raise NotPublishable(f"{reports}: made with --checkpoint / --data; the docs describe the shipped models on "
                              f"Shapes")
-    not_ran = [f"{n} {nbs[n]['status'] if n in nbs else 'missing'}" for n in NOTEBOOKS
+    not_ran = [f"{n} {nbs[n].get('status') or 'without a status' if n in nbs else 'missing'}" for n in NOTEBOOKS
                if n not in nbs or nbs[n].get("status") not in RAN]
     if not_ran:
         raise NotPublishable(f"{reports}: not every notebook ran to its end ({', '.join(not_ran)}); publish a report "
                              f"whose notebooks all ran (a degraded one is published with its failed checks named)")
+
+
+def safe_relative(name: Any) -> bool:
+    """Whether ``name`` is a relative path that stays where it is put (no '..', not absolute, no backslash)."""
+    if not isinstance(name, str) or not name or "\\" in name or "\0" in name:
+        return False
+    p = PurePosixPath(name)
+    return not p.is_absolute() and ".." not in p.parts and p.parts[:1] != ("~",)
+
+
+def check_summary_shape(summary: dict[str, Any], reports: Path) -> None:
+    """Refuse (NotPublishable, one line) a summary.json of another shape: every notebook's entry a JSON object, its
+    figures and tables lists of file names inside its own folder, its seconds a number."""
+    f = reports / "summary.json"
+    for name, r in (summary.get("notebooks") or {}).items():
+        if not isinstance(r, dict):
+            raise NotPublishable(f"{f}: notebook {name!r} is {type(r).__name__} {r!r}, not a JSON object; not a "
+                                 f"summary `hdae figures` wrote: rerun `hdae figures` (nothing was written)")
+        for key in ("figures", "tables"):
+            files = r.get(key, [])
+            if not isinstance(files, list) or not all(safe_relative(x) for x in files):
+                bad = files if not isinstance(files, list) else next(x for x in files if not safe_relative(x))
+                raise NotPublishable(f"{f}: notebook {name!r}: {key} holds {bad!r}; expected a list of file names "
+                                     f"inside {reports / name} (no '..', not absolute): rerun `hdae figures` (nothing "
+                                     f"was written)")
+        seconds = r.get("seconds", 0)
+        if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, (int, float))):
+            raise NotPublishable(f"{f}: notebook {name!r}: seconds is {seconds!r}, not a number: rerun `hdae figures` "
+                                 f"(nothing was written)")
+        if not isinstance(r.get("status"), (str, type(None))):
+            raise NotPublishable(f"{f}: notebook {name!r}: status is {r['status']!r}, not a word such as 'ok': rerun "
+                                 f"`hdae figures` (nothing was written)")
 
 
 def _cell(v: Any) -> str:
@@ -117,8 +150,11 @@ def published_before(dest: Path) -> set[str]:
         return set()
     text = results.read_text()
     if PUBLISHED_MARK in text:
-        return set(text.split(PUBLISHED_MARK, 1)[1].split("-->", 1)[0].split())
-    return {m for m in re.findall(r"\]\(([^)]+)\)", text) if m.startswith(f"{FIGURES}/")}
+        listed = set(text.split(PUBLISHED_MARK, 1)[1].split("-->", 1)[0].split())
+    else:
+        listed = set(re.findall(r"\]\(([^)]+)\)", text))
+    # only files under DEST/figures are ever a publish's: a hand-edited list naming anything else is not followed
+    return {m for m in listed if m.startswith(f"{FIGURES}/") and safe_relative(m)}
 
 
 def publish(reports: str | Path, dest: str | Path) -> Path:
@@ -128,6 +164,9 @@ def publish(reports: str | Path, dest: str | Path) -> Path:
     reports, dest = Path(reports).expanduser().resolve(), Path(dest).expanduser().resolve()
     summary = read_summary(reports) if reports.is_dir() else None
     publishable(summary, reports)
+    for folder in (dest, dest / FIGURES):
+        if folder.exists() and not folder.is_dir():
+            raise NotPublishable(f"{folder}: is a file, not a folder; choose another DEST (nothing was written)")
     results = dest / RESULTS
     if results.exists() and not _ours(results):
         raise NotPublishable(f"{results}: not written by hdae publish; move it away or choose another DEST "
@@ -207,7 +246,7 @@ def main(args) -> int:
     try:
         path = publish(args.report, args.dest)
     except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"hdae: error: {e}", file=sys.stderr)
         return 2
     print(f"published {args.report} -> {path} and {path.parent / FIGURES}/")
     return 0
