@@ -5,6 +5,7 @@ import csv
 import json
 import math
 import os
+import shutil
 import signal
 import threading
 import time
@@ -112,6 +113,13 @@ def _use_cache(dataset, cfg: TrainConfig, device: torch.device) -> bool:
     return cfg.cache_data == "on" or device.type == "cuda"
 
 
+def batch_too_large(cfg: TrainConfig, n_train: int, n_held: int | None = None) -> str:
+    """The one line for a training set smaller than one batch, naming the options that fix it."""
+    held = f" ({n_held} more held out by --eval-size)" if n_held else ""
+    return (f"--data {cfg.data}: {n_train} training image(s){held} are fewer than one batch of --batch "
+            f"{cfg.batch_size}; lower --batch{' or --eval-size' if n_held else ''}, or add images")
+
+
 def batches(dataset, cfg: TrainConfig, start_step: int, device: torch.device) -> Iterator[torch.Tensor]:
     """This rank's image batches from ``start_step`` on, the same global batches whatever the world size
     (and whether or not the data set is cached in device memory)."""
@@ -120,7 +128,7 @@ def batches(dataset, cfg: TrainConfig, start_step: int, device: torch.device) ->
     n = len(dataset)
     steps_per_epoch = (n // world) // per_rank
     if per_rank < 1 or steps_per_epoch <= 0:
-        raise ValueError(f"data set of {n} images is smaller than one batch of {cfg.batch_size}")
+        raise ValueError(batch_too_large(cfg, n))
     cache = None
     if _use_cache(dataset, cfg, device):
         workers = cfg.num_workers or min(8, os.cpu_count() or 1)
@@ -340,6 +348,9 @@ def run_data(cfg: TrainConfig, out: Path):
     x_eval = None
     if dist.rank() == 0:  # chooses and lists the split; the other ranks read the list
         idx, x_eval = held_out_split(dataset, cfg, out)
+        world = dist.world_size()
+        if (len(dataset) - len(idx)) // world < max(1, cfg.batch_size // world):  # before anything is written
+            raise ValueError(batch_too_large(cfg, len(dataset) - len(idx), len(idx)))
         if not (out / HELDOUT_FILE).is_file():
             tmp = out / f".{HELDOUT_FILE}.tmp"
             tmp.write_text("".join(f"{dataset.item_name(i)}\n" for i in idx))
@@ -426,6 +437,7 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> Pa
     if cfg.batch_size % world:
         raise ValueError(f"batch_size {cfg.batch_size} does not split over {world} processes")
     lock = None
+    fresh = not out.exists() or ckpt.is_empty_folder(out, ignore=(LOCK_FILE,))
     if dist.rank() == 0:
         out.mkdir(parents=True, exist_ok=True)
         lock = lock_run_folder(out)
@@ -436,10 +448,32 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> Pa
                 for old in [out / HELDOUT_FILE, *(out / "grids").glob("recon_*.png")]:
                     old.unlink(missing_ok=True)
         dist.barrier()
-        return _train(cfg, resume, device, world, out)
+        try:
+            return _train(cfg, resume, device, world, out)
+        except BaseException:
+            if fresh and lock is not None:
+                _undo_failed_start(out)
+            raise
     finally:
         if lock is not None:
             lock.close()  # releases the flock, also when the run raised
+
+
+def _undo_failed_start(out: Path) -> None:
+    """A new run that stopped before its first checkpoint and its first metrics row (bad data, a batch larger
+    than the data, an error of the first step) removes what it wrote, so the folder is empty again and the same
+    command, corrected, runs without --resume (the folder was empty before, so nothing else is there)."""
+    log = out / "metrics.csv"
+    try:
+        rows = log.read_text().count("\n") - 1 if log.is_file() else 0
+    except OSError:
+        return
+    if rows > 0 or (out / "checkpoint").exists() or next(out.glob(".checkpoint.*-*"), None) is not None:
+        return  # the run got somewhere: its record stays, and --resume continues it
+    for name in ("train.json", "metrics.csv", HELDOUT_FILE, f".{HELDOUT_FILE}.tmp"):
+        (out / name).unlink(missing_ok=True)
+    for folder in ("tb", "grids"):
+        shutil.rmtree(out / folder, ignore_errors=True)
 
 
 @dataclass

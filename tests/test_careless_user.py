@@ -83,3 +83,53 @@ def test_publish_refuses_a_dest_that_is_a_file(tmp_path, capsys):
     assert cli.main(["publish", str(report), str(tmp_path / "dest")]) == 2
     assert "is a file, not a folder; choose another DEST" in capsys.readouterr().err
     assert (tmp_path / "dest").read_text() == "mine"
+
+
+# ---------------------------------------------------------------- hdae train
+
+
+def _images(folder, n, size=(16, 16)):
+    folder.mkdir(parents=True)
+    for i in range(n):
+        Image.new("RGB", size, (40 * i, 100, 50)).save(folder / f"im{i}.png")
+    return folder
+
+
+def _train_args(data, out, *extra):
+    return ["train", "--preset", "tiny", "--steps", "2", "--eval-size", "1", "--eval-every", "0",
+            "--no-progress", "--no-tensorboard", "--data", str(data), "--out", str(out), *extra]
+
+
+def test_train_with_a_batch_larger_than_the_data_names_batch_and_leaves_the_folder_reusable(tmp_path, capsys):
+    data, out = _images(tmp_path / "imgs", 3), tmp_path / "run"
+    assert cli.main(_train_args(data, out, "--batch", "64")) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--batch 64" in err and "lower --batch" in err and str(data) in err
+    assert [p.name for p in out.iterdir() if p.name != ".train.lock"] == []
+    # the corrected command runs in the same folder, without --resume
+    assert cli.main(_train_args(data, out, "--batch", "2")) == 0
+    assert (out / "checkpoint" / "config.json").is_file()
+
+
+def test_a_new_run_that_fails_before_its_first_row_leaves_no_run_behind(tmp_path, monkeypatch):
+    from hdae_core import train as train_mod
+
+    def broken(*a, **k):
+        raise RuntimeError("the first batch could not be read")
+        yield
+
+    data, out = _images(tmp_path / "imgs", 4), tmp_path / "run"
+    monkeypatch.setattr(train_mod, "batches", broken)
+    assert cli.main(_train_args(data, out, "--batch", "2")) == 1
+    assert [p.name for p in out.iterdir() if p.name != ".train.lock"] == []
+    monkeypatch.undo()
+    assert cli.main(_train_args(data, out, "--batch", "2")) == 0
+
+
+def test_a_run_that_got_a_checkpoint_keeps_its_record_when_a_later_start_fails(tmp_path, capsys):
+    data, out = _images(tmp_path / "imgs", 4), tmp_path / "run"
+    assert cli.main(_train_args(data, out, "--batch", "2")) == 0
+    before = sorted(p.name for p in out.iterdir())
+    assert cli.main(_train_args(data, out, "--batch", "64", "--resume", "--steps", "4")) == 2
+    assert "lower --batch" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == before
