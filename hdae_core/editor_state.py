@@ -32,7 +32,7 @@ from .pretrained import repo_path, resolve
 from .stats import STATS_FILE, LatentStats
 
 __all__ = ["EditorState", "state_from_checkpoint", "png_bytes", "editor_settings", "EDITOR_PARAMETERS",
-           "recipe", "apply_recipe", "save_edit", "load_recipe", "alpha_strip", "follow", "guided_start",
+           "recipe", "apply_recipe", "save_edit", "load_recipe", "RecipeError", "alpha_strip", "follow", "guided_start",
            "RECIPE_FORMAT"]
 
 RECIPE_FORMAT = "hdae-edit-recipe"
@@ -492,40 +492,126 @@ def load_recipe(path: str | Path) -> dict[str, Any]:
     if not isinstance(r, dict) or r.get("format") != RECIPE_FORMAT:
         raise ValueError(f"{path}: not an editor recipe (format {RECIPE_FORMAT!r} expected)")
     r["_folder"] = str(path.parent)
+    r["_file"] = str(path)
     return r
 
 
-def apply_recipe(state: EditorState, r: dict[str, Any]) -> EditorState:
-    """Set ``state`` to a recipe's edit (``load_recipe``); refused in one line when it is for another model or
-    another gallery image. ``render()`` then gives the saved image bit for bit."""
-    have = cache.model_identity(state.model)
-    if r["model"]["identity"] != have:
-        raise ValueError(f"recipe for model {r['model']['identity']} ({r['model'].get('checkpoint')}); this editor "
-                         f"holds model {have}: load the recipe's checkpoint")
-    img = r["image"]
-    if img.get("file"):
-        from .data.images import load_upload_full
+class RecipeError(ValueError):
+    """A recipe (hand-edited, cut short, or of another version) that cannot be applied; nothing was changed."""
 
-        data = (Path(r.get("_folder", ".")) / img["file"]).read_bytes()
-        state.add_image(load_upload_full(data, img["file"], state.size)[2], img["name"])
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _checked_recipe(state: EditorState, r: Any) -> dict[str, Any]:
+    """Every setting of a recipe, checked against ``state`` before any is applied: a RecipeError in one line names
+    the recipe, the field and what it allows."""
+    where = f"recipe {r.get('_file', '(given as a dict)')}" if isinstance(r, Mapping) else "recipe"
+
+    def bad(field: str, what: str, got: Any) -> RecipeError:
+        return RecipeError(f"{where}: field {field!r} {what}, got {got!r}; save the edit again from the editor "
+                           f"(nothing was changed)")
+
+    if not isinstance(r, Mapping):
+        raise RecipeError(f"{where}: expected a JSON object as load_recipe gives, got {type(r).__name__}")
+    for key, kind in (("model", Mapping), ("image", Mapping), ("alphas", Mapping), ("x_T", Mapping)):
+        if not isinstance(r.get(key), kind):
+            raise bad(key, "must be a JSON object", r.get(key))
+    model, img, xt = r["model"], r["image"], r["x_T"]
+    have = cache.model_identity(state.model)
+    if model.get("identity") != have:
+        raise RecipeError(f"{where}: recipe for model {model.get('identity')} ({model.get('checkpoint')}); this "
+                          f"editor holds model {have}: load the recipe's checkpoint")
+    out: dict[str, Any] = {}
+    if not isinstance(img.get("name"), str):
+        raise bad("image.name", "must be the gallery image's name", img.get("name"))
+    if img.get("file"):
+        f = img["file"]
+        if not isinstance(f, str) or Path(f).name != f:
+            raise bad("image.file", "must be a file name beside the recipe", f)
+        file = Path(r.get("_folder", ".")) / f
+        try:
+            out["upload"] = load_upload_full(file.read_bytes(), f, state.size)[2]
+        except OSError as e:
+            raise RecipeError(f"{where}: its image {file} can't be read ({e.strerror or e}); keep it beside the "
+                              f"recipe (nothing was changed)") from None
     else:
-        i = int(img["index"])
+        i = img.get("index")
+        if not _is_int(i):
+            raise bad("image.index", "must be an integer gallery index", i)
         if not 0 <= i < len(state.images) or state.image_names[i] != img["name"]:
-            raise ValueError(f"recipe image {img['name']!r} (gallery {i}) is not in this gallery: open the editor on "
-                             f"the same data and gallery size")
-        state.select(i)
-    unknown = sorted(set(r["alphas"]) - set(state.alphas))
+            raise RecipeError(f"{where}: image {img['name']!r} (gallery {i}) is not in this gallery: open the "
+                              f"editor on the same data and gallery size (nothing was changed)")
+        out["index"] = i
+    unknown = sorted(set(map(str, r["alphas"])) - set(state.alphas))
     if unknown:
-        raise ValueError(f"recipe attributes {unknown} have no direction in this editor ({state.attribute_names})")
-    state.reset_all()
+        raise RecipeError(f"{where}: attributes {unknown} have no direction in this editor "
+                          f"({state.attribute_names}); nothing was changed")
     for n, a in r["alphas"].items():
-        state.set_attribute(n, a)
-    state.steps = int(r["steps"])
-    state.k = r["k"]
-    state.edit_levels = r["edit_levels"]
+        if isinstance(a, bool) or not isinstance(a, (int, float)) or not math.isfinite(a):
+            raise bad(f"alphas.{n}", "must be a finite number", a)
+    out["alphas"] = {n: float(a) for n, a in r["alphas"].items()}
+    steps = r.get("steps")
+    if not _is_int(steps) or steps < 1:
+        raise bad("steps", "must be a positive integer (DDIM steps)", steps)
+    try:
+        state.model.timesteps(steps)
+    except ValueError as e:
+        raise bad("steps", f"is no DDIM step count of this model ({e})", steps) from None
+    out["steps"] = steps
+    k = r.get("k")
+    if k is not None and (not _is_int(k) or not 1 <= k <= state.L * state.D):
+        raise bad("k", f"must be null (every feature) or an integer in 1..{state.L * state.D}", k)
+    out["k"] = k
+    levels = r.get("edit_levels")
+    if levels is not None:
+        try:
+            levels = editing.check_levels(levels, state.L, "edit_levels") if isinstance(levels, list) else None
+        except ValueError:
+            levels = None
+        if levels is None:
+            raise bad("edit_levels", f"must be null (every level) or a list of distinct levels in 0..{state.L - 1}",
+                      r.get("edit_levels"))
+    out["edit_levels"] = levels
     p = r.get("partner")
-    state.set_partner(None if p is None else int(p["index"]), [] if p is None else p["levels"])
-    state.set_x_T(r["x_T"]["mode"], r["x_T"]["seed"])
+    out["partner"], out["mix_levels"] = None, []
+    if p is not None:
+        if not isinstance(p, Mapping) or not _is_int(p.get("index")) or not 0 <= p["index"] < len(state.partner_images):
+            raise bad("partner", f"must be null or an object whose index is in 0..{len(state.partner_images) - 1}", p)
+        mix = p.get("levels", [])
+        try:
+            mix = editing.check_levels(mix, state.L, "partner.levels") if isinstance(mix, list) else None
+        except ValueError:
+            mix = None
+        if mix is None:
+            raise bad("partner.levels", f"must be a list of distinct levels in 0..{state.L - 1}", p.get("levels"))
+        out["partner"], out["mix_levels"] = p["index"], mix
+    if xt.get("mode") not in X_T_MODES:
+        raise bad("x_T.mode", f"must be one of {list(X_T_MODES)}", xt.get("mode"))
+    if not _is_int(xt.get("seed")) or not -2**63 <= xt["seed"] < 2**64:  # what torch.Generator takes
+        raise bad("x_T.seed", "must be an integer seed", xt.get("seed"))
+    out["x_T"] = (xt["mode"], xt["seed"])
+    return out
+
+
+def apply_recipe(state: EditorState, r: dict[str, Any]) -> EditorState:
+    """Set ``state`` to a recipe's edit (``load_recipe``); refused in one line (RecipeError, nothing changed) when it
+    is for another model or another gallery image, or a field is not one the editor can take. ``render()`` then
+    gives the saved image bit for bit."""
+    c = _checked_recipe(state, r)
+    if "upload" in c:
+        state.add_image(c["upload"], r["image"]["name"])
+    else:
+        state.select(c["index"])
+    state.reset_all()
+    for n, a in c["alphas"].items():
+        state.set_attribute(n, a)
+    state.steps = c["steps"]
+    state.k = c["k"]
+    state.edit_levels = c["edit_levels"]
+    state.set_partner(c["partner"], c["mix_levels"])
+    state.set_x_T(*c["x_T"])
     return state
 
 

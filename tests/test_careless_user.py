@@ -133,3 +133,86 @@ def test_a_run_that_got_a_checkpoint_keeps_its_record_when_a_later_start_fails(t
     assert cli.main(_train_args(data, out, "--batch", "64", "--resume", "--steps", "4")) == 2
     assert "lower --batch" in capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == before
+
+
+# ---------------------------------------------------------------- the editor's recipes
+
+
+@pytest.fixture(scope="module")
+def editor_setup():
+    import torch
+
+    from hdae_core import HDAE, ModelConfig
+    from hdae_core.data import Shapes
+    from hdae_core.stats import LatentStats
+
+    torch.manual_seed(0)
+    m = HDAE(ModelConfig.preset("tiny", "hdae_u")).eval()
+    x = Shapes(size=16, seed=3).batch(range(4))["image"]
+    with torch.no_grad():
+        stats = LatentStats.from_codes(m.encode(x))
+    return m, stats, {"red": torch.randn(m.num_levels, m.code_dim)}, x
+
+
+def _state(editor_setup):
+    from hdae_core.editor_state import EditorState
+
+    m, stats, dirs, x = editor_setup
+    return EditorState(m, stats, dirs, images=x, steps=2)
+
+
+def _settings(st):
+    return (st.index, dict(st.alphas), st.k, st.edit_levels, st.partner, st.mix_levels, st.steps, st.x_T_mode,
+            st.seed, len(st.images))
+
+
+BAD_RECIPES = {
+    "k": ("k", "5"), "k_range": ("k", 10**9), "edit_levels": ("edit_levels", [99]),
+    "edit_levels_text": ("edit_levels", "all"), "steps": ("steps", 0), "steps_text": ("steps", "ten"),
+    "steps_ddim": ("steps", 1001), "alphas": ("alphas", ["red"]), "alpha": ("alphas", {"red": "big"}),
+    "partner": ("partner", "image 0"), "partner_levels": ("partner", {"index": 0, "name": "image 0", "levels": [5]}),
+    "partner_index": ("partner", {"index": 99, "name": "image 0", "levels": [0]}),
+    "seed": ("x_T", {"mode": "own", "seed": "abc"}), "mode": ("x_T", {"mode": "mine", "seed": 0}),
+    "model": ("model", None), "image_index": ("image", {"index": "2", "name": "image 2", "upload": False}),
+    "image_file": ("image", {"index": 0, "name": "up", "upload": True, "file": "../elsewhere.png"}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_RECIPES))
+def test_a_hand_edited_recipe_is_refused_in_one_line_and_changes_nothing(editor_setup, tmp_path, case):
+    from hdae_core.editor_state import RecipeError, apply_recipe, load_recipe, save_edit
+
+    st = _state(editor_setup)
+    st.select(1)
+    st.set_attribute("red", 0.5)
+    _, js = save_edit(st, tmp_path)
+    r = json.loads(js.read_text())
+    field, value = BAD_RECIPES[case]
+    r[field] = value
+    js.write_text(json.dumps(r))
+    target = _state(editor_setup)
+    target.select(3)
+    target.set_attribute("red", -0.25)
+    before = _settings(target)
+    with pytest.raises(RecipeError) as e:
+        apply_recipe(target, load_recipe(js))
+    msg = str(e.value)
+    assert "\n" not in msg and str(js) in msg and "nothing was changed" in msg
+    assert _settings(target) == before
+
+
+def test_a_recipe_still_replays_after_the_checks(editor_setup, tmp_path):
+    from hdae_core.editor_state import apply_recipe, load_recipe, save_edit
+
+    st = _state(editor_setup)
+    st.select(2)
+    st.set_attribute("red", 0.8)
+    st.set_k(10)
+    st.edit_levels = [1]
+    st.set_partner(1, [0])
+    st.set_x_T("random", 5)
+    _, js = save_edit(st, tmp_path)
+    saved = st.last_image.clone()
+    fresh = apply_recipe(_state(editor_setup), load_recipe(js))
+    assert (fresh.k, fresh.edit_levels, fresh.partner, fresh.mix_levels) == (10, [1], 1, [0])
+    assert (fresh.render() == saved).all()
