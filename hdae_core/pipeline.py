@@ -184,7 +184,12 @@ def check_inputs(checkpoint=None, checkpoint_dae=None, data=None, attributes=Non
     for key, ck in (("checkpoint", checkpoint), ("checkpoint_dae", checkpoint_dae)):
         if ck:
             path = pretrained.resolve(ck)
-            sizes[key] = int(ckpt_io.read_config(path)["model"]["image_size"])
+            model_cfg, _ = ckpt_io.configs(path)  # a config of another shape is named here, not in every notebook
+            if not ckpt_io.is_complete(path):
+                raise ValueError(f"--{key.replace('_', '-')} {ck}: {path} has a weights file that is missing or cut "
+                                 f"short (an interrupted copy or save?); copy the checkpoint folder again, or point "
+                                 f"at a whole one")
+            sizes[key] = int(model_cfg.image_size)
             out[key] = str(path)
     if len(set(sizes.values())) > 1:
         raise ValueError(f"--checkpoint and --checkpoint-dae must share one image size, got {sizes}")

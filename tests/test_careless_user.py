@@ -216,3 +216,30 @@ def test_a_recipe_still_replays_after_the_checks(editor_setup, tmp_path):
     fresh = apply_recipe(_state(editor_setup), load_recipe(js))
     assert (fresh.k, fresh.edit_levels, fresh.partner, fresh.mix_levels) == (10, [1], 1, [0])
     assert (fresh.render() == saved).all()
+
+
+# ---------------------------------------------------------------- hdae figures --checkpoint
+
+
+@pytest.mark.parametrize("damage", ["truncate", "remove", "config"])
+def test_figures_refuses_a_checkpoint_with_damaged_weights_or_config_before_any_notebook(tmp_path, damage):
+    import torch
+
+    from hdae_core import HDAE, ModelConfig, checkpoint
+
+    torch.manual_seed(0)
+    ck = checkpoint.save(HDAE(ModelConfig.preset("tiny", "hdae_u")), tmp_path / "ck")
+    weights, cfg = tmp_path / "ck" / "model.safetensors", tmp_path / "ck" / "config.json"
+    if damage == "truncate":
+        weights.write_bytes(weights.read_bytes()[:1000])
+    elif damage == "remove":
+        weights.unlink()
+    else:
+        meta = json.loads(cfg.read_text())
+        meta["model"]["image_size"] = "big"
+        cfg.write_text(json.dumps(meta))
+    with pytest.raises(ValueError) as e:
+        pipeline.check_inputs(checkpoint=str(ck))
+    msg = str(e.value)
+    assert "\n" not in msg and str(tmp_path / "ck") in msg
+    assert ("image_size" in msg) if damage == "config" else ("missing or cut short" in msg)
