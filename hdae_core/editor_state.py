@@ -61,6 +61,7 @@ EDITOR_PARAMETERS: dict[str, tuple[str, type, Any]] = {
     "quick": ("HDAE_EDITOR_QUICK", bool, False),
 }
 BOOLEANS = {"1": True, "true": True, "0": False, "false": False}  # how a variable spells a bool setting
+PROFILE_NAMES = ("full", "smoke")  # the profiles of `hdae figures` (recorded in metrics.json)
 
 
 class EditorSettingError(ValueError):
@@ -98,6 +99,14 @@ def editor_settings(given: Mapping[str, Any], environ: Mapping[str, str] | None 
             raise EditorSettingError(f"{source}={raw!r}: expected a finite number")
         if kind is int and name != "seed" and value < 1:
             raise EditorSettingError(f"{source}={raw!r}: expected a positive integer (default {default!r})")
+        if name == "seed" and not 0 <= value < 2 ** 63:
+            raise EditorSettingError(f"{source}={raw!r}: expected a seed from 0 to 2**63 - 1 (default {default!r})")
+        if name == "threads" and value > (os.cpu_count() or 1):
+            raise EditorSettingError(f"{source}={raw!r}: this machine has {os.cpu_count()} cores; expected 1 to "
+                                     f"{os.cpu_count()} threads (default {default!r})")
+        if name == "profile" and value not in PROFILE_NAMES:
+            raise EditorSettingError(f"{source}={raw!r}: expected one of {', '.join(PROFILE_NAMES)} "
+                                     f"(default {default!r})")
         out[name] = value
     return out
 

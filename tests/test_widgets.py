@@ -310,6 +310,17 @@ def test_editor_settings_explicit_wins_and_a_bad_variable_is_one_line():
         editor_settings({}, {"HDAE_EDITOR_N_IMAGES": "0"})
     with pytest.raises(EditorSettingError, match="expected a finite number"):
         editor_settings({}, {"HDAE_EDITOR_EXAMPLE_ALPHA": "nan"})
+    # values that parse but would fail later: refused up front, the variable named
+    for var, value, words in (("HDAE_EDITOR_SEED", str(10 ** 30), "expected a seed from 0"),
+                              ("HDAE_EDITOR_SEED", "-1", "expected a seed from 0"),
+                              ("HDAE_EDITOR_THREADS", "1000", "this machine has"),
+                              ("HDAE_EDITOR_PROFILE", "fast", "expected one of full, smoke")):
+        with pytest.raises(EditorSettingError, match=f"^\\${var}='{value}': {words}"):
+            editor_settings({}, {var: value})
+    from hdae_core import pipeline
+    from hdae_core.editor_state import PROFILE_NAMES
+
+    assert set(PROFILE_NAMES) == set(pipeline.PROFILES)
 
 
 def test_an_empty_gallery_and_a_huge_alpha_are_clear_errors(setup):
