@@ -76,6 +76,22 @@ def check_export_destination(run_dir: str | Path, dest: str | Path, force: bool 
 RUN_FIELDS = ("step", "images", "wall_s")  # what `hdae train` records with each checkpoint, and the card quotes
 
 
+def check_run_folder(run_dir: Path) -> None:
+    """Refuse, naming what was given instead, a RUN that is not a run folder written by ``hdae train``."""
+    if not run_dir.is_dir():
+        raise ValueError(f"{run_dir}: {'is a file' if run_dir.exists() else 'does not exist'}; `hdae export` takes "
+                         f"a run folder written by `hdae train` (it holds checkpoint/ and metrics.csv)")
+    if (run_dir / "checkpoint").is_dir():
+        return
+    if (run_dir / "config.json").is_file() and run_dir.name == "checkpoint":
+        raise ValueError(f"{run_dir}: is the checkpoint inside a run; pass the run folder that holds it "
+                         f"({run_dir.parent})")
+    if (run_dir / "config.json").is_file():
+        raise ValueError(f"{run_dir}: is a checkpoint folder, not a run folder; it needs no export (pass it as "
+                         f"--checkpoint, or copy it)")
+    raise ValueError(f"{run_dir}: no checkpoint/ in it; `hdae export` takes a run folder written by `hdae train`")
+
+
 def check_export_record(run_dir: Path, extra: dict) -> None:
     """Refuse, before anything is written, a run folder whose checkpoint lacks what ``hdae train`` records with it
     (steps, images seen, wall time) or that has no ``metrics.csv``."""
@@ -102,6 +118,7 @@ def export_run(run_dir: str | Path, dest: str | Path, command: str | list[str], 
     if not commands or not all(c.strip() for c in commands):
         raise ValueError("export needs the training command(s) for the model card, got none")
     run_dir, dest = Path(run_dir), Path(dest)
+    check_run_folder(run_dir)
     check_export_destination(run_dir, dest, force)
     meta = ck.read_config(run_dir / "checkpoint")
     extra = meta.get("extra") or {}

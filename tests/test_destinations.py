@@ -101,6 +101,17 @@ def test_export_of_a_folder_not_written_by_train_is_refused_up_front(tmp_path, c
     assert not dest.exists()
 
 
+def test_export_says_what_a_run_folder_is_when_given_something_else(run, tmp_path, capsys):
+    dest = tmp_path / "ship"
+    argv = ["--command", "hdae train", "--n-eval", "2", "--device", "cpu"]
+    _one_line_refusal(capsys, ["export", str(run / "checkpoint"), str(dest), *argv], "checkpoint inside a run",
+                      str(run))
+    (tmp_path / "empty").mkdir()
+    _one_line_refusal(capsys, ["export", str(tmp_path / "empty"), str(dest), *argv], "no checkpoint/ in it")
+    _one_line_refusal(capsys, ["export", str(tmp_path / "nowhere"), str(dest), *argv], "does not exist")
+    assert not dest.exists()
+
+
 def test_export_of_a_run_without_its_log_is_refused_up_front(run, tmp_path, capsys):
     (run / "metrics.csv").unlink()
     dest = tmp_path / "ship"
