@@ -8,7 +8,6 @@ in it runs.
 """
 from __future__ import annotations
 
-import argparse
 import re
 import warnings
 from pathlib import Path
@@ -443,7 +442,9 @@ def _check_width(shape, model: HDAE, path) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``hdae import-diffae CKPT [--latent PKL] [--classifier CKPT] --out DIR [--force]``."""
-    p = argparse.ArgumentParser(
+    from .cli import POSITIVE_INT, Parser, UserError  # here: the command line imports this module
+
+    p = Parser(
         prog="hdae import-diffae",
         description="Convert an official DiffAE autoencoder checkpoint (last.ckpt), optionally with its "
                     "latent.pkl and attribute classifier, into an hdae checkpoint folder. Nothing in the "
@@ -452,10 +453,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("checkpoint", type=Path, help="DiffAE autoencoder checkpoint, e.g. ffhq128_autoenc_130M/last.ckpt")
     p.add_argument("--latent", type=Path, help="DiffAE latent.pkl (code statistics) of the same autoencoder")
     p.add_argument("--classifier", type=Path, help="DiffAE attribute classifier, e.g. ffhq128_autoenc_cls/last.ckpt")
-    p.add_argument("--image-size", type=int, help="override the image size (read from the hyper-parameters otherwise)")
+    p.add_argument("--image-size", type=POSITIVE_INT,
+                   help="override the image size (read from the hyper-parameters otherwise)")
     p.add_argument("--out", type=Path, required=True, help="output checkpoint folder (new or empty)")
     p.add_argument("--force", action="store_true", help="replace the checkpoint already in --out")
     args = p.parse_args(argv)
+    for flag, path in (("checkpoint", args.checkpoint), ("--latent", args.latent), ("--classifier", args.classifier)):
+        if path is not None and path.is_dir():
+            found = sorted(path.glob("*.ckpt" if flag != "--latent" else "*.pkl"))
+            raise UserError(f"{flag} {path}: is a folder; pass the file in it"
+                            + (f", e.g. {found[0]}" if found else ""))
     out = import_diffae_folder(args.checkpoint, args.out, latent=args.latent, classifier=args.classifier,
                                image_size=args.image_size, force=args.force)
     meta = ckpt_io.read_config(out)

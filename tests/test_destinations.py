@@ -160,6 +160,20 @@ def test_import_diffae_refuses_a_foreign_folder_and_replaces_a_checkpoint_only_w
     assert ck.load(out).config.variant == "dae"
 
 
+def test_import_diffae_arguments_are_one_line_errors(tmp_path, capsys):
+    # its own options: one line naming the bad value, never argparse's usage text, nothing written
+    out = tmp_path / "m"
+    ckpt = str(FIX / "tiny_last.ckpt")
+    _one_line_refusal(capsys, ["import-diffae", ckpt, "--out", str(out), "--image-size", "-5"], "--image-size",
+                      "a positive integer")
+    _one_line_refusal(capsys, ["import-diffae", ckpt], "--out")
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "last.ckpt").write_bytes(b"x")
+    _one_line_refusal(capsys, ["import-diffae", str(folder), "--out", str(out)], "is a folder", "last.ckpt")
+    assert not out.exists()
+
+
 # ---------------------------------------------------------------- hdae train
 
 
