@@ -215,7 +215,9 @@ def read_config(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{cfg_path}: not valid JSON ({e})") from e
     if not isinstance(meta, dict) or meta.get("format") != FORMAT or "model" not in meta:
         fmt = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
-        raise CheckpointError(f"{cfg_path}: not an hdae checkpoint config (format={fmt!r})")
+        raise CheckpointError(f"{cfg_path}: not an hdae checkpoint config (format={fmt!r}, expected {FORMAT!r}); "
+                              f"pass a folder written by `hdae train` (its checkpoint/), `hdae export` or "
+                              f"`hdae import-diffae` (a DiffAE checkpoint is converted with `hdae import-diffae`)")
     version = meta.get("format_version")
     if isinstance(version, bool) or not isinstance(version, int):
         raise CheckpointError(f"{cfg_path}: field 'format_version' must be an integer, got {version!r}")

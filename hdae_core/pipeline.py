@@ -849,7 +849,7 @@ def main(args) -> int:
         summary = run(**{f.name: getattr(opts, f.name) for f in fields(opts) if f.name != "strict"},
                       command=opts.command())
     except (ValueError, ReportFolderBusy) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"hdae: error: {e}", file=sys.stderr)
         return 2
     failed = [n for n in summary["ran"] if summary["notebooks"][n]["status"] not in RAN]
     degraded = [n for n in summary["ran"] if summary["notebooks"][n]["status"] == "degraded"]

@@ -243,3 +243,16 @@ def test_figures_refuses_a_checkpoint_with_damaged_weights_or_config_before_any_
     msg = str(e.value)
     assert "\n" not in msg and str(tmp_path / "ck") in msg
     assert ("image_size" in msg) if damage == "config" else ("missing or cut short" in msg)
+
+
+def test_a_foreign_config_json_says_what_checkpoint_to_pass(tmp_path, capsys):
+    # another project's config.json as --checkpoint: one line naming the file, the format wanted and what to pass
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "config.json").write_text('{"name": "another project", "version": 3}')
+    (other / "model.safetensors").write_bytes(b"")
+    rc = cli.main(["figures", "--checkpoint", str(other), "--out", str(tmp_path / "rep")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("hdae: error: ") and err.count("\n") == 1, err
+    assert "not an hdae checkpoint config" in err and "hdae import-diffae" in err and "hdae train" in err
+    assert not (tmp_path / "rep").exists()
