@@ -64,13 +64,18 @@ POSITIVE_FLOAT = _number(float, 0, lo_open=True, what="a finite number > 0")
 
 
 def _out_folder(text: str) -> str:
-    """A folder the run can write to: created now, so a mistake shows before any work starts."""
-    path = Path(text)
+    """A folder the run can write to, checked now so a mistake shows before any work starts; it is created when
+    the run starts, so a command refused on another argument leaves nothing behind."""
+    path = Path(text).expanduser()
     if path.exists() and not path.is_dir():
         raise argparse.ArgumentTypeError(f"{text} is a file; expected a folder to write the run into")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".hdae-write-test-"):
+    nearest = path.absolute()
+    while not nearest.exists():
+        nearest = nearest.parent
+    if not nearest.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: {nearest} is a file; expected a folder to write the run into")
+    try:  # a file written and removed at once where the folder is (or will be made): nothing stays
+        with tempfile.NamedTemporaryFile(dir=nearest, prefix=".hdae-write-test-"):
             pass
     except OSError as e:
         raise argparse.ArgumentTypeError(f"can't write to {text} ({e.strerror or e}); expected a writable folder") from None

@@ -256,3 +256,12 @@ def test_a_foreign_config_json_says_what_checkpoint_to_pass(tmp_path, capsys):
     assert rc == 2 and err.startswith("hdae: error: ") and err.count("\n") == 1, err
     assert "not an hdae checkpoint config" in err and "hdae import-diffae" in err and "hdae train" in err
     assert not (tmp_path / "rep").exists()
+
+
+def test_a_train_command_refused_on_an_argument_leaves_no_out_folder(tmp_path, capsys):
+    out = tmp_path / "new" / "run"
+    assert cli.main(["train", "--preset", "tiny", "--out", str(out), "--steps", "-3"]) == 2
+    assert "--steps" in capsys.readouterr().err and not (tmp_path / "new").exists()
+    (tmp_path / "file").write_text("x")
+    assert cli.main(["train", "--preset", "tiny", "--out", str(tmp_path / "file" / "run"), "--steps", "1"]) == 2
+    assert "is a file" in capsys.readouterr().err
