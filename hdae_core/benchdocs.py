@@ -25,6 +25,13 @@ VS_RUNS = (("before", "benchmarks/profiles/vs_diffae_fp32_1thread_cpuclock_befor
            ("now, fp32", "benchmarks/profiles/vs_diffae_fp32_1thread_cpuclock.txt"),
            ("now, `--amp bf16`", "benchmarks/profiles/vs_diffae_bf16_1thread_cpuclock.txt"))
 # (the row's name, the ratio's name in the benchmark's summary, the goal, how it is shown)
+CEILING_FILE = "benchmarks/profiles/cpu_ceiling_diffae32_1thread.txt"  # benchmarks/cpu_ceiling.py's output
+FLOPS_BEGIN = "<!-- cpu_ceiling flops: begin (written from benchmarks/profiles/cpu_ceiling_diffae32_1thread.txt) -->"
+FLOPS_END = "<!-- cpu_ceiling flops: end -->"
+CEILING_BEGIN = "<!-- cpu_ceiling: begin (written from benchmarks/profiles/cpu_ceiling_diffae32_1thread.txt) -->"
+CEILING_END = "<!-- cpu_ceiling: end -->"
+HDAE_U_GOAL = 0.85  # hdae_u's training speed over dae's that the CPU goals ask for
+PEER_GOAL = 1.3  # dae's training speed over DiffAE's network that the CPU goals ask for
 VS_ROWS = (("`dae` training img/s ÷ DiffAE's", "dae train / peer", "≥ 1.3", "ratio"),
            ("`dae` decoder forward time ÷ DiffAE's", "dae forward time / peer", "≤ 0.75", "ratio"),
            ("`hdae_u` training img/s ÷ `dae`'s", "hdae_u train / dae", "≥ 0.85", "ratio"),
@@ -111,6 +118,57 @@ def vs_diffae_table(root: Path | None = None) -> str:
     return "\n".join(lines)
 
 
+def read_ceiling(path: Path) -> dict[str, Any]:
+    """What ``benchmarks/cpu_ceiling.py`` printed: machine, batch, the convolutions' bound (ms a step, img/s), each
+    network's median training img/s and share of the matmul peak, and the FLOPs per training image."""
+    import re
+
+    text = path.read_text()
+
+    def find(pattern: str) -> tuple[str, ...]:
+        m = re.search(pattern, text, re.M)
+        if m is None:
+            raise ValueError(f"{path}: no line matching {pattern!r}; rerun benchmarks/cpu_ceiling.py into it")
+        return m.groups()
+
+    nets = {who: (float(img), int(pct)) for who, img, pct in re.findall(
+        r"^\s+(peer|dae|hdae_u)\s+([\d.]+) img/s =\s+[\d.]+ GFLOP/s =\s+(\d+)% of the matmul peak", text, re.M)}
+    conv_ms, bound = find(r"convolutions alone, NCHW: ([\d.]+) ms a step = at most ([\d.]+) img/s")
+    flops_dae, flops_u = find(r"FLOPs per training image: dae ([\d.]+) G.*hdae_u ([\d.]+) G")
+    return {"machine": find(r"^machine: ([^,]+),")[0], "batch": int(find(r"training step at batch (\d+)")[0]),
+            "conv_ms": float(conv_ms), "bound": float(bound), "nets": nets,
+            "flops": {"dae": float(flops_dae), "hdae_u": float(flops_u)}}
+
+
+def flops_text(c: dict[str, Any]) -> str:
+    """The sentence on hdae_u's FLOPs over dae's, and what it allows on a compute-bound CPU."""
+    r = c["flops"]["hdae_u"] / c["flops"]["dae"]
+    reach = ("out of reach without changing the model" if 1 / r < HDAE_U_GOAL else "within reach of the kernels")
+    return (f"`hdae_u` costs {r:.2f}× the FLOPs of `dae` per training image ({c['flops']['hdae_u']:.2f} G against "
+            f"{c['flops']['dae']:.2f} G: its U-Net encoder), so on a compute-bound CPU it trains at about 1/{r:.2f} = "
+            f"{1 / r:.2f}× `dae` whatever the kernels do; {HDAE_U_GOAL}× is {reach}.")
+
+
+def ceiling_text(c: dict[str, Any]) -> str:
+    """The paragraph on how far fp32 training can go on this CPU, computed from ``read_ceiling``."""
+    (peer, peer_pct), (dae, dae_pct) = c["nets"]["peer"], c["nets"]["dae"]
+    step = c["batch"] / dae * 1000
+    other = step - c["conv_ms"]
+    target = PEER_GOAL * peer
+    allowed = c["batch"] / target * 1000 - c["conv_ms"]
+    return (f"On this {c['machine']} core the convolutions alone allow at most {c['bound']:.1f} img/s; DiffAE's network "
+            f"trains at {peer:.1f} img/s ({peer_pct} % of the fp32 1024² matmul peak), `dae` at {dae:.1f} "
+            f"({dae / peer:.2f}×, {dae_pct} %), and {PEER_GOAL}× the peer would be {target:.1f} img/s, "
+            f"{_pct(target / c['bound'])} of that bound. Getting there means shrinking everything besides the "
+            f"convolutions' own arithmetic (the layout reorders oneDNN does around each NCHW convolution, attention, "
+            f"norms, activations, Adam: {_pct(other / step)} of the step now, {other:.0f} of {step:.0f} ms) by "
+            f"{_pct(1 - allowed / other)}.")
+
+
+def _pct(x: float) -> str:
+    return f"{round(100 * x)} %"
+
+
 def _between(text: str, begin: str, end: str, body: str) -> str:
     if begin not in text or end not in text:
         return text
@@ -128,6 +186,10 @@ def sync_docs(root: Path | None = None) -> list[Path]:
     new = _between(text, LATENCY_BEGIN, LATENCY_END, latency_table(record))
     if VS_BEGIN in new:
         new = _between(new, VS_BEGIN, VS_END, vs_diffae_table(root))
+    if CEILING_BEGIN in new or FLOPS_BEGIN in new:
+        ceiling = read_ceiling(root / CEILING_FILE)
+        new = _between(_between(new, FLOPS_BEGIN, FLOPS_END, flops_text(ceiling)), CEILING_BEGIN, CEILING_END,
+                       ceiling_text(ceiling))
     if new != text:
         perf.write_text(new)
         changed.append(perf)

@@ -1,6 +1,8 @@
 """Benchmark numbers in the docs come from the benchmark's record (hdae_core.benchdocs), never typed by hand."""
 import json
 
+import pytest
+
 from hdae_core import benchdocs
 from hdae_core.pretrained import REPO_DIR
 
@@ -71,3 +73,27 @@ def test_ratios_against_diffae_come_from_the_recorded_runs(tmp_path):
     perf = (REPO_DIR / "docs" / "performance.md").read_text()
     section = perf.split(benchdocs.VS_BEGIN, 1)[1].split(benchdocs.VS_END, 1)[0]
     assert section.strip() == table.strip(), "docs/performance.md: rewrite it with hdae_core.benchdocs.sync_docs()"
+
+
+def test_the_cpu_ceiling_text_is_computed_from_its_recorded_run(tmp_path):
+    c = benchdocs.read_ceiling(REPO_DIR / benchdocs.CEILING_FILE)
+    assert c["batch"] > 0 and c["conv_ms"] > 0 and {"peer", "dae", "hdae_u"} <= set(c["nets"])
+    r = c["flops"]["hdae_u"] / c["flops"]["dae"]
+    assert f"costs {r:.2f}× the FLOPs" in benchdocs.flops_text(c)
+    # a made-up run: every number of the paragraph follows from it
+    made = {"machine": "X", "batch": 10, "conv_ms": 400.0, "bound": 25.0, "nets": {"peer": (10.0, 50), "dae": (12.5, 60)},
+            "flops": {"dae": 2.0, "hdae_u": 2.2}}
+    text = benchdocs.ceiling_text(made)
+    # step 800 ms, 400 of it besides the convolutions (50 %); 1.3 × 10 = 13 img/s, 52 % of 25; at 13 img/s the step
+    # is 769 ms, leaving 369 ms besides the convolutions: 8 % less than 400
+    assert "at most 25.0 img/s" in text and "`dae` at 12.5 (1.25×, 60 %)" in text and "13.0 img/s, 52 % of" in text
+    assert "50 % of the step now, 400 of 800 ms) by 8 %." in text
+    assert "within reach" in benchdocs.flops_text(made) and "1/1.10 = 0.91×" in benchdocs.flops_text(made)
+    bad = tmp_path / "c.txt"
+    bad.write_text("machine: X, torch\n")
+    with pytest.raises(ValueError, match="rerun benchmarks/cpu_ceiling.py"):
+        benchdocs.read_ceiling(bad)
+    perf = (REPO_DIR / "docs" / "performance.md").read_text()
+    for begin, end, body in ((benchdocs.FLOPS_BEGIN, benchdocs.FLOPS_END, benchdocs.flops_text(c)),
+                             (benchdocs.CEILING_BEGIN, benchdocs.CEILING_END, benchdocs.ceiling_text(c))):
+        assert perf.split(begin, 1)[1].split(end, 1)[0].strip() == body
