@@ -17,7 +17,8 @@ from typing import Any, Callable, TypeVar
 
 import torch
 
-__all__ = ["IDENTITY_FILE", "model_identity", "tensor_identity", "data_identity", "fetch", "lookup", "agrees", "read_identity"]
+__all__ = ["IDENTITY_FILE", "model_identity", "tensor_identity", "data_identity", "fetch", "shipped_or_fetch", "lookup",
+           "agrees", "read_identity"]
 
 IDENTITY_FILE = "identity.json"
 T = TypeVar("T")
@@ -150,3 +151,15 @@ def lookup(folders, required: dict[str, Any], load: Callable[[Path], T], what: s
             except Exception as e:  # noqa: BLE001 - a damaged entry is passed over, and the reason is reported
                 return None, f"the {what} in {folder} could not be read ({type(e).__name__}: {e})"
     return None, f"none of {seen} cached {what} entries was fitted on this model" if seen else f"no cached {what}"
+
+
+def shipped_or_fetch(shipped: str | Path | None, folder: str | Path, identity: dict[str, Any], fit: Callable[[], T],
+                     save: Callable[[T, Path], Any], load: Callable[[Path], T], what: str,
+                     refit: bool = False) -> tuple[T, str]:
+    """(value, where): the entry shipped in ``shipped`` (read only, beside a model or in data/pretrained) when its
+    recorded identity holds ``identity``, else ``fetch(folder, ...)``; ``refit`` skips the shipped one too."""
+    if shipped is not None and not refit:
+        got, why = lookup([Path(shipped)], identity, load, what)
+        if got is not None:
+            return got, why.replace("loaded from", "shipped in")
+    return fetch(folder, identity, fit, save, load, what, refit=refit)

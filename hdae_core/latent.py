@@ -239,15 +239,10 @@ def load_or_fit(identity: dict[str, Any], fit, shipped: str | Path | None, cache
     """(latent DDIM, its statistics, where): the one shipped in ``shipped`` (read only) when its recorded identity
     is ``identity``, else the cache entry ``cache_dir`` when it matches, else ``fit()`` → (model, stats) cached
     there. ``identity`` names the autoencoder's weights, the data, the config and the training parameters."""
-    def load_both(folder: Path):
-        return load(folder), LatentStats.load(folder)
-
-    if shipped is not None and not refit:
-        got, why = cache.lookup([Path(shipped)], identity, load_both, "latent DDIM")
-        if got is not None:
-            return got[0], got[1], why.replace("loaded from", "shipped in")
-    (lm, stats), where = cache.fetch(cache_dir, identity, fit, lambda v, folder: save(v[0], folder, v[1]),
-                                     load_both, "latent DDIM", refit=refit)
+    (lm, stats), where = cache.shipped_or_fetch(shipped, cache_dir, identity, fit,
+                                                lambda v, folder: save(v[0], folder, v[1]),
+                                                lambda folder: (load(folder), LatentStats.load(folder)),
+                                                "latent DDIM", refit=refit)
     return lm, stats, where
 
 

@@ -237,13 +237,14 @@ def save(layout_encoder: LayoutEncoder, path: str | Path, extra: dict[str, Any] 
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> LayoutEncoder:
     """Rebuild a layout encoder written by ``save``."""
+    return load_with_fit(path, map_location)[0]
+
+
+def load_with_fit(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[LayoutEncoder, dict[str, Any]]:
+    """(layout encoder, the training report ``save`` recorded beside it), rebuilt from a folder ``save`` wrote."""
     meta = read_module_meta(path, CONFIG_FILE, FORMAT, "hdae_core.layout")
-    return load_module_weights(LayoutEncoder(LayoutConfig.from_dict(meta["config"])), path, WEIGHTS_FILE, map_location)
-
-
-def load_with_fit(path: str | Path) -> tuple[LayoutEncoder, dict[str, Any]]:
-    """(layout encoder, the training report ``save`` recorded beside it)."""
-    return load(path), dict(read_module_meta(path, CONFIG_FILE, FORMAT, "hdae_core.layout").get("extra") or {})
+    enc = load_module_weights(LayoutEncoder(LayoutConfig.from_dict(meta["config"])), path, WEIGHTS_FILE, map_location)
+    return enc, dict(meta.get("extra") or {})
 
 
 def study_identity(model, world, **train: Any) -> dict[str, Any]:
@@ -261,16 +262,10 @@ def for_study(model, world, shipped: str | Path | None, cache_dir: str | Path, r
     """The layout encoder of a study (08): the one shipped in ``shipped`` (read only) when its recorded identity
     matches, else the cache entry ``cache_dir`` when it matches, else trained (``train_layout_encoder`` with
     ``train``: levels, n_images, steps, batch_size, seed) and cached there. Returns (encoder, report, where)."""
-    identity = study_identity(model, world, **train)
-    if shipped is not None and not refit:
-        got, why = cache.lookup([Path(shipped)], identity, load_with_fit, "layout encoder")
-        # exactly this identity: no field the shipped one records may differ either
-        if got is not None and cache.agrees(identity, cache.read_identity(Path(shipped)) or {}):
-            return got[0], got[1], why.replace("loaded from", "shipped in")
-    (enc, fit), where = cache.fetch(cache_dir, identity,
-                                    lambda: train_layout_encoder(model, world, progress=False, **train),
-                                    lambda v, folder: save(v[0], folder, extra=v[1]), load_with_fit,
-                                    "layout encoder", refit=refit)
+    (enc, fit), where = cache.shipped_or_fetch(shipped, cache_dir, study_identity(model, world, **train),
+                                               lambda: train_layout_encoder(model, world, progress=False, **train),
+                                               lambda v, folder: save(v[0], folder, extra=v[1]), load_with_fit,
+                                               "layout encoder", refit=refit)
     return enc, fit, where
 
 

@@ -206,16 +206,9 @@ def load_pixel_oracle(size: int, cache_dir: str | Path, train_steps: int = 600, 
     trained and cached there."""
     identity = _oracle_identity("pixel_oracle", size, train_steps, seed)
     shipped = (Path(pretrained_dir) if pretrained_dir is not None else PRETRAINED_DIR) / f"shapes{size}_pixel_oracle"
-    if not refit:
-        net, why = cache.lookup([shipped], identity, oracle.load_pixel_oracle, "pixel oracle")
-        if net is not None:
-            return net, why.replace("loaded from", "shipped in")
-
-    def fit():
-        return oracle.train_pixel_oracle(size=size, steps=train_steps, seed=seed)
-
-    (net, report), where = cache.fetch(
-        repo_path(cache_dir) / f"pixel_size{size}", identity, fit,
+    (net, report), where = cache.shipped_or_fetch(
+        shipped, repo_path(cache_dir) / f"pixel_size{size}", identity,
+        lambda: oracle.train_pixel_oracle(size=size, steps=train_steps, seed=seed),
         lambda v, folder: oracle.save_pixel_oracle(v[0], folder, v[1]),
         lambda folder: (oracle.load_pixel_oracle(folder), None), "pixel oracle", refit=refit)
     return net, where + (f": {report}" if report else "")
