@@ -16,13 +16,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 from datetime import datetime, timezone
 
 import torch
 
-from hdae_core import benchdocs, pretrained
+from hdae_core import benchdocs, hardware, pretrained
 from hdae_core.editor_state import alpha_strip, follow, state_from_checkpoint
 
 
@@ -37,16 +36,6 @@ def _times(fn, n: int) -> list[float]:
 
 def _summary(s: dict) -> str:
     return f"median {s['median']:.3f} s, p90 {s['p90']:.3f} s, max {s['max']:.3f} s (n={s['n']})"
-
-
-def _machine() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main() -> None:
@@ -101,7 +90,7 @@ def main() -> None:
             print(line, flush=True)
     if args.record:
         record = {"written": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "model": args.model,
-                  "machine": _machine(), "cores": os.cpu_count(), "torch": torch.__version__,
+                  "machine": hardware.cpu_name(), "cores": os.cpu_count(), "torch": torch.__version__,
                   "renders": args.renders, "rows": rows}
         path = pretrained.REPO_DIR / benchdocs.LATENCY_FILE
         path.parent.mkdir(parents=True, exist_ok=True)

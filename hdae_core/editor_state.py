@@ -264,7 +264,7 @@ class EditorState:
 
     def reset_all(self) -> None:
         """Every setting back to its start: α 0, k all, every level edited, no partner, the image's own x_T."""
-        self.alphas = {n: 0.0 for n in self.alphas}
+        self.reset()
         self.k, self.edit_levels, self.partner, self.mix_levels, self.x_T_mode = None, None, None, [], "own"
 
     def add_image(self, image: torch.Tensor, name: str) -> int:

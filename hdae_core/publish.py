@@ -17,8 +17,8 @@ from .pipeline import (NOTEBOOKS, RAN, REPO_DIR, REPORT_TIME_MARK, STUDIES, STUD
 
 RESULTS = "results.md"
 FIGURES = "figures"
-COPIED = (".png", ".pdf", ".svg", ".csv")
-PUBLISHED_MARK = "<!-- published by hdae publish:"  # what a notebook's report folder holds that the docs show or link
+COPIED = (".png", ".pdf", ".svg", ".csv")  # what a notebook's report folder holds that the docs show or link
+PUBLISHED_MARK = "<!-- published by hdae publish:"  # ends results.md: the files that publish wrote
 
 
 class NotPublishable(ValueError):

@@ -131,6 +131,14 @@ class Editor:
         lv = [i for i, b in enumerate(self.level_boxes) if b.value]
         return None if len(lv) == self.state.L else lv
 
+    def mix_levels(self) -> list[int]:
+        """The levels ticked to take from the style-mix partner."""
+        return [i for i, b in enumerate(self.mix_boxes) if b.value]
+
+    def comparing(self) -> EditorState | None:
+        """The other model's state when ``compare with DAE`` is ticked (and one is loaded), else None."""
+        return self.compare if self.compare is not None and self.compare_box.value else None
+
     def alphas(self) -> dict[str, float]:
         """The nonzero sliders, name → α."""
         return {n: float(s.value) for n, s in self.sliders.items() if s.value != 0}
@@ -142,7 +150,7 @@ class Editor:
         st.alphas = {n: float(s.value) for n, s in self.sliders.items()}
         st.k = self.k()
         st.edit_levels = [i for i, b in enumerate(self.level_boxes) if b.value]
-        st.set_partner(self._partner, [i for i, b in enumerate(self.mix_boxes) if b.value])
+        st.set_partner(self._partner, self.mix_levels())
         st.set_x_T("random" if self.random_box.value else "own")
         return st
 
@@ -154,12 +162,12 @@ class Editor:
         st = self.sync()
         x = st.render()
         panel = {"original": st.images[st.index], "reconstruction": st.reconstruction(), "edited": x}
-        comparing = self.compare is not None and self.compare_box.value
-        if comparing:
-            panel["DAE edited"] = self._compared = follow(self.compare, st).render()
+        comparing = self.comparing()
+        if comparing is not None:
+            panel["DAE edited"] = self._compared = follow(comparing, st).render()
         for caption, img in panel.items():
             self.panels[caption].value = png_bytes(img[None], scale=self.scale)
-        self._panel_boxes["DAE edited"].layout.display = None if comparing else "none"
+        self._panel_boxes["DAE edited"].layout.display = None if comparing is not None else "none"
         pasted = paste_into_upload(st, x) if self.paste_box.value else None
         if pasted is not None:
             buf = io.BytesIO()
@@ -182,7 +190,7 @@ class Editor:
     def save(self) -> tuple[Path, Path]:
         """Write the panel as PNG and its recipe as JSON into ``save_dir`` (``editor_state.save_edit``)."""
         edited = self.render()  # the panels show what is saved; save_edit reuses these renders
-        comparing = self.compare if self.compare is not None and self.compare_box.value else None
+        comparing = self.comparing()
         png, js = save_edit(self.state, self.save_dir, self.checkpoint, comparing, scale=self.scale, edited=edited,
                             compared=self._compared if comparing is not None else None)
         self.saved_label.value = f"saved {html.escape(str(png))} and {html.escape(js.name)}"
@@ -207,8 +215,9 @@ class Editor:
         """Show the selected image; the other panels wait for Render."""
         x = self.state.images[self.index]
         self.panels["original"].value = png_bytes(x[None], scale=self.scale)
+        blank = png_bytes(torch.zeros_like(x)[None], scale=self.scale)
         for c in ("reconstruction", "edited", "DAE edited"):
-            self.panels[c].value = png_bytes(torch.zeros_like(x)[None], scale=self.scale)
+            self.panels[c].value = blank
         self.paste_widget.layout.display = "none"
         self.strip_widget.layout.display = "none"  # an α strip of the previous image would mislead
         self.status.value = "press Render"
@@ -283,10 +292,10 @@ def _refresh_gallery(ed: "Editor") -> None:
         ed.gallery_box.children = _thumbs(W, st.images, st.image_names, "hdae-thumb", ed.select)
     if len(ed.partner_box.children) != len(st.partner_images) + 1:
         none = _styled(W.Button(description="none", layout=W.Layout(width="60px")), "hdae-partner-none")
-        none.on_click(lambda _b: ed.set_partner(None, [i for i, b in enumerate(ed.mix_boxes) if b.value]))
+        none.on_click(lambda _b: ed.set_partner(None, ed.mix_levels()))
         ed.partner_box.children = [none, *_thumbs(
             W, st.partner_images, st.partner_names, "hdae-partner",
-            lambda j: ed.set_partner(j, [i for i, b in enumerate(ed.mix_boxes) if b.value]))]
+            lambda j: ed.set_partner(j, ed.mix_levels()))]
     for i, box in enumerate(ed.gallery_box.children):
         box.children[1].button_style = "info" if i == ed.index else ""
     ed.partner_box.children[0].button_style = "info" if ed._partner is None else ""
@@ -326,10 +335,6 @@ def _thumbs(W, images: torch.Tensor, names: Sequence[str], css: str, pick) -> li
         b.on_click(lambda _b, j=i: pick(j))
         out.append(W.VBox([img, b], layout=W.Layout(width="52px")))
     return out
-
-
-def _options(names: Sequence[str]) -> list[tuple[str, int]]:
-    return [(n, i) for i, n in enumerate(names)]
 
 
 def _error_html(message: str) -> str:
