@@ -179,7 +179,7 @@ def plot_ablation_curves(runs: pd.DataFrame, columns: Sequence[str] = tuple(CURV
         ax.set_visible(False)
     if handles:
         fig.legend(list(handles.values()), list(handles), loc="outside right center", fontsize=8, frameon=False,
-                   title="variant (seeds)" if len(handles) else None, title_fontsize=8)
+                   title="variant (seeds)", title_fontsize=8)
     fig.suptitle("Reconstruction against training steps (HDAE Fig. 5)\nline: median over seeds, band: their range"
                  + ("" if logy else f"; linear axes from {ZOOM_FROM:.0%} of the steps on"), fontsize=9)
     if path is not None:

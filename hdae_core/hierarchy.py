@@ -31,13 +31,19 @@ def half_shares(shares: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"fine_half": fine, "coarse_half": coarse})
 
 
+def tiers(names: Sequence[str], structure: Sequence[str], appearance: Sequence[str]) -> dict[str, str]:
+    """Each attribute's tier: structure, appearance, or other (neither list names it)."""
+    return {n: "structure" if n in structure else "appearance" if n in appearance else "other" for n in names}
+
+
 def tier_table(shares: pd.DataFrame, structure: Sequence[str], appearance: Sequence[str]) -> pd.DataFrame:
     """One row per attribute: its tier, fine/coarse half shares, the half holding most of it, and whether that
     is the half its tier predicts (structure → coarse, appearance → fine; other attributes: no prediction)."""
     halves = half_shares(shares)
     rows = []
+    tier_of = tiers(halves.index, structure, appearance)
     for name, row in halves.iterrows():
-        tier = "structure" if name in structure else "appearance" if name in appearance else "other"
+        tier = tier_of[name]
         c, f = row["coarse_half"], row["fine_half"]
         side = "coarse" if c > f else "fine" if f > c else "even"
         expected = {"structure": "coarse", "appearance": "fine"}.get(tier)

@@ -361,7 +361,7 @@ def takes_quick(name: str, notebook_dir: str | Path | None = None) -> bool:
 
 
 @contextlib.contextmanager
-def _kernel_env(threads: int = 1, formats: str | None = None):
+def _kernel_env(formats: str | None = None):
     """Environment for the kernels: this checkout's package first on the path, one BLAS/OpenMP thread, and the
     figure formats (``--format``) when given; without it the kernels inherit the caller's."""
     saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "OMP_NUM_THREADS", "MKL_NUM_THREADS", FORMATS_ENV)}
@@ -370,7 +370,7 @@ def _kernel_env(threads: int = 1, formats: str | None = None):
     if formats:
         os.environ[FORMATS_ENV] = formats
     for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(k, str(threads))
+        os.environ.setdefault(k, "1")
     try:
         yield
     finally:

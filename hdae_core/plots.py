@@ -221,9 +221,12 @@ def save_labeled_grid(path: str | Path, rows: Sequence[torch.Tensor], row_labels
     path.parent.mkdir(parents=True, exist_ok=True)
     kw = dict(row_labels=row_labels, col_labels=col_labels, scale=scale, title=title, legend=legend)
     labeled_grid(rows, **kw).save(path)
-    for copy in vector_copies(path):
+    copies = vector_copies(path)
+    if copies:  # the figure is laid out once for all the vector formats
         with matplotlib.rc_context(VECTOR_TEXT):
-            labeled_grid_figure(rows, **kw).savefig(copy, facecolor="white")
+            fig = labeled_grid_figure(rows, **kw)
+            for copy in copies:
+                fig.savefig(copy, facecolor="white")
     return path
 
 
@@ -504,7 +507,3 @@ def plot_level_share_matrix(shares: pd.DataFrame, path: str | Path | None = None
         save_figure(fig, path)
     return fig
 
-
-def tiers(names: Sequence[str], structure: Sequence[str], appearance: Sequence[str]) -> dict[str, str]:
-    """Each attribute's tier for ``groups``: structure, appearance, or other (neither list names it)."""
-    return {n: "structure" if n in structure else "appearance" if n in appearance else "other" for n in names}
