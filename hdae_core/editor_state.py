@@ -573,29 +573,22 @@ def _checked_recipe(state: EditorState, r: Any) -> dict[str, Any]:
     if k is not None and (not _is_int(k) or not 1 <= k <= state.L * state.D):
         raise bad("k", f"must be null (every feature) or an integer in 1..{state.L * state.D}", k)
     out["k"] = k
-    levels = r.get("edit_levels")
-    if levels is not None:
+    def levels(value, field: str, what: str) -> list[int]:
         try:
-            levels = editing.check_levels(levels, state.L, "edit_levels") if isinstance(levels, list) else None
+            if isinstance(value, list):
+                return editing.check_levels(value, state.L, field)
         except ValueError:
-            levels = None
-        if levels is None:
-            raise bad("edit_levels", f"must be null (every level) or a list of distinct levels in 0..{state.L - 1}",
-                      r.get("edit_levels"))
-    out["edit_levels"] = levels
+            pass
+        raise bad(field, f"must be {what}a list of distinct levels in 0..{state.L - 1}", value)
+
+    lv = r.get("edit_levels")
+    out["edit_levels"] = None if lv is None else levels(lv, "edit_levels", "null (every level) or ")
     p = r.get("partner")
     out["partner"], out["mix_levels"] = None, []
     if p is not None:
         if not isinstance(p, Mapping) or not _is_int(p.get("index")) or not 0 <= p["index"] < len(state.partner_images):
             raise bad("partner", f"must be null or an object whose index is in 0..{len(state.partner_images) - 1}", p)
-        mix = p.get("levels", [])
-        try:
-            mix = editing.check_levels(mix, state.L, "partner.levels") if isinstance(mix, list) else None
-        except ValueError:
-            mix = None
-        if mix is None:
-            raise bad("partner.levels", f"must be a list of distinct levels in 0..{state.L - 1}", p.get("levels"))
-        out["partner"], out["mix_levels"] = p["index"], mix
+        out["partner"], out["mix_levels"] = p["index"], levels(p.get("levels", []), "partner.levels", "")
     if xt.get("mode") not in X_T_MODES:
         raise bad("x_T.mode", f"must be one of {list(X_T_MODES)}", xt.get("mode"))
     if not _is_int(xt.get("seed")) or not -2**63 <= xt["seed"] < 2**64:  # what torch.Generator takes
@@ -632,9 +625,8 @@ def _find(state: EditorState, wanted, what: str, search: int = 256) -> int:
             return i
     pool = Shapes(size=state.size, seed=10_000).batch(range(search))
     for j, a in enumerate(pool["attributes"]):
-        on = {n for n, v in zip(Shapes.attribute_names, a.tolist()) if v > 0.5}
-        if wanted(on):
-            return state.add_image(pool["image"][j], f"shape {j}: {', '.join(sorted(on)) or '(no attributes)'}")
+        if wanted({n for n, v in zip(Shapes.attribute_names, a.tolist()) if v > 0.5}):
+            return state.add_image(pool["image"][j], f"shape {j}: {_describe(a, Shapes.attribute_names)}")
     raise KeyError(f"no {what} among {search} held-out shapes")
 
 
