@@ -15,6 +15,7 @@ metrics and checks:
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import shutil
 import sys
@@ -25,6 +26,12 @@ from hdae_core.config import VARIANT_LABELS
 from hdae_core.latent import SHIPPED_DIR
 
 ROOT = pretrained.PRETRAINED_DIR
+
+
+@functools.cache
+def _shipped_identity(folder: str) -> str:
+    """The identity of a shipped model's weights (hashed once, however many things are shipped beside it)."""
+    return cache.model_identity(pretrained.load(folder))
 
 
 def _checks(metrics: dict, prefix: str = "") -> list[str]:
@@ -67,7 +74,7 @@ def main() -> None:
     for key, folder in pretrained.DEMO_MODELS.items() if "latent_ddim" in args.only else ():
         src = args.report / "09_sampling" / f"latent_{key}"
         ident = cache.read_identity(src)
-        shipped = cache.model_identity(pretrained.load(folder))
+        shipped = _shipped_identity(folder)
         if ident is None or ident.get("model") != shipped:
             sys.exit(f"{src}: its identity does not name the shipped {folder} ({shipped}); rerun 09 on it")
         dest = ROOT / folder / SHIPPED_DIR
@@ -104,7 +111,7 @@ def _ship_layout(report: Path, summary: dict, force: bool) -> None:
     src = report / "08_layout" / "layout_encoder"
     ident = cache.read_identity(src)
     folder = pretrained.DEMO_MODELS["hdae_u"]
-    shipped = cache.model_identity(pretrained.load(folder))
+    shipped = _shipped_identity(folder)
     if ident is None or ident.get("model") != shipped:
         sys.exit(f"{src}: its identity does not name the shipped {folder} ({shipped}); rerun 08 on it")
     dest = ROOT / folder / layout.SHIPPED_DIR
