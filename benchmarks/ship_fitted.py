@@ -34,6 +34,18 @@ def _shipped_identity(folder: str) -> str:
     return cache.model_identity(pretrained.load(folder))
 
 
+def _fitted_on_shipped(src: Path, folder: str, study: str) -> dict:
+    """The identity of what ``study`` fitted in ``src``, which must name the shipped ``folder``'s weights."""
+    ident = cache.read_identity(src)
+    if ident is None:
+        sys.exit(f"{src}: nothing fitted there ({study} loaded a shipped or cached one); run {study} with "
+                 f"refit=True to fit one")
+    shipped = _shipped_identity(folder)
+    if ident.get("model") != shipped:
+        sys.exit(f"{src}: its identity does not name the shipped {folder} ({shipped}); rerun {study} on it")
+    return ident
+
+
 def _checks(metrics: dict, prefix: str = "") -> list[str]:
     return [f"| {c['name'].replace('|', chr(92) + '|')} | {c['value']:.4g} | {c.get('relation', '')} {c['bound']} | "
             f"{'yes' if c['passed'] else 'NO'} |" for c in metrics.get("checks", []) if c["name"].startswith(prefix)
@@ -73,10 +85,7 @@ def main() -> None:
     m09 = json.loads((args.report / "09_sampling" / "metrics.json").read_text()) if "latent_ddim" in args.only else {}
     for key, folder in pretrained.DEMO_MODELS.items() if "latent_ddim" in args.only else ():
         src = args.report / "09_sampling" / f"latent_{key}"
-        ident = cache.read_identity(src)
-        shipped = _shipped_identity(folder)
-        if ident is None or ident.get("model") != shipped:
-            sys.exit(f"{src}: its identity does not name the shipped {folder} ({shipped}); rerun 09 on it")
+        ident = _fitted_on_shipped(src, folder, "09")
         dest = ROOT / folder / SHIPPED_DIR
         _copy(src, dest, args.force)
         label = VARIANT_LABELS[key]
@@ -109,11 +118,8 @@ def main() -> None:
 def _ship_layout(report: Path, summary: dict, force: bool) -> None:
     """08's layout encoder, beside the shipped hdae_u it was trained on."""
     src = report / "08_layout" / "layout_encoder"
-    ident = cache.read_identity(src)
     folder = pretrained.DEMO_MODELS["hdae_u"]
-    shipped = _shipped_identity(folder)
-    if ident is None or ident.get("model") != shipped:
-        sys.exit(f"{src}: its identity does not name the shipped {folder} ({shipped}); rerun 08 on it")
+    ident = _fitted_on_shipped(src, folder, "08")
     dest = ROOT / folder / layout.SHIPPED_DIR
     _copy(src, dest, force)
     m08 = json.loads((report / "08_layout" / "metrics.json").read_text())
